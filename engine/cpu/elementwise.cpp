@@ -1,0 +1,116 @@
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/cpu/cpu_backend.h"
+
+namespace equivae {
+
+void* CpuBackend::allocate(size_t bytes) {
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);  // 64 B: whole cache lines for SIMD
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void CpuBackend::deallocate(void* ptr) { std::free(ptr); }
+void CpuBackend::copy(void* dst, Device, const void* src, Device, size_t bytes) { std::memcpy(dst, src, bytes); }
+
+void CpuBackend::fill(Tensor& x, double value) {
+  const int64_t n = x.numel();
+  if (x.dtype() == DType::i32) {
+    std::fill_n(x.data<int32_t>(), n, int32_t(value));
+    return;
+  }
+  EQUIVAE_DISPATCH_FLOAT(x, "fill", std::fill_n(x.data<T>(), n, T(value)));
+}
+
+void CpuBackend::axpy(double alpha, const Tensor& x, Tensor& y) {
+  EQUIVAE_DISPATCH_FLOAT(x, "axpy", {
+    const T* a = x.data<T>();
+    T* b = y.data<T>();
+    const T s = T(alpha);
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] += s * a[i];
+  });
+}
+
+void CpuBackend::scale(const Tensor& x, double alpha, Tensor& y) {
+  EQUIVAE_DISPATCH_FLOAT(x, "scale", {
+    const T* a = x.data<T>();
+    T* b = y.data<T>();
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] = T(alpha) * a[i];
+  });
+}
+
+void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& y) {
+  EQUIVAE_DISPATCH_FLOAT(a, "binary", {
+    const T* p = a.data<T>();
+    const T* q = b.data<T>();
+    T* r = y.data<T>();
+    const int64_t n = a.numel();
+    switch (op) {
+      case BinaryOp::add: for (int64_t i = 0; i < n; ++i) r[i] = p[i] + q[i]; break;
+      case BinaryOp::sub: for (int64_t i = 0; i < n; ++i) r[i] = p[i] - q[i]; break;
+      case BinaryOp::mul: for (int64_t i = 0; i < n; ++i) r[i] = p[i] * q[i]; break;
+    }
+  });
+}
+
+void CpuBackend::relu_forward(const Tensor& x, Tensor& y) {
+  EQUIVAE_DISPATCH_FLOAT(x, "relu", {
+    const T* a = x.data<T>();
+    T* b = y.data<T>();
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] = a[i] > T(0) ? a[i] : T(0);
+  });
+}
+
+void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  EQUIVAE_DISPATCH_FLOAT(y, "relu_backward", {
+    const T* out = y.data<T>();
+    const T* g = dy.data<T>();
+    T* d = dx.data<T>();
+    for (int64_t i = 0, n = y.numel(); i < n; ++i) d[i] = out[i] > T(0) ? g[i] : T(0);
+  });
+}
+
+void CpuBackend::copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
+                              int64_t cols) {
+  const int64_t src_cols = src.numel() / rows, dst_cols = dst.numel() / rows;
+  const size_t elem = dtype_size(src.dtype());
+  const char* s = static_cast<const char*>(src.raw());
+  char* d = static_cast<char*>(dst.raw());
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(d + size_t(r * dst_cols + dst_col) * elem, s + size_t(r * src_cols + src_col) * elem,
+                size_t(cols) * elem);
+}
+
+void CpuBackend::sum_rows(const Tensor& x, int64_t rows, Tensor& y) {
+  EQUIVAE_DISPATCH_FLOAT(x, "sum_rows", {
+    const int64_t cols = rows ? x.numel() / rows : 0;
+    const T* a = x.data<T>();
+    T* out = y.data<T>();
+    for (int64_t r = 0; r < rows; ++r) {
+      double acc = 0;  // double accumulation: the CPU path is the reference
+      for (int64_t c = 0; c < cols; ++c) acc += a[r * cols + c];
+      out[r] = T(acc);
+    }
+  });
+}
+
+void CpuBackend::broadcast_rows(const Tensor& dy, int64_t rows, Tensor& dx) {
+  EQUIVAE_DISPATCH_FLOAT(dy, "broadcast_rows", {
+    const int64_t cols = rows ? dx.numel() / rows : 0;
+    const T* g = dy.data<T>();
+    T* d = dx.data<T>();
+    for (int64_t r = 0; r < rows; ++r) std::fill_n(d + r * cols, cols, g[r]);
+  });
+}
+
+bool CpuBackend::has_nonfinite(const Tensor& x) {
+  bool bad = false;
+  EQUIVAE_DISPATCH_FLOAT(x, "has_nonfinite", {
+    const T* a = x.data<T>();
+    for (int64_t i = 0, n = x.numel(); i < n && !bad; ++i) bad = !std::isfinite(a[i]);
+  });
+  return bad;
+}
+
+}  // namespace equivae

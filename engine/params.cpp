@@ -1,0 +1,78 @@
+#include "engine/params.h"
+
+#include <cmath>
+
+#include "engine/backend.h"
+#include "engine/rng.h"
+
+namespace equivae {
+
+Init Init::fan_in(int64_t fan_in) { return {uniform, 1.0 / std::sqrt(double(fan_in))}; }
+
+Var ParameterStore::declare(const std::string& name, Shape shape, Init init) {
+  EQUIVAE_CHECK(!allocated(), "parameters: cannot declare {} after allocate()", name);
+  for (const Entry& e : entries_) EQUIVAE_CHECK(e.name != name, "parameters: {} declared twice", name);
+  const int64_t n = shape_numel(shape);
+  // Placeholder value (shape only matters) until allocate() points it into the buffer.
+  Var var(Tensor(), true);
+  entries_.push_back({name, total_, std::move(shape), init, var});
+  total_ += n;
+  return var;
+}
+
+const ParameterStore::Entry& ParameterStore::find(const std::string& name) const {
+  for (const Entry& e : entries_)
+    if (e.name == name) return e;
+  throw std::out_of_range(fmt::format("parameters: no parameter named {}", name));
+}
+
+void ParameterStore::allocate(uint64_t seed, DType dtype, Device device) {
+  EQUIVAE_CHECK(!allocated(), "parameters: allocate() called twice");
+  Tensor host = Tensor::empty({total_}, dtype, Device::cpu);
+  // Every parameter draws from its own range of the stream: adding a parameter at the end
+  // leaves the others' initial values unchanged.
+  for (const Entry& e : entries_) {
+    const int64_t n = shape_numel(e.shape);
+    for (int64_t i = 0; i < n; ++i) {
+      const double u = philox_uniform(seed, uint64_t(e.offset + i));
+      const double v = e.init.kind == Init::uniform ? (2 * u - 1) * e.init.value : e.init.value;
+      if (dtype == DType::f32) host.data<float>()[e.offset + i] = float(v);
+      else host.data<double>()[e.offset + i] = v;
+    }
+  }
+  values_ = host.to(device);
+  grads_ = Tensor::zeros({total_}, dtype, device);
+  point_vars();
+}
+
+void ParameterStore::point_vars() {
+  for (Entry& e : entries_) {
+    const int64_t n = shape_numel(e.shape);
+    e.var.value() = values_.rows(e.offset, e.offset + n).reshape(e.shape);
+    e.var.set_grad_buffer(grads_.rows(e.offset, e.offset + n).reshape(e.shape));
+  }
+}
+
+void ParameterStore::zero_grad() {
+  if (allocated()) backend(grads_.device()).fill(grads_, 0.0);
+}
+
+void ParameterStore::to(Device device) {
+  values_ = values_.to(device);
+  grads_ = grads_.to(device);
+  point_vars();
+}
+
+Adam::Adam(ParameterStore& params, AdamConfig config) : params_(params), config_(config) {
+  EQUIVAE_CHECK(params.allocated(), "adam: parameters are not allocated");
+  m_ = Tensor::zeros({params.numel()}, params.values().dtype(), params.values().device());
+  v_ = Tensor::zeros({params.numel()}, params.values().dtype(), params.values().device());
+}
+
+void Adam::step() {
+  ++t_;
+  const AdamParams p{config_.lr, config_.beta1, config_.beta2, config_.eps, t_};
+  backend(params_.values().device()).adam_step(params_.values(), params_.grads(), m_, v_, p);
+}
+
+}  // namespace equivae

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what equivae builds with, from Debian's packages only (nothing is downloaded at build
+# or run time), then configures and builds the project in ./build. Idempotent: packages already
+# present are not asked for again, so a second run needs no network.
+#   EQUIVAE_BUILD_DIR  build folder (default: build)
+#   EQUIVAE_CMAKE_ARGS extra CMake arguments (e.g. -DEQUIVAE_CUDA=OFF)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake ninja-build pkg-config libeigen3-dev catch2 libfmt-dev zlib1g-dev
+          libmatio-dev libcli11-dev libstb-dev)
+# The PyTorch peer for bench/ and the figure tools are optional: EQUIVAE_WITH_PYTHON=1 adds them.
+if [[ "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then packages+=(python3-torch python3-numpy python3-matplotlib); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+build="${EQUIVAE_BUILD_DIR:-build}"
+werror=OFF
+[[ "${CI:-}" == true ]] && werror=ON
+# shellcheck disable=SC2086
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_WERROR=$werror ${EQUIVAE_CMAKE_ARGS:-}
+cmake --build "$build" -j "$(nproc)"

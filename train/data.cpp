@@ -1,0 +1,482 @@
+#include "train/data.h"
+
+#include <fmt/format.h>
+#include <matio.h>
+#include <stb_image.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+
+#include "train/sampler.h"
+
+namespace equivae::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what, const std::string& path, const std::string& why) {
+  throw std::runtime_error(fmt::format("{}: {}: {}", what, path, why));
+}
+
+// A file that must exist and be a regular file (gzopen would happily open a directory).
+void require_file(const std::string& what, const std::string& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!fs::exists(st)) fail(what, path, "file not found");
+  if (!fs::is_regular_file(st)) fail(what, path, "not a regular file");
+}
+
+// ---- IDX ---------------------------------------------------------------------------------------
+
+struct GzCloser {
+  void operator()(gzFile_s* f) const { gzclose(f); }
+};
+using GzFile = std::unique_ptr<gzFile_s, GzCloser>;
+
+// A failed gzread: a system error, or corrupt compressed data (zlib's message says which).
+[[noreturn]] void gz_fail(gzFile f, const std::string& what, const std::string& path) {
+  const int saved_errno = errno;
+  int err = 0;
+  std::string msg = gzerror(f, &err);
+  if (err == Z_ERRNO) msg = std::strerror(saved_errno);
+  if (msg.starts_with(path + ": ")) msg.erase(0, path.size() + 2);  // zlib prefixes the path
+  fail(what, path, fmt::format("read error ({})", msg));
+}
+
+// Reads up to `count` bytes, growing the buffer only as data arrives: a corrupt header that
+// claims terabytes then fails as "truncated" instead of as a huge allocation.
+std::vector<uint8_t> gz_read(gzFile f, uint64_t count, const std::string& what,
+                             const std::string& path) {
+  constexpr uint64_t kChunk = uint64_t(1) << 24;
+  std::vector<uint8_t> buf;
+  buf.reserve(size_t(std::min<uint64_t>(count, uint64_t(1) << 28)));
+  while (buf.size() < count) {
+    const size_t at = buf.size();
+    const unsigned want = unsigned(std::min<uint64_t>(kChunk, count - at));
+    buf.resize(at + want);
+    const int got = gzread(f, buf.data() + at, want);
+    if (got < 0) gz_fail(f, what, path);
+    buf.resize(at + size_t(got));
+    if (unsigned(got) < want) break;  // end of data
+  }
+  return buf;
+}
+
+uint32_t big_endian(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+}
+
+struct IdxFile {
+  std::vector<uint32_t> dims;
+  std::vector<uint8_t> data;
+};
+
+// One IDX file of uint8 with `rank` dimensions; checks magic, dims, truncation and trailing bytes.
+IdxFile read_idx(const std::string& what, const std::string& path, int rank, const char* kind) {
+  require_file(what, path);
+  GzFile f(gzopen(path.c_str(), "rb"));
+  if (!f) fail(what, path, fmt::format("cannot open ({})", std::strerror(errno)));
+  gzbuffer(f.get(), 1u << 20);
+  // The magic first: a file of the wrong kind is named as such even when it is short.
+  const std::vector<uint8_t> magic_bytes = gz_read(f.get(), 4, what, path);
+  if (magic_bytes.size() < 4)
+    fail(what, path,
+         fmt::format("truncated header: {} bytes, not an IDX {}", magic_bytes.size(), kind));
+  const uint32_t expected = 0x00000800u | uint32_t(rank);  // type 0x08 = unsigned byte
+  const uint32_t magic = big_endian(magic_bytes.data());
+  if (magic != expected)
+    fail(what, path,
+         fmt::format("wrong magic 0x{:08x}, expected 0x{:08x} (an IDX {})", magic, expected, kind));
+  const std::vector<uint8_t> header = gz_read(f.get(), 4 * uint64_t(rank), what, path);
+  if (header.size() < 4 * size_t(rank))
+    fail(what, path,
+         fmt::format("truncated header: {} bytes, an IDX {} needs {}", 4 + header.size(), kind,
+                     4 + 4 * rank));
+  IdxFile out;
+  uint64_t count = 1;
+  for (int i = 0; i < rank; ++i) {
+    const uint32_t dim = big_endian(header.data() + 4 * i);
+    // Rows and columns beyond 2^16 are no image anyone trains on; the bound keeps the product
+    // of the dims far from overflow.
+    if (i > 0 && (dim == 0 || dim > 65536))
+      fail(what, path, fmt::format("bad dimension {} = {} in the header", i, dim));
+    out.dims.push_back(dim);
+    count *= dim;
+  }
+  out.data = gz_read(f.get(), count, what, path);
+  if (out.data.size() < count)
+    fail(what, path,
+         fmt::format("truncated: the header promises {} bytes of data, the file has {}", count,
+                     out.data.size()));
+  // One more read: catches trailing bytes, and makes zlib check the gzip trailer (CRC, length).
+  uint8_t extra = 0;
+  const int more = gzread(f.get(), &extra, 1);
+  if (more < 0) gz_fail(f.get(), what, path);
+  if (more > 0)
+    fail(what, path, fmt::format("{} bytes of data expected, but the file is longer", count));
+  return out;
+}
+
+std::string find_mnist_file(const std::string& dir, const std::string& base) {
+  for (const std::string& p : {base + ".gz", base}) {
+    std::error_code ec;
+    if (fs::exists(fs::path(dir) / p, ec)) return (fs::path(dir) / p).string();
+  }
+  fail("mnist", dir, fmt::format("neither {0}.gz nor {0} found", base));
+}
+
+// Splits `all` into its first n - validation_size rows and its last validation_size rows.
+void split_train(const std::string& what, const Dataset& all, int64_t validation_size,
+                 const std::string& prefix, Splits& out) {
+  if (validation_size < 0 || validation_size >= all.n)
+    throw std::runtime_error(fmt::format("{}: validation size {} must be in [0, {}) (train rows)",
+                                         what, validation_size, all.n));
+  out.train = all.slice(0, all.n - validation_size);
+  out.validation = all.slice(all.n - validation_size, all.n);
+  out.train.name = prefix + "/train";
+  out.validation.name = prefix + "/validation";
+}
+
+// ---- MAT (matio) -------------------------------------------------------------------------------
+
+// matio reports problems through a log callback (the default one prints, and aborts on errors
+// that matio itself treats as fatal). Ours stays silent and keeps the last message for our error.
+thread_local std::string matio_last_message;
+void matio_log(int /*level*/, char* message) { matio_last_message = message ? message : ""; }
+void quiet_matio() {
+  static std::once_flag once;
+  std::call_once(once, [] { Mat_LogInitFunc("equivae", matio_log); });
+}
+
+struct MatCloser {
+  void operator()(mat_t* m) const { Mat_Close(m); }
+};
+struct VarFreer {
+  void operator()(matvar_t* v) const { Mat_VarFree(v); }
+};
+using MatVar = std::unique_ptr<matvar_t, VarFreer>;
+
+std::string dims_text(const matvar_t* v) {
+  std::string s;
+  for (int i = 0; i < v->rank; ++i) {
+    if (i) s += 'x';
+    s += std::to_string(v->dims[i]);
+  }
+  return s;
+}
+
+const char* class_text(matio_classes c) {
+  static const char* const names[] = {"empty",  "cell",   "struct", "object", "char",     "sparse",
+                                      "double", "single", "int8",   "uint8",  "int16",    "uint16",
+                                      "int32",  "uint32", "int64",  "uint64", "function", "opaque"};
+  return size_t(c) < std::size(names) ? names[c] : "unknown class";
+}
+
+template <typename T>
+bool convert(const matvar_t* v, std::vector<double>& out) {
+  if (size_t(v->data_size) != sizeof(T) || v->nbytes < out.size() * sizeof(T)) return false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    T x;  // memcpy: matio's buffer need not be aligned for T
+    std::memcpy(&x, static_cast<const char*>(v->data) + i * sizeof(T), sizeof(T));
+    out[i] = double(x);
+  }
+  return true;
+}
+
+// All of a real numeric variable as double (out is sized by the caller); false otherwise.
+bool read_numeric(const matvar_t* v, std::vector<double>& out) {
+  if (v->isComplex || !v->data) return false;
+  switch (v->class_type) {
+    case MAT_C_DOUBLE: return convert<double>(v, out);
+    case MAT_C_SINGLE: return convert<float>(v, out);
+    case MAT_C_INT8: return convert<int8_t>(v, out);
+    case MAT_C_UINT8: return convert<uint8_t>(v, out);
+    case MAT_C_INT16: return convert<int16_t>(v, out);
+    case MAT_C_UINT16: return convert<uint16_t>(v, out);
+    case MAT_C_INT32: return convert<int32_t>(v, out);
+    case MAT_C_UINT32: return convert<uint32_t>(v, out);
+    default: return false;
+  }
+}
+
+}  // namespace
+
+// ---- Dataset -----------------------------------------------------------------------------------
+
+Dataset Dataset::slice(int64_t begin, int64_t end) const {
+  if (begin < 0 || end < begin || end > n)
+    throw std::out_of_range(
+        fmt::format("{}: slice [{}, {}) outside the {} rows", name, begin, end, n));
+  Dataset d;
+  d.name = fmt::format("{}[{}:{}]", name, begin, end);
+  d.n = end - begin;
+  d.channels = channels, d.height = height, d.width = width;
+  d.num_classes = num_classes;
+  d.images.assign(images.begin() + begin * image_size(), images.begin() + end * image_size());
+  d.labels.assign(labels.begin() + begin, labels.begin() + end);
+  return d;
+}
+
+Dataset Dataset::subset(const std::vector<int64_t>& rows) const {
+  Dataset d;
+  d.name = fmt::format("{}[{} rows]", name, rows.size());
+  d.n = int64_t(rows.size());
+  d.channels = channels, d.height = height, d.width = width;
+  d.num_classes = num_classes;
+  d.images.resize(size_t(d.n * image_size()));
+  d.labels.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t r = rows[i];
+    if (r < 0 || r >= n)
+      throw std::out_of_range(fmt::format("{}: subset row {} outside the {} rows", name, r, n));
+    std::copy_n(image(r), image_size(), d.images.begin() + int64_t(i) * image_size());
+    d.labels[i] = labels[r];
+  }
+  return d;
+}
+
+// ---- MNIST -------------------------------------------------------------------------------------
+
+Dataset load_idx(const std::string& images_path, const std::string& labels_path,
+                 const std::string& name) {
+  const IdxFile img = read_idx(name, images_path, 3, "image file");
+  const IdxFile lab = read_idx(name, labels_path, 1, "label file");
+  if (img.dims[0] != lab.dims[0])
+    throw std::runtime_error(fmt::format("{}: {} has {} images but {} has {} labels", name,
+                                         images_path, img.dims[0], labels_path, lab.dims[0]));
+  Dataset d;
+  d.name = name;
+  d.n = img.dims[0], d.channels = 1, d.height = img.dims[1], d.width = img.dims[2];
+  d.num_classes = 10;
+  d.labels.resize(size_t(d.n));
+  for (size_t i = 0; i < lab.data.size(); ++i) {
+    if (lab.data[i] >= 10)
+      fail(name, labels_path,
+           fmt::format("label {} at index {} is not a digit 0..9", lab.data[i], i));
+    d.labels[i] = lab.data[i];
+  }
+  d.images.resize(img.data.size());
+  std::transform(img.data.begin(), img.data.end(), d.images.begin(),
+                 [](uint8_t p) { return float(p) / 255.0f; });
+  return d;
+}
+
+Splits load_mnist(const std::string& dir, int64_t validation_size) {
+  // Find all four files before reading any, so a missing one is reported at once.
+  const std::string train_images = find_mnist_file(dir, "train-images-idx3-ubyte");
+  const std::string train_labels = find_mnist_file(dir, "train-labels-idx1-ubyte");
+  const std::string test_images = find_mnist_file(dir, "t10k-images-idx3-ubyte");
+  const std::string test_labels = find_mnist_file(dir, "t10k-labels-idx1-ubyte");
+  Splits s;
+  split_train("mnist", load_idx(train_images, train_labels, "mnist/train"), validation_size,
+              "mnist", s);
+  s.test = load_idx(test_images, test_labels, "mnist/test");
+  if (s.test.height != s.train.height || s.test.width != s.train.width)
+    fail("mnist", dir,
+         fmt::format("test images are {}x{} but train images are {}x{}", s.test.height,
+                     s.test.width, s.train.height, s.train.width));
+  return s;
+}
+
+// ---- SVHN --------------------------------------------------------------------------------------
+
+Dataset load_svhn_mat(const std::string& path, const std::string& name) {
+  require_file(name, path);
+  quiet_matio();
+  matio_last_message.clear();
+  const std::unique_ptr<mat_t, MatCloser> mat(Mat_Open(path.c_str(), MAT_ACC_RDONLY));
+  if (!mat)
+    fail(name, path,
+         fmt::format("not a readable MAT file{}",
+                     matio_last_message.empty() ? std::string() : " (" + matio_last_message + ")"));
+  const MatVar x(Mat_VarRead(mat.get(), "X"));
+  if (!x) fail(name, path, "no variable X (the 32x32x3xN uint8 images)");
+  const MatVar y(Mat_VarRead(mat.get(), "y"));
+  if (!y) fail(name, path, "no variable y (the Nx1 labels)");
+
+  // MATLAB drops trailing singleton dimensions, so a file with one image has a 32x32x3 X.
+  if (x->rank < 3 || x->rank > 4 || x->dims[0] != 32 || x->dims[1] != 32 || x->dims[2] != 3)
+    fail(name, path, fmt::format("X is {}, expected 32x32x3xN", dims_text(x.get())));
+  const int64_t n = x->rank == 4 ? int64_t(x->dims[3]) : 1;
+  if (x->class_type != MAT_C_UINT8 || x->isComplex)
+    fail(name, path,
+         fmt::format("X is {}{}, expected real uint8", x->isComplex ? "complex " : "",
+                     class_text(x->class_type)));
+  const size_t image_size = 32 * 32 * 3;
+  if (!x->data || x->data_type != MAT_T_UINT8 || x->nbytes != image_size * size_t(n))
+    fail(name, path,
+         fmt::format("X holds {} bytes of data, expected {} for {} images", x->nbytes,
+                     image_size * size_t(n), n));
+
+  const bool column = y->rank == 2 && (y->dims[1] == 1 || y->dims[0] == 1);
+  if (!column || int64_t(y->dims[0] * y->dims[1]) != n)
+    fail(name, path,
+         fmt::format("y is {}, expected {}x1 (one label per image of X)", dims_text(y.get()), n));
+  std::vector<double> raw(static_cast<size_t>(n));
+  if (!read_numeric(y.get(), raw))
+    fail(name, path,
+         fmt::format("y is {}{}, expected a real numeric array", y->isComplex ? "complex " : "",
+                     class_text(y->class_type)));
+
+  Dataset d;
+  d.name = name;
+  d.n = n, d.channels = 3, d.height = 32, d.width = 32;
+  d.num_classes = 10;
+  d.labels.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = raw[size_t(i)];
+    if (!(v >= 1 && v <= 10 && v == std::floor(v)))
+      fail(name, path, fmt::format("label {} at index {} is not in 1..10", v, i));
+    d.labels[size_t(i)] = int32_t(v) % 10;  // SVHN writes the digit 0 as 10
+  }
+  // X(row, col, ch, i) sits at row + 32 col + 1024 ch + 3072 i (column-major); NCHW puts it at
+  // ((i 3 + ch) 32 + row) 32 + col, i.e. per (i, ch) plane a 32x32 transpose.
+  const uint8_t* src = static_cast<const uint8_t*>(x->data);
+  d.images.resize(image_size * size_t(n));
+  for (int64_t plane = 0; plane < n * 3; ++plane) {
+    const uint8_t* s = src + plane * 1024;
+    float* o = d.images.data() + plane * 1024;
+    for (int row = 0; row < 32; ++row)
+      for (int col = 0; col < 32; ++col) o[row * 32 + col] = float(s[row + 32 * col]) / 255.0f;
+  }
+  return d;
+}
+
+Splits load_svhn(const std::string& dir, int64_t validation_size) {
+  Splits s;
+  const Dataset train = load_svhn_mat((fs::path(dir) / "train_32x32.mat").string(), "svhn/train");
+  split_train("svhn", train, validation_size, "svhn", s);
+  s.test = load_svhn_mat((fs::path(dir) / "test_32x32.mat").string(), "svhn/test");
+  return s;
+}
+
+// ---- image folders -----------------------------------------------------------------------------
+
+Dataset load_image_folder(const std::string& dir, std::vector<std::string>* class_names,
+                          const std::string& name) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail(name, dir, "not a directory");
+  std::vector<fs::path> classes;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && e.path().filename().string()[0] != '.') classes.push_back(e.path());
+  std::sort(classes.begin(), classes.end());
+  if (classes.empty()) fail(name, dir, "no class folders (expected dir/<class>/<images>)");
+
+  Dataset d;
+  d.name = name;
+  d.num_classes = int(classes.size());
+  std::string first;  // the file that fixed the size, for the mismatch message
+  if (class_names) class_names->clear();
+  for (size_t c = 0; c < classes.size(); ++c) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(classes[c]))
+      if (e.is_regular_file() && e.path().filename().string()[0] != '.') files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    if (files.empty()) fail(name, classes[c].string(), "class folder has no images");
+    for (const auto& file : files) {
+      int w = 0, h = 0, ch = 0;
+      const std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+          stbi_load(file.c_str(), &w, &h, &ch, 0), stbi_image_free);
+      if (!pixels)
+        fail(name, file.string(), fmt::format("cannot decode image ({})", stbi_failure_reason()));
+      if (d.n == 0) {
+        d.channels = ch, d.height = h, d.width = w;
+        first = file.string();
+      } else if (ch != d.channels || h != d.height || w != d.width) {
+        fail(name, file.string(),
+             fmt::format("image is {}x{} with {} channel(s), but {} is {}x{} with {}", w, h, ch,
+                         first, d.width, d.height, d.channels));
+      }
+      // stb gives HWC interleaved; store CHW.
+      const size_t plane = size_t(h) * size_t(w), at = d.images.size();
+      d.images.resize(at + plane * size_t(ch));
+      for (size_t p = 0; p < plane; ++p)
+        for (int k = 0; k < ch; ++k)
+          d.images[at + size_t(k) * plane + p] =
+              float(pixels.get()[p * size_t(ch) + size_t(k)]) / 255.0f;
+      d.labels.push_back(int32_t(c));
+      ++d.n;
+    }
+    if (class_names) class_names->push_back(classes[c].filename().string());
+  }
+  return d;
+}
+
+// ---- statistics --------------------------------------------------------------------------------
+
+ChannelStats compute_channel_stats(const Dataset& reference) {
+  if (reference.n == 0)
+    throw std::runtime_error(
+        fmt::format("{}: no rows to compute channel statistics on", reference.name));
+  const int64_t plane = reference.height * reference.width;
+  ChannelStats s;
+  for (int64_t c = 0; c < reference.channels; ++c) {
+    double sum = 0, sum_sq = 0;
+    for (int64_t i = 0; i < reference.n; ++i) {
+      const float* p = reference.image(i) + c * plane;
+      for (int64_t k = 0; k < plane; ++k) sum += p[k], sum_sq += double(p[k]) * p[k];
+    }
+    const double count = double(reference.n * plane);
+    const double mean = sum / count;
+    const double var = std::max(0.0, sum_sq / count - mean * mean);
+    s.mean.push_back(float(mean));
+    s.stddev.push_back(var > 0 ? float(std::sqrt(var)) : 1.0f);
+  }
+  return s;
+}
+
+void standardize(Dataset& d, const ChannelStats& s) {
+  if (int64_t(s.mean.size()) != d.channels || int64_t(s.stddev.size()) != d.channels)
+    throw std::invalid_argument(
+        fmt::format("{}: {} channels but statistics for {}", d.name, d.channels, s.mean.size()));
+  const int64_t plane = d.height * d.width;
+  for (int64_t i = 0; i < d.n; ++i)
+    for (int64_t c = 0; c < d.channels; ++c) {
+      float* p = d.images.data() + (i * d.channels + c) * plane;
+      const float mean = s.mean[size_t(c)], inv = 1.0f / s.stddev[size_t(c)];
+      for (int64_t k = 0; k < plane; ++k) p[k] = (p[k] - mean) * inv;
+    }
+}
+
+std::vector<double> class_frequencies(const Dataset& d) {
+  if (d.n == 0) throw std::runtime_error(fmt::format("{}: no rows for class frequencies", d.name));
+  std::vector<double> f(size_t(d.num_classes), 0.0);
+  for (int32_t y : d.labels) {
+    if (y < 0 || y >= d.num_classes)
+      throw std::runtime_error(
+          fmt::format("{}: label {} outside [0, {})", d.name, y, d.num_classes));
+    f[size_t(y)] += 1;
+  }
+  for (double& x : f) x /= double(d.n);
+  return f;
+}
+
+std::vector<int64_t> balanced_label_subset(const Dataset& d, int per_class, uint64_t seed) {
+  if (per_class < 1)
+    throw std::invalid_argument(fmt::format("{}: per_class = {} < 1", d.name, per_class));
+  const ClassIndex index(d.labels, d.num_classes);
+  std::vector<int64_t> out;
+  for (int c = 0; c < d.num_classes; ++c) {
+    std::vector<int64_t> rows = index.rows[size_t(c)];
+    if (int64_t(rows.size()) < per_class)
+      throw std::runtime_error(fmt::format("{}: class {} has {} rows, fewer than the {} requested",
+                                           d.name, c, rows.size(), per_class));
+    // Each class has its own counter range, so class c's choice does not depend on the others.
+    Draws draws{seed, Stream::LabelSubset, uint64_t(c) << 32};
+    for (int i = 0; i < per_class; ++i)  // partial Fisher-Yates
+      std::swap(rows[size_t(i)], rows[size_t(i + draws.below(int64_t(rows.size()) - i))]);
+    out.insert(out.end(), rows.begin(), rows.begin() + per_class);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace equivae::data
