@@ -1,27 +1,33 @@
 #include "engine/backend.h"
 
 #include "engine/cpu/cpu_backend.h"
+#ifdef EQUIVAE_WITH_CUDA
+#include "kernels/cuda_backend.h"
+#endif
 
 namespace equivae {
-namespace {
-Backend* (*g_cuda_factory)() = nullptr;
-bool (*g_cuda_available)() = nullptr;
-}  // namespace
 
-void register_cuda_backend(Backend* (*factory)(), bool (*available)()) {
-  g_cuda_factory = factory;
-  g_cuda_available = available;
+// The CUDA backend lives in kernels/ and is compiled into this library only when CUDA is on;
+// the CPU-only build answers "no CUDA" without referring to it.
+bool cuda_available() {
+#ifdef EQUIVAE_WITH_CUDA
+  static const bool present = cuda_device_present();
+  return present;
+#else
+  return false;
+#endif
 }
-
-bool cuda_available() { return g_cuda_available && g_cuda_available(); }
 
 Backend& backend(Device device) {
   static CpuBackend cpu;
   if (device == Device::cpu) return cpu;
-  if (!g_cuda_factory) throw std::runtime_error("cuda: this build has no CUDA backend (configure with EQUIVAE_CUDA=ON)");
+#ifdef EQUIVAE_WITH_CUDA
   if (!cuda_available()) throw std::runtime_error("cuda: no usable CUDA device is present");
-  static Backend* cuda = g_cuda_factory();
+  static Backend* cuda = make_cuda_backend();
   return *cuda;
+#else
+  throw std::runtime_error("cuda: this build has no CUDA backend (configure with EQUIVAE_CUDA=ON)");
+#endif
 }
 
 }  // namespace equivae

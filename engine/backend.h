@@ -113,9 +113,7 @@ class Backend {
 
 // The backend of a device; throws if the CUDA backend was not built or no GPU is present.
 Backend& backend(Device device);
+// True when this build has the CUDA backend (EQUIVAE_WITH_CUDA) and a GPU is present.
 bool cuda_available();
-
-// Installed by the CUDA backend at static-initialisation time when it is linked in.
-void register_cuda_backend(Backend* (*factory)(), bool (*available)());
 
 }  // namespace equivae

@@ -58,7 +58,7 @@ void CpuBackend::relu_forward(const Tensor& x, Tensor& y) {
   EQUIVAE_DISPATCH_FLOAT(x, "relu", {
     const T* a = x.data<T>();
     T* b = y.data<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] = a[i] > T(0) ? a[i] : T(0);
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] = a[i] < T(0) ? T(0) : a[i];  // NaN propagates
   });
 }
 

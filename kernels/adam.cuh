@@ -1,0 +1,15 @@
+// One Adam step over whole buffers (the CUDA side of engine/cpu/adam.cpp): parameters,
+// gradients and both moments share one layout, so the whole model is one launch.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "engine/shapes.h"
+
+namespace equivae::gpu {
+
+void adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p,
+               cudaStream_t stream);
+
+}  // namespace equivae::gpu

@@ -1,0 +1,181 @@
+// Device-side building blocks shared by the op files (the one .cuh that holds device code rather
+// than launcher declarations): launch geometry, an elementwise map, and the deterministic
+// reductions every op uses. No float atomics anywhere: a sum is always computed by the same
+// threads in the same order, so two runs (and two batches of the same data) give the same bits.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/check.h"
+
+namespace equivae::gpu {
+
+constexpr int kThreads = 256;  // block size of the simple kernels
+
+// Streaming multiprocessors of the current device (queried once): sizes grids and split-K.
+inline int sm_count() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return std::max(n, 1);
+  }();
+  return count;
+}
+
+// Kernels index with int where the tensor sizes allow it (faster address math); this guards it.
+inline void check_int32(int64_t value, const char* what) {
+  if (value < 0 || value > INT32_MAX)
+    throw std::length_error(std::string("cuda: ") + what + " exceeds the 32-bit index range of the kernels");
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Grid for a grid-stride loop over n elements: one element per thread up to a few waves.
+inline unsigned grid_for(int64_t n) {
+  return unsigned(std::clamp<int64_t>(ceil_div(n, kThreads), 1, int64_t(sm_count()) * 32));
+}
+
+template <class F> __global__ void map_kernel(int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) f(i);
+}
+
+// f(i) for every i in [0, n); f is a __device__ lambda (nvcc --extended-lambda).
+template <class F> void launch_map(int64_t n, cudaStream_t stream, F f) {
+  if (n <= 0) return;
+  map_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
+  CUDA_CHECK_LAUNCH(stream);
+}
+
+// ---- reductions --------------------------------------------------------------------------------
+
+// Butterfly sum over a warp. Addition is commutative, so every lane ends with the same bits.
+template <class T> __device__ __forceinline__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <class T> __device__ __forceinline__ T warp_max(T v) {
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// All threads of the block must call it.
+template <class T> __device__ T block_sum(T v) {
+  __shared__ T partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // a previous call's readers are done with `partial`
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  return warp_sum(lane < warps ? partial[lane] : T(0));
+}
+
+template <class F> __global__ void row_sum_kernel(int64_t cols, F f, double scale, float* out) {
+  const int64_t r = blockIdx.x, begin = r * cols;
+  double acc = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) acc += f(begin + c);
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) out[r] = float(acc * scale);
+}
+
+// out[r] = scale * sum over c of f(r * cols + c) (f returns double), one block per row.
+template <class F> void reduce_rows(int64_t rows, int64_t cols, F f, double scale, float* out, cudaStream_t stream) {
+  if (rows <= 0) return;
+  check_int32(rows, "row count");
+  row_sum_kernel<<<unsigned(rows), kThreads, 0, stream>>>(cols, f, scale, out);
+  CUDA_CHECK_LAUNCH(stream);
+}
+
+// Per-channel sums over [n, channels, hw] laid out as NCHW (hw = 1 for the columns of a
+// matrix). Two passes so that the few channels still fill the GPU: pass 1 sums fixed slices of a
+// channel's n * hw elements, pass 2 adds the slices of each channel in order.
+struct ChannelSplit {
+  int slices, chunk;  // chunk: elements of one channel per slice
+};
+inline ChannelSplit channel_split(int64_t n, int64_t channels, int64_t hw) {
+  const int64_t per_channel = n * hw;
+  check_int32(per_channel, "channel size");
+  check_int32(channels, "channel count");
+  if (per_channel == 0 || channels == 0) return {1, 1};
+  const int64_t fill = std::max<int64_t>(1, 4 * int64_t(sm_count()) / channels);  // blocks per channel
+  const int64_t by_size = ceil_div(per_channel, 4 * kThreads);                      // >= 4 elements a thread
+  const int64_t chunk = ceil_div(per_channel, std::min(fill, by_size));
+  return {int(ceil_div(per_channel, chunk)), int(chunk)};
+}
+inline size_t channel_reduce_workspace_bytes(int64_t n, int64_t channels, int64_t hw) {
+  return size_t(channel_split(n, channels, hw).slices) * size_t(std::max<int64_t>(channels, 1)) * sizeof(double);
+}
+
+template <class F>
+__global__ void channel_partial_kernel(int per_channel, int channels, int hw, int chunk, F f, double* partial) {
+  const int c = blockIdx.x, slice = blockIdx.y;
+  const int begin = slice * chunk, end = min(per_channel, begin + chunk);
+  double acc = 0;
+  for (int j = begin + int(threadIdx.x); j < end; j += blockDim.x) {
+    const int img = j / hw, p = j - img * hw;
+    acc += f(img, (int64_t(img) * channels + c) * hw + p);
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partial[int64_t(c) * gridDim.y + slice] = acc;
+}
+
+// One warp per channel adds its slices in a fixed order.
+template <class Out> __global__ void channel_finish_kernel(const double* partial, int slices, int channels, Out* out) {
+  const int c = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (c >= channels) return;  // whole warps leave together
+  double acc = 0;
+  for (int s = lane; s < slices; s += 32) acc += partial[int64_t(c) * slices + s];
+  acc = warp_sum(acc);
+  if (lane == 0) out[c] = Out(acc);
+}
+
+// out[c] = sum over images i < n and pixels p < hw of f(i, (i * channels + c) * hw + p); f returns
+// double. `workspace` holds channel_reduce_workspace_bytes(n, channels, hw).
+template <class F>
+void reduce_channels(int64_t n, int64_t channels, int64_t hw, F f, void* workspace, float* out, cudaStream_t stream) {
+  if (channels <= 0) return;
+  if (n * hw == 0) {
+    CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(channels) * sizeof(float), stream));
+    return;
+  }
+  const ChannelSplit split = channel_split(n, channels, hw);
+  double* partial = static_cast<double*>(workspace);
+  channel_partial_kernel<<<dim3(unsigned(channels), unsigned(split.slices)), kThreads, 0, stream>>>(
+      int(n * hw), int(channels), int(hw), split.chunk, f, partial);
+  CUDA_CHECK_LAUNCH(stream);
+  channel_finish_kernel<<<unsigned(ceil_div(channels, kThreads / 32)), kThreads, 0, stream>>>(
+      partial, split.slices, int(channels), out);
+  CUDA_CHECK_LAUNCH(stream);
+}
+
+// ---- categorical rows ----------------------------------------------------------------------------
+
+// log(sum_j exp(z_j)) of one row of k logits, computed by one warp; every lane gets it. Like the
+// CPU reference: max-shifted, exponentials summed in double.
+__device__ inline float warp_row_lse(const float* z, int k, int lane) {
+  float mx = -INFINITY;
+  for (int j = lane; j < k; j += 32) mx = fmaxf(mx, z[j]);
+  mx = warp_max(mx);
+  double s = 0;
+  for (int j = lane; j < k; j += 32) s += exp(double(z[j] - mx));
+  return mx + float(log(warp_sum(s)));
+}
+
+template <class F> __global__ void warp_rows_kernel(int64_t rows, F f) {
+  const int64_t row = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5);
+  if (row < rows) f(row, int(threadIdx.x & 31));  // whole warps take part or leave together
+}
+
+// f(row, lane) by one warp per row (categorical rows are short: K = 10 classes).
+template <class F> void launch_warp_rows(int64_t rows, cudaStream_t stream, F f) {
+  if (rows <= 0) return;
+  warp_rows_kernel<<<unsigned(ceil_div(rows, kThreads / 32)), kThreads, 0, stream>>>(rows, f);
+  CUDA_CHECK_LAUNCH(stream);
+}
+
+}  // namespace equivae::gpu

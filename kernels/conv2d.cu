@@ -1,0 +1,494 @@
+// Convolution as implicit GEMM: the im2col matrix is never stored; each block gathers its tiles
+// of it straight from the NCHW tensors into shared memory. One tiled FP32 GEMM kernel
+// (igemm_kernel) serves the three products; each product is a "problem" that says how to load
+// its A [M, K] and B [K, N] tiles and where output (m, n) lives:
+//
+//   forward          M = output pixels (n, oy, ox)   N = out_c   K = patch (c, ky, kx)
+//   backward-data    M = input pixels  (n, iy, ix)   N = in_c    K = (oc, ky, kx)
+//   backward-weight  M = patch (c, ky, kx)           N = out_c   K = output pixels (n, oy, ox)
+//
+// Backward-data gathers (each input pixel sums its own taps: no scatter, no atomics). With
+// stride s only the taps with ky = iy + pad (mod s) touch pixel iy, so the input pixels are
+// split into s * s phases (iy mod s, ix mod s), each a dense GEMM over its own taps: no work is
+// spent on the zeros a strided transposed conv would otherwise multiply.
+//
+// When the output has too few tiles to fill the GPU (late encoder layers, every weight
+// gradient) the reduction is split across blocks (split-K); the slices' partial outputs are then
+// added in a fixed order by a second kernel, so results stay deterministic.
+#include "kernels/common.cuh"
+#include "kernels/conv2d.cuh"
+
+namespace equivae::gpu {
+namespace {
+
+constexpr int BK = 16;  // reduction depth of a shared-memory tile
+
+// Block tile BM x BN, thread tile TM x TN. The thread count equals BM, so a thread loads one
+// A-tile row (m-major loads) or, k-major, a fixed k column of the A and B tiles.
+template <int BM_, int BN_, int TM_, int TN_> struct Tile {
+  static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_;
+  static constexpr int RM = BM / TM, RN = BN / TN;  // threads along m, along n
+  static constexpr int kThreads = RM * RN;
+  static constexpr int kB = (BN * BK + kThreads - 1) / kThreads;  // B-tile elements per thread
+  static constexpr int kRowStep = kThreads / BK;                  // k-major: rows between a thread's loads
+  static_assert(kThreads == BM && kThreads % BK == 0, "loaders assume one thread per A-tile row");
+};
+// Chosen by N (output channels of the GEMM): narrow N gets tall tiles instead of idle columns.
+using TileN4 = Tile<128, 4, 4, 1>;
+using TileN16 = Tile<64, 16, 4, 4>;
+using TileN32 = Tile<128, 32, 8, 4>;
+using TileN64 = Tile<128, 64, 8, 8>;
+
+struct TileDims {
+  int bm, bn;
+};
+TileDims tile_dims(int64_t n) {
+  if (n <= 4) return {TileN4::BM, TileN4::BN};
+  if (n <= 16) return {TileN16::BM, TileN16::BN};
+  if (n <= 32) return {TileN32::BM, TileN32::BN};
+  return {TileN64::BM, TileN64::BN};
+}
+
+// blockIdx.z = group * slices + slice: a group is an independent GEMM (a phase of
+// backward-data), a slice a range [slice * chunk, + chunk) of its K.
+struct Split {
+  int groups, slices, chunk;
+};
+
+// What every problem reports on the host to size the launch.
+struct Extent {
+  int64_t max_m, n, max_k, out_numel;
+  int groups;
+};
+
+Split plan_split(const Extent& e) {
+  const TileDims t = tile_dims(e.n);
+  const int64_t blocks = ceil_div(e.max_m, t.bm) * ceil_div(e.n, t.bn) * e.groups;
+  const int64_t want = ceil_div(2 * int64_t(sm_count()), std::max<int64_t>(blocks, 1));  // about 2 blocks per SM
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(ceil_div(e.max_k, 4 * BK), 65535 / e.groups));
+  const int64_t slices = std::clamp<int64_t>(want, 1, most);  // each slice at least 4 tiles deep
+  const int64_t chunk = std::max<int64_t>(BK, ceil_div(ceil_div(e.max_k, slices), BK) * BK);
+  return {e.groups, int(std::max<int64_t>(1, ceil_div(e.max_k, chunk))), int(chunk)};
+}
+
+size_t split_workspace_bytes(const Extent& e) {
+  const Split s = plan_split(e);
+  return s.slices > 1 ? size_t(s.slices) * size_t(e.out_numel) * sizeof(float) : 0;
+}
+
+// The output (numel elements) and how one element is written: bias (by the channel of its NCHW
+// index), ReLU, store.
+struct Epilogue {
+  float* out;
+  int numel;
+  const float* bias;  // null: none
+  int hw, channels;
+  bool relu;
+  __device__ void apply(int i, float v) const {
+    if (bias) v += bias[(i / hw) % channels];
+    out[i] = (relu && v < 0.f) ? 0.f : v;
+  }
+};
+
+template <class Tl> using ATile = float[BK][Tl::BM + 1];  // +1: k-major stores avoid bank conflicts
+template <class Tl> using BTile = float[BK][Tl::BN + 1];
+
+template <class Tl, class P>
+__global__ void __launch_bounds__(Tl::kThreads)
+    igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial) {
+  __shared__ ATile<Tl> As;
+  __shared__ BTile<Tl> Bs;
+  const int tid = threadIdx.x, tm = tid % Tl::RM, tn = tid / Tl::RM;
+  const int slice = blockIdx.z % split.slices;
+  const typename P::Group g = p.group(blockIdx.z / split.slices);
+  const int m0 = blockIdx.x * Tl::BM, n0 = blockIdx.y * Tl::BN;
+  if (m0 >= g.M) return;  // this phase has fewer rows than the longest one (whole block leaves)
+  const int k_begin = slice * split.chunk, k_end = min(g.K, k_begin + split.chunk);
+
+  typename P::template Loader<Tl> ld(p, g, m0, n0, k_begin, k_end, tid);
+  __syncthreads();  // a loader may have built per-block tables in shared memory
+
+  float acc[Tl::TM][Tl::TN] = {};
+  if (k_begin < k_end) ld.fetch(k_begin);
+  for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+    ld.commit(As, Bs);
+    __syncthreads();
+    if (k0 + BK < k_end) ld.fetch(k0 + BK);  // next tile's loads overlap this tile's math
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float a[Tl::TM], b[Tl::TN];
+#pragma unroll
+      for (int i = 0; i < Tl::TM; ++i) a[i] = As[kk][tm + i * Tl::RM];
+#pragma unroll
+      for (int j = 0; j < Tl::TN; ++j) b[j] = Bs[kk][tn + j * Tl::RN];
+#pragma unroll
+      for (int i = 0; i < Tl::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < Tl::TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < Tl::TM; ++i) {
+    const int m = m0 + tm + i * Tl::RM;
+    if (m >= g.M) continue;
+#pragma unroll
+    for (int j = 0; j < Tl::TN; ++j) {
+      const int n = n0 + tn + j * Tl::RN;
+      if (n >= p.N) continue;
+      const int idx = p.out_index(g, m, n);
+      if (split.slices == 1) ep.apply(idx, acc[i][j]);
+      else partial[int64_t(slice) * ep.numel + idx] = acc[i][j];
+    }
+  }
+}
+
+// Adds the slices' partial outputs in slice order, then bias and ReLU.
+__global__ void split_finish_kernel(const float* partial, int slices, const Epilogue ep) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ep.numel; i += gridDim.x * blockDim.x) {
+    double acc = 0;
+    for (int s = 0; s < slices; ++s) acc += partial[int64_t(s) * ep.numel + i];
+    ep.apply(i, float(acc));
+  }
+}
+
+template <class Tl, class P>
+void launch_tile(const P& p, const Extent& e, const Split& split, const Epilogue& ep, void* workspace,
+                 cudaStream_t stream) {
+  const dim3 grid(unsigned(ceil_div(e.max_m, Tl::BM)), unsigned(ceil_div(e.n, Tl::BN)),
+                  unsigned(split.groups * split.slices));
+  igemm_kernel<Tl, P><<<grid, Tl::kThreads, 0, stream>>>(p, split, ep, static_cast<float*>(workspace));
+  CUDA_CHECK_LAUNCH(stream);
+}
+
+// Runs problem p: picks the tile by N, splits K if the tiles alone cannot fill the GPU.
+template <class P> void run(const P& p, const Extent& e, const Epilogue& ep, void* workspace, cudaStream_t stream) {
+  if (e.out_numel == 0) return;
+  check_int32(e.out_numel, "conv2d: output size");
+  check_int32(e.max_m, "conv2d: GEMM rows");
+  check_int32(e.max_k, "conv2d: GEMM depth");
+  const Split split = plan_split(e);
+  if (split.slices > 1 && !workspace) throw std::invalid_argument("conv2d: split-K needs a workspace");
+  if (e.n <= 4) launch_tile<TileN4>(p, e, split, ep, workspace, stream);
+  else if (e.n <= 16) launch_tile<TileN16>(p, e, split, ep, workspace, stream);
+  else if (e.n <= 32) launch_tile<TileN32>(p, e, split, ep, workspace, stream);
+  else launch_tile<TileN64>(p, e, split, ep, workspace, stream);
+  if (split.slices > 1) {
+    split_finish_kernel<<<grid_for(e.out_numel), kThreads, 0, stream>>>(static_cast<const float*>(workspace),
+                                                                       split.slices, ep);
+    CUDA_CHECK_LAUNCH(stream);
+  }
+}
+
+// The conv's sizes as ints (run() has checked that the tensors fit).
+struct Dims {
+  int images, C, H, W, OC, OH, OW, KS, S, P;
+  explicit Dims(const ConvShape& s)
+      : images(int(s.n)), C(int(s.in_c)), H(int(s.in_h)), W(int(s.in_w)), OC(int(s.out_c)), OH(int(s.out_h)),
+        OW(int(s.out_w)), KS(int(s.k)), S(int(s.stride)), P(int(s.pad)) {}
+};
+
+void check_conv(const ConvShape& s) {
+  check_int32(s.in_numel(), "conv2d: input size");
+  check_int32(s.out_numel(), "conv2d: output size");
+  check_int32(s.weight_numel(), "conv2d: weight size");
+}
+
+// ---- forward: A = im2col(x) [pixels, patch], B = w^T [patch, out_c] ---------------------------
+
+struct Forward : Dims {
+  const float* x;
+  const float* w;
+  int N, M, K;  // N = out_c, M = n * OH * OW, K = C * KS * KS
+  Forward(const ConvShape& s, const float* x_, const float* w_)
+      : Dims(s), x(x_), w(w_), N(OC), M(images * OH * OW), K(C * KS * KS) {}
+
+  struct Group {
+    int M, K;
+  };
+  __device__ Group group(int) const { return {M, K}; }
+  __device__ int out_index(const Group&, int m, int n) const {
+    const int ohw = OH * OW, img = m / ohw;
+    return (img * OC + n) * ohw + (m - img * ohw);
+  }
+
+  // A m-major: this thread's row is output pixel m0 + tid; it walks k = (c, ky, kx) in order,
+  // so consecutive threads read neighbouring input pixels.
+  template <class Tl> struct Loader {
+    const Forward& p;
+    const float* x_img;
+    int tid, n0, k_end, iy0, ix0, c, ky, kx;
+    bool row_ok;
+    float ra[BK], rb[Tl::kB];
+
+    __device__ Loader(const Forward& p_, const Group&, int m0, int n0_, int k_begin, int k_end_, int tid_)
+        : p(p_), tid(tid_), n0(n0_), k_end(k_end_) {
+      const int m = m0 + tid, ohw = p.OH * p.OW;
+      row_ok = m < p.M;
+      const int img = row_ok ? m / ohw : 0, pix = row_ok ? m - img * ohw : 0, oy = pix / p.OW;
+      x_img = p.x + int64_t(img) * p.C * p.H * p.W;
+      iy0 = oy * p.S - p.P;
+      ix0 = (pix - oy * p.OW) * p.S - p.P;
+      const int kk2 = p.KS * p.KS, r = k_begin % kk2;
+      c = k_begin / kk2;
+      ky = r / p.KS;
+      kx = r % p.KS;
+    }
+    __device__ void fetch(int k0) {
+#pragma unroll
+      for (int e = 0; e < BK; ++e) {
+        const int iy = iy0 + ky, ix = ix0 + kx;
+        const bool ok = row_ok && k0 + e < k_end && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
+        ra[e] = ok ? x_img[(c * p.H + iy) * p.W + ix] : 0.f;
+        if (++kx == p.KS) {
+          kx = 0;
+          if (++ky == p.KS) ky = 0, ++c;
+        }
+      }
+      const int k = k0 + tid % BK;
+#pragma unroll
+      for (int e = 0; e < Tl::kB; ++e) {
+        const int nn = tid / BK + e * Tl::kRowStep, n = n0 + nn;
+        rb[e] = (nn < Tl::BN && n < p.N && k < k_end) ? p.w[n * p.K + k] : 0.f;
+      }
+    }
+    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const {
+#pragma unroll
+      for (int e = 0; e < BK; ++e) As[e][tid] = ra[e];
+#pragma unroll
+      for (int e = 0; e < Tl::kB; ++e) {
+        const int nn = tid / BK + e * Tl::kRowStep;
+        if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
+      }
+    }
+  };
+};
+
+// ---- backward-data, one GEMM per phase: A = gathered dy [pixels of the phase, (oc, ty, tx)],
+// B = w [(oc, ty, tx), in_c] with ky = ky0 + ty * S, kx = kx0 + tx * S ---------------------------
+
+struct BackwardData : Dims {
+  const float* dy;
+  const float* w;
+  int N;  // in_c
+  BackwardData(const ConvShape& s, const float* dy_, const float* w_) : Dims(s), dy(dy_), w(w_), N(C) {}
+
+  // Phase (py, px): input pixels iy = py + jy * S (jy < JH), ix = px + jx * S (jx < JW); the taps
+  // that reach them are ky = ky0 + ty * S (ty < nky), from output row oy = (iy + P - ky) / S.
+  struct Group {
+    int M, K, py, px, JH, JW, ky0, kx0, nky, nkx;
+  };
+  __host__ __device__ Group group(int z) const {
+    Group g;
+    g.py = z / S;
+    g.px = z % S;
+    g.JH = g.py < H ? (H - g.py + S - 1) / S : 0;
+    g.JW = g.px < W ? (W - g.px + S - 1) / S : 0;
+    g.ky0 = (g.py + P) % S;
+    g.kx0 = (g.px + P) % S;
+    g.nky = g.ky0 < KS ? (KS - g.ky0 + S - 1) / S : 0;
+    g.nkx = g.kx0 < KS ? (KS - g.kx0 + S - 1) / S : 0;
+    g.M = images * g.JH * g.JW;
+    g.K = OC * g.nky * g.nkx;
+    return g;
+  }
+  __device__ int out_index(const Group& g, int m, int n) const {
+    const int per_img = g.JH * g.JW, img = m / per_img, r = m - img * per_img, jy = r / g.JW;
+    return ((img * C + n) * H + g.py + jy * S) * W + g.px + (r - jy * g.JW) * S;
+  }
+
+  template <class Tl> struct Loader {
+    const BackwardData& p;
+    const Group& g;
+    const float* dy_img;
+    int tid, n0, k_end, oy_base, ox_base, oc, ty, tx;
+    bool row_ok;
+    float ra[BK], rb[Tl::kB];
+
+    __device__ Loader(const BackwardData& p_, const Group& g_, int m0, int n0_, int k_begin, int k_end_, int tid_)
+        : p(p_), g(g_), tid(tid_), n0(n0_), k_end(k_end_), oc(0), ty(0), tx(0) {
+      const int m = m0 + tid, per_img = g.JH * g.JW;
+      row_ok = m < g.M;
+      const int img = row_ok ? m / per_img : 0, r = row_ok ? m - img * per_img : 0, jy = r / g.JW;
+      dy_img = p.dy + int64_t(img) * p.OC * p.OH * p.OW;
+      oy_base = (g.py + jy * p.S + p.P - g.ky0) / p.S;  // exact: the numerator is a multiple of S
+      ox_base = (g.px + (r - jy * g.JW) * p.S + p.P - g.kx0) / p.S;
+      if (k_begin < k_end) {
+        const int taps = g.nky * g.nkx, t = k_begin % taps;
+        oc = k_begin / taps;
+        ty = t / g.nkx;
+        tx = t % g.nkx;
+      }
+    }
+    __device__ void fetch(int k0) {
+#pragma unroll
+      for (int e = 0; e < BK; ++e) {
+        const int oy = oy_base - ty, ox = ox_base - tx;
+        const bool ok = row_ok && k0 + e < k_end && unsigned(oy) < unsigned(p.OH) && unsigned(ox) < unsigned(p.OW);
+        ra[e] = ok ? dy_img[(oc * p.OH + oy) * p.OW + ox] : 0.f;
+        if (++tx == g.nkx) {
+          tx = 0;
+          if (++ty == g.nky) ty = 0, ++oc;
+        }
+      }
+      const int k = k0 + tid % BK;
+      int w_base = 0;  // w[oc, 0, ky, kx] of this thread's k
+      if (k < k_end) {
+        const int taps = g.nky * g.nkx, t = k % taps, bty = t / g.nkx;
+        w_base = ((k / taps) * p.C * p.KS + g.ky0 + bty * p.S) * p.KS + g.kx0 + (t - bty * g.nkx) * p.S;
+      }
+      const int c_stride = p.KS * p.KS;
+#pragma unroll
+      for (int e = 0; e < Tl::kB; ++e) {
+        const int nn = tid / BK + e * Tl::kRowStep, n = n0 + nn;
+        rb[e] = (nn < Tl::BN && n < p.N && k < k_end) ? p.w[w_base + n * c_stride] : 0.f;
+      }
+    }
+    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const {
+#pragma unroll
+      for (int e = 0; e < BK; ++e) As[e][tid] = ra[e];
+#pragma unroll
+      for (int e = 0; e < Tl::kB; ++e) {
+        const int nn = tid / BK + e * Tl::kRowStep;
+        if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
+      }
+    }
+  };
+};
+
+// ---- backward-weight: A = im2col(x)^T [patch, pixels], B = dy as [pixels, out_c] ----------------
+
+struct BackwardWeight : Dims {
+  const float* x;
+  const float* dy;
+  int N, M, K;  // N = out_c, M = C * KS * KS, K = n * OH * OW
+  BackwardWeight(const ConvShape& s, const float* x_, const float* dy_)
+      : Dims(s), x(x_), dy(dy_), N(OC), M(C * KS * KS), K(images * OH * OW) {}
+
+  struct Group {
+    int M, K;
+  };
+  __device__ Group group(int) const { return {M, K}; }
+  __device__ int out_index(const Group&, int m, int n) const { return n * M + m; }  // dw [out_c, patch]
+
+  // Both tiles k-major: a thread owns one output pixel t = k0 + tid % BK per tile (consecutive
+  // threads, consecutive pixels) and the A rows tid / BK + e * kRowStep, whose (c, ky, kx)
+  // decomposition is tabulated once per block in shared memory.
+  template <class Tl> struct Loader {
+    const BackwardWeight& p;
+    const int* row_off;  // c * H * W + ky * W + kx of each tile row
+    const int* row_ky;   // a large negative ky marks rows past M: every tap is out of range
+    const int* row_kx;
+    int tid, n0, k_end;
+    float ra[BK], rb[Tl::kB];
+
+    __device__ Loader(const BackwardWeight& p_, const Group&, int m0, int n0_, int, int k_end_, int tid_)
+        : p(p_), tid(tid_), n0(n0_), k_end(k_end_) {
+      __shared__ int off[Tl::BM], kys[Tl::BM], kxs[Tl::BM];
+      const int m = m0 + tid, kk2 = p.KS * p.KS;
+      const int c = m / kk2, r = m % kk2, ky = r / p.KS, kx = r % p.KS;
+      off[tid] = (c * p.H + ky) * p.W + kx;
+      kys[tid] = m < p.M ? ky : -(1 << 29);
+      kxs[tid] = kx;
+      row_off = off;
+      row_ky = kys;
+      row_kx = kxs;
+    }
+    __device__ void fetch(int k0) {
+      const int t = k0 + tid % BK, ohw = p.OH * p.OW;
+      const bool t_ok = t < k_end;
+      const int img = t_ok ? t / ohw : 0, pix = t_ok ? t - img * ohw : 0, oy = pix / p.OW;
+      const int iy0 = oy * p.S - p.P, ix0 = (pix - oy * p.OW) * p.S - p.P;
+      const int64_t x_at = int64_t(img) * p.C * p.H * p.W + iy0 * p.W + ix0;  // + row_off: the tap
+#pragma unroll
+      for (int e = 0; e < BK; ++e) {
+        const int row = tid / BK + e * Tl::kRowStep;
+        const int iy = iy0 + row_ky[row], ix = ix0 + row_kx[row];
+        const bool ok = t_ok && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
+        ra[e] = ok ? p.x[x_at + row_off[row]] : 0.f;
+      }
+      const float* dy_at = p.dy + int64_t(img) * p.OC * ohw + pix;
+#pragma unroll
+      for (int e = 0; e < Tl::kB; ++e) {
+        const int nn = tid / BK + e * Tl::kRowStep, n = n0 + nn;
+        rb[e] = (t_ok && nn < Tl::BN && n < p.N) ? dy_at[n * ohw] : 0.f;
+      }
+    }
+    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const {
+#pragma unroll
+      for (int e = 0; e < BK; ++e) As[tid % BK][tid / BK + e * Tl::kRowStep] = ra[e];
+#pragma unroll
+      for (int e = 0; e < Tl::kB; ++e) {
+        const int nn = tid / BK + e * Tl::kRowStep;
+        if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
+      }
+    }
+  };
+};
+
+Extent forward_extent(const ConvShape& s) {
+  return {s.n * s.out_h * s.out_w, s.out_c, s.patch(), s.out_numel(), 1};
+}
+Extent backward_data_extent(const ConvShape& s) {
+  const BackwardData p(s, nullptr, nullptr);
+  int64_t max_m = 0, max_k = 0;
+  for (int z = 0; z < p.S * p.S; ++z) {
+    const BackwardData::Group g = p.group(z);
+    max_m = std::max<int64_t>(max_m, g.M);
+    max_k = std::max<int64_t>(max_k, g.K);
+  }
+  return {max_m, s.in_c, max_k, s.in_numel(), int(s.stride * s.stride)};
+}
+Extent backward_weight_extent(const ConvShape& s) {
+  return {s.patch(), s.out_c, s.n * s.out_h * s.out_w, s.weight_numel(), 1};
+}
+
+}  // namespace
+
+size_t conv2d_forward_workspace_bytes(const ConvShape& s) { return split_workspace_bytes(forward_extent(s)); }
+
+void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,
+                    void* workspace, cudaStream_t stream) {
+  check_conv(s);
+  const Epilogue ep{y, int(s.out_numel()), b, int(s.out_h * s.out_w), int(s.out_c), relu};
+  run(Forward(s, x, w), forward_extent(s), ep, workspace, stream);
+}
+
+size_t conv2d_backward_data_workspace_bytes(const ConvShape& s) {
+  check_conv(s);
+  return split_workspace_bytes(backward_data_extent(s));
+}
+
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s, void* workspace,
+                          cudaStream_t stream) {
+  check_conv(s);
+  if (s.stride * s.stride > 65535) throw std::invalid_argument("conv2d: stride too large for the CUDA kernels");
+  const Epilogue ep{dx, int(s.in_numel()), nullptr, 1, 1, false};
+  run(BackwardData(s, dy, w), backward_data_extent(s), ep, workspace, stream);
+}
+
+size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s) {
+  return split_workspace_bytes(backward_weight_extent(s));
+}
+
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s, void* workspace,
+                            cudaStream_t stream) {
+  check_conv(s);
+  const Epilogue ep{dw, int(s.weight_numel()), nullptr, 1, 1, false};
+  run(BackwardWeight(s, x, dy), backward_weight_extent(s), ep, workspace, stream);
+}
+
+size_t channel_sum_workspace_bytes(const ChannelShape& s) { return channel_reduce_workspace_bytes(s.n, s.c, s.hw); }
+
+void channel_sum(const float* dy, float* db, const ChannelShape& s, void* workspace, cudaStream_t stream) {
+  reduce_channels(s.n, s.c, s.hw, [=] __device__(int, int64_t i) { return double(dy[i]); }, workspace, db, stream);
+}
+
+void add_channel_bias(const float* b, float* y, const ChannelShape& s, cudaStream_t stream) {
+  const int64_t hw = s.hw, c = s.c;
+  if (hw <= 0 || c <= 0) return;
+  launch_map(s.n * c * hw, stream, [=] __device__(int64_t i) { y[i] += b[(i / hw) % c]; });
+}
+
+}  // namespace equivae::gpu

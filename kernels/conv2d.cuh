@@ -1,0 +1,40 @@
+// 2-D convolution (the CUDA side of engine/cpu/conv2d.cpp), float32, NCHW, any ConvShape: the
+// three products of a conv2d plus its bias pieces. A transposed conv is the backward-data of the
+// conv2d whose shape describes it (engine/ops.cpp), so it has no kernels of its own.
+//
+// Launchers that split their reduction across blocks (few output tiles, long reductions) need
+// scratch: pass at least the matching *_workspace_bytes (0 means none; null is then fine).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/shapes.h"
+
+namespace equivae::gpu {
+
+// y = relu?(conv(x, w) + b); b may be null. x [n, in_c, in_h, in_w], w [out_c, in_c, k, k].
+size_t conv2d_forward_workspace_bytes(const ConvShape& s);
+void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,
+                    void* workspace, cudaStream_t stream);
+
+// dx = conv2d's adjoint in x applied to dy (overwrites dx).
+size_t conv2d_backward_data_workspace_bytes(const ConvShape& s);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s, void* workspace,
+                          cudaStream_t stream);
+
+// dw = sum over images and output pixels of dy x-patch (overwrites dw).
+size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s, void* workspace,
+                            cudaStream_t stream);
+
+// Per-channel bias pieces on [n, c, hw] tensors: db[c] = sum_{n, p} dy[n, c, p]; y[n, c, p] += b[c].
+struct ChannelShape {
+  int64_t n, c, hw;
+};
+size_t channel_sum_workspace_bytes(const ChannelShape& s);
+void channel_sum(const float* dy, float* db, const ChannelShape& s, void* workspace, cudaStream_t stream);
+void add_channel_bias(const float* b, float* y, const ChannelShape& s, cudaStream_t stream);
+
+}  // namespace equivae::gpu

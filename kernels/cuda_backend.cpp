@@ -1,0 +1,324 @@
+// The CUDA backend: the Backend interface on float32 CUDA tensors. Each method checks dtypes,
+// sizes its kernel scratch and calls the launcher of its op family (kernels/*.cuh) on the one
+// stream; nothing here synchronises except copies to or from the host and the two ops that
+// must return a verdict to the host (has_nonfinite, pick's index check).
+#include "kernels/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include "engine/backend.h"
+#include "kernels/adam.cuh"
+#include "kernels/allocator.h"
+#include "kernels/check.h"
+#include "kernels/conv2d.cuh"
+#include "kernels/elementwise.cuh"
+#include "kernels/kl.cuh"
+#include "kernels/likelihood.cuh"
+#include "kernels/linear.cuh"
+#include "kernels/random.cuh"
+#include "kernels/segmented_mean.cuh"
+#include "kernels/softmax.cuh"
+
+namespace equivae {
+namespace {
+
+using gpu::DeviceScratch;
+
+// The backend computes in float32 only (the CPU backend is the float64 reference).
+float* f32(const char* op, const Tensor& t) {
+  EQUIVAE_CHECK(t.dtype() == DType::f32 && t.device() == Device::cuda,
+                "{}: the CUDA backend takes float32 tensors on cuda, got {}", op, t.describe());
+  return t.data<float>();
+}
+float* f32_or_null(const char* op, const Tensor& t) { return t.defined() ? f32(op, t) : nullptr; }
+int32_t* i32(const char* op, const Tensor& t) {
+  EQUIVAE_CHECK(t.dtype() == DType::i32 && t.device() == Device::cuda, "{}: needs an i32 tensor on cuda, got {}",
+                op, t.describe());
+  return t.data<int32_t>();
+}
+
+// cols of x viewed as [rows, cols] (0 for no rows, as on the CPU).
+int64_t cols_of(const Tensor& x, int64_t rows) { return rows ? x.numel() / rows : 0; }
+
+gpu::ChannelShape channels_of(const Tensor& t) {
+  const int64_t n = t.dim(0), c = t.dim(1);
+  return {n, c, n * c ? t.numel() / (n * c) : 0};
+}
+
+gpu::GaussianShape gaussian_shape(const Tensor& mean, const Tensor& logvar, int64_t rows) {
+  const bool per_channel = logvar.numel() != mean.numel();
+  return {rows, cols_of(mean, rows), per_channel ? logvar.numel() : 0};
+}
+
+constexpr size_t kBlasWorkspace = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&blas_));
+    CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    // cuBLAS's scratch from our allocator, set after the stream (setting a stream resets it):
+    // no allocations of its own during training and run-to-run identical results.
+    CUBLAS_CHECK(cublasSetWorkspace(blas_, gpu::device_allocator().allocate(kBlasWorkspace), kBlasWorkspace));
+    flag_ = static_cast<int*>(gpu::device_allocator().allocate(sizeof(int)));
+    CUDA_CHECK(cudaMallocHost(&host_flag_, sizeof(int)));
+  }
+  // Never destroyed (see make_cuda_backend), so no destructor releases the handles.
+
+  const char* name() const override { return "cuda"; }
+  cudaStream_t stream() const { return stream_; }
+
+  void* allocate(size_t bytes) override { return gpu::device_allocator().allocate(bytes); }
+  void deallocate(void* ptr) override { gpu::device_allocator().deallocate(ptr); }
+
+  // Queued on the stream; a copy that involves host memory waits for it (the host may read the
+  // destination, or reuse the source, as soon as copy() returns).
+  void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override {
+    if (bytes == 0) return;
+    const bool to_host = dst_device == Device::cpu, from_host = src_device == Device::cpu;
+    const cudaMemcpyKind kind = from_host ? (to_host ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
+                                          : (to_host ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
+    if (to_host || from_host) CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // ---- elementwise --------------------------------------------------------------------------
+  void fill(Tensor& x, double value) override {
+    if (x.dtype() == DType::i32) return gpu::fill(i32("fill", x), x.numel(), int32_t(value), stream_);
+    gpu::fill(f32("fill", x), x.numel(), float(value), stream_);
+  }
+  void axpy(double alpha, const Tensor& x, Tensor& y) override {
+    gpu::axpy(x.numel(), float(alpha), f32("axpy", x), f32("axpy", y), stream_);
+  }
+  void scale(const Tensor& x, double alpha, Tensor& y) override {
+    gpu::scale(x.numel(), float(alpha), f32("scale", x), f32("scale", y), stream_);
+  }
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& y) override {
+    const gpu::BinaryKind kind = op == BinaryOp::add   ? gpu::BinaryKind::add
+                                 : op == BinaryOp::sub ? gpu::BinaryKind::sub
+                                                       : gpu::BinaryKind::mul;
+    gpu::binary(kind, a.numel(), f32("binary", a), f32("binary", b), f32("binary", y), stream_);
+  }
+  void relu_forward(const Tensor& x, Tensor& y) override {
+    gpu::relu_forward(x.numel(), f32("relu", x), f32("relu", y), stream_);
+  }
+  void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override {
+    gpu::relu_backward(y.numel(), f32("relu_backward", y), f32("relu_backward", dy), f32("relu_backward", dx),
+                       stream_);
+  }
+  void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
+                    int64_t cols) override {
+    EQUIVAE_CHECK(src.dtype() == dst.dtype() && src.device() == Device::cuda && dst.device() == Device::cuda,
+                  "copy_columns: {} into {}", src.describe(), dst.describe());
+    const gpu::ColumnCopy c{rows, cols, cols_of(src, rows), src_col, cols_of(dst, rows), dst_col,
+                            dtype_size(src.dtype())};
+    gpu::copy_columns(src.raw(), dst.raw(), c, stream_);
+  }
+  void sum_rows(const Tensor& x, int64_t rows, Tensor& y) override {
+    gpu::sum_rows(f32("sum_rows", x), rows, cols_of(x, rows), f32("sum_rows", y), stream_);
+  }
+  void broadcast_rows(const Tensor& dy, int64_t rows, Tensor& dx) override {
+    gpu::broadcast_rows(f32("broadcast_rows", dy), rows, cols_of(dx, rows), f32("broadcast_rows", dx), stream_);
+  }
+  bool has_nonfinite(const Tensor& x) override {
+    gpu::scan_nonfinite(f32("has_nonfinite", x), x.numel(), flag_, stream_);
+    return read_flag();
+  }
+
+  // ---- dense ----------------------------------------------------------------------------------
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override {
+    const gpu::LinearShape s{x.dim(0), x.dim(1), w.dim(0)};
+    gpu::linear_forward(blas_, f32("linear", x), f32("linear", w), f32_or_null("linear", b), f32("linear", y), s,
+                        stream_);
+  }
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dx, Tensor& dw,
+                       Tensor& db) override {
+    const char* op = "linear_backward";
+    const gpu::LinearShape s{x.dim(0), x.dim(1), w.dim(0)};
+    DeviceScratch ws(db.defined() ? gpu::linear_backward_workspace_bytes(s) : 0);
+    gpu::linear_backward(blas_, f32(op, x), f32(op, w), f32(op, dy), f32_or_null(op, dx), f32_or_null(op, dw),
+                         f32_or_null(op, db), s, ws.get(), stream_);
+  }
+
+  // ---- convolution ----------------------------------------------------------------------------
+  void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y,
+                      const ConvShape& s) override {
+    DeviceScratch ws(gpu::conv2d_forward_workspace_bytes(s));
+    gpu::conv2d_forward(f32("conv2d", x), f32("conv2d", w), f32_or_null("conv2d", b), relu, f32("conv2d", y), s,
+                        ws.get(), stream_);
+  }
+  void conv2d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const ConvShape& s) override {
+    const char* op = "conv2d_backward_data";
+    DeviceScratch ws(gpu::conv2d_backward_data_workspace_bytes(s));
+    gpu::conv2d_backward_data(f32(op, dy), f32(op, w), f32(op, dx), s, ws.get(), stream_);
+  }
+  void conv2d_backward_weight(const Tensor& x, const Tensor& dy, Tensor& dw, const ConvShape& s) override {
+    const char* op = "conv2d_backward_weight";
+    DeviceScratch ws(gpu::conv2d_backward_weight_workspace_bytes(s));
+    gpu::conv2d_backward_weight(f32(op, x), f32(op, dy), f32(op, dw), s, ws.get(), stream_);
+  }
+  void channel_sum(const Tensor& dy, Tensor& db) override {
+    const gpu::ChannelShape s = channels_of(dy);
+    DeviceScratch ws(gpu::channel_sum_workspace_bytes(s));
+    gpu::channel_sum(f32("channel_sum", dy), f32("channel_sum", db), s, ws.get(), stream_);
+  }
+  void add_channel_bias(const Tensor& b, Tensor& y) override {
+    gpu::add_channel_bias(f32("add_channel_bias", b), f32("add_channel_bias", y), channels_of(y), stream_);
+  }
+
+  // ---- segmented mean -------------------------------------------------------------------------
+  void segmented_mean_forward(const Tensor& x, const Tensor& offsets, const Tensor& members, Tensor& y) override {
+    const char* op = "segmented_mean";
+    const int64_t sets = offsets.numel() - 1;
+    const gpu::SegmentShape s{x.dim(0), sets, members.numel(), cols_of(x, x.dim(0))};
+    gpu::segmented_mean_forward(f32(op, x), i32(op, offsets), i32(op, members), f32(op, y), s, stream_);
+  }
+  void segmented_mean_backward(const Tensor& dy, const Tensor& offsets, const Tensor& members,
+                               Tensor& dx) override {
+    const char* op = "segmented_mean_backward";
+    const int64_t sets = offsets.numel() - 1;
+    const gpu::SegmentShape s{dx.dim(0), sets, members.numel(), dy.numel() / std::max<int64_t>(1, sets)};
+    DeviceScratch ws(gpu::segmented_mean_backward_workspace_bytes(s));
+    gpu::segmented_mean_backward(f32(op, dy), i32(op, offsets), i32(op, members), f32(op, dx), s, ws.get(),
+                                 stream_);
+  }
+
+  // ---- random ---------------------------------------------------------------------------------
+  void reparam_forward(const Tensor& mu, const Tensor& logvar, uint64_t seed, uint64_t offset, Tensor& v) override {
+    gpu::reparam_forward(mu.numel(), f32("reparam", mu), f32("reparam", logvar), seed, offset, f32("reparam", v),
+                         stream_);
+  }
+  void reparam_backward(const Tensor& mu, const Tensor& v, const Tensor& dv, Tensor& dmu, Tensor& dlogvar) override {
+    const char* op = "reparam_backward";
+    gpu::reparam_backward(mu.numel(), f32(op, mu), f32(op, v), f32(op, dv), f32(op, dmu), f32(op, dlogvar), stream_);
+  }
+  void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y) override {
+    gpu::dropout(x.numel(), f32("dropout", x), p, seed, offset, f32("dropout", y), stream_);
+  }
+
+  // ---- likelihoods and KL ---------------------------------------------------------------------
+  void bernoulli_loglik_forward(const Tensor& logits, const Tensor& target, int64_t rows, Tensor& y) override {
+    const char* op = "bernoulli_loglik";
+    gpu::bernoulli_loglik_forward(f32(op, logits), f32(op, target), f32(op, y), {rows, cols_of(logits, rows)},
+                                  stream_);
+  }
+  void bernoulli_loglik_backward(const Tensor& logits, const Tensor& target, const Tensor& dy, int64_t rows,
+                                 Tensor& dlogits) override {
+    const char* op = "bernoulli_loglik_backward";
+    gpu::bernoulli_loglik_backward(f32(op, logits), f32(op, target), f32(op, dy), f32(op, dlogits),
+                                   {rows, cols_of(logits, rows)}, stream_);
+  }
+  void gaussian_loglik_forward(const Tensor& mean, const Tensor& logvar, const Tensor& target, int64_t rows,
+                               Tensor& y) override {
+    const char* op = "gaussian_loglik";
+    gpu::gaussian_loglik_forward(f32(op, mean), f32(op, logvar), f32(op, target), f32(op, y),
+                                 gaussian_shape(mean, logvar, rows), stream_);
+  }
+  void gaussian_loglik_backward(const Tensor& mean, const Tensor& logvar, const Tensor& target, const Tensor& dy,
+                                int64_t rows, Tensor& dmean, Tensor& dlogvar) override {
+    const char* op = "gaussian_loglik_backward";
+    const gpu::GaussianShape s = gaussian_shape(mean, logvar, rows);
+    DeviceScratch ws(gpu::gaussian_loglik_backward_workspace_bytes(s));
+    gpu::gaussian_loglik_backward(f32(op, mean), f32(op, logvar), f32(op, target), f32(op, dy), f32(op, dmean),
+                                  f32(op, dlogvar), s, ws.get(), stream_);
+  }
+  void kl_normal_forward(const Tensor& mu, const Tensor& logvar, int64_t rows, Tensor& y) override {
+    gpu::kl_normal_forward(f32("kl_normal", mu), f32("kl_normal", logvar), f32("kl_normal", y),
+                           {rows, cols_of(mu, rows)}, stream_);
+  }
+  void kl_normal_backward(const Tensor& mu, const Tensor& logvar, const Tensor& dy, int64_t rows, Tensor& dmu,
+                          Tensor& dlogvar) override {
+    const char* op = "kl_normal_backward";
+    gpu::kl_normal_backward(f32(op, mu), f32(op, logvar), f32(op, dy), f32(op, dmu), f32(op, dlogvar),
+                            {rows, cols_of(mu, rows)}, stream_);
+  }
+
+  // ---- categorical ----------------------------------------------------------------------------
+  void log_softmax_forward(const Tensor& x, int64_t rows, Tensor& y) override {
+    gpu::log_softmax_forward(f32("log_softmax", x), f32("log_softmax", y), {rows, cols_of(x, rows)}, stream_);
+  }
+  void log_softmax_backward(const Tensor& y, const Tensor& dy, int64_t rows, Tensor& dx) override {
+    const char* op = "log_softmax_backward";
+    gpu::log_softmax_backward(f32(op, y), f32(op, dy), f32(op, dx), {rows, cols_of(y, rows)}, stream_);
+  }
+  void softmax_forward(const Tensor& x, int64_t rows, Tensor& y) override {
+    gpu::softmax_forward(f32("softmax", x), f32("softmax", y), {rows, cols_of(x, rows)}, stream_);
+  }
+  void softmax_backward(const Tensor& y, const Tensor& dy, int64_t rows, Tensor& dx) override {
+    const char* op = "softmax_backward";
+    gpu::softmax_backward(f32(op, y), f32(op, dy), f32(op, dx), {rows, cols_of(y, rows)}, stream_);
+  }
+  // Reads the index check back (one synchronisation): an out-of-range label is a caller's bug
+  // that must raise the same error as on the CPU, not return garbage.
+  void pick_forward(const Tensor& x, const Tensor& index, int64_t rows, Tensor& y) override {
+    const int64_t k = cols_of(x, rows);
+    gpu::pick_forward(f32("pick", x), i32("pick", index), f32("pick", y), {rows, k}, flag_, stream_);
+    EQUIVAE_CHECK(!read_flag(), "pick: an index of {} is outside [0, {})", index.describe(), k);
+  }
+  void pick_backward(const Tensor& dy, const Tensor& index, int64_t rows, Tensor& dx) override {
+    gpu::pick_backward(f32("pick_backward", dy), i32("pick_backward", index), f32("pick_backward", dx),
+                       {rows, cols_of(dx, rows)}, stream_);
+  }
+  void categorical_kl_forward(const Tensor& logits, const Tensor& log_prior, int64_t rows, Tensor& y) override {
+    const char* op = "categorical_kl";
+    gpu::categorical_kl_forward(f32(op, logits), f32(op, log_prior), f32(op, y), {rows, cols_of(logits, rows)},
+                                stream_);
+  }
+  void categorical_kl_backward(const Tensor& logits, const Tensor& log_prior, const Tensor& dy, int64_t rows,
+                               Tensor& dlogits) override {
+    const char* op = "categorical_kl_backward";
+    gpu::categorical_kl_backward(f32(op, logits), f32(op, log_prior), f32(op, dy), f32(op, dlogits),
+                                 {rows, cols_of(logits, rows)}, stream_);
+  }
+  void entropy_forward(const Tensor& logits, int64_t rows, Tensor& y) override {
+    gpu::entropy_forward(f32("entropy", logits), f32("entropy", y), {rows, cols_of(logits, rows)}, stream_);
+  }
+  void entropy_backward(const Tensor& logits, const Tensor& dy, int64_t rows, Tensor& dlogits) override {
+    const char* op = "entropy_backward";
+    gpu::entropy_backward(f32(op, logits), f32(op, dy), f32(op, dlogits), {rows, cols_of(logits, rows)}, stream_);
+  }
+
+  void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamParams& p) override {
+    gpu::adam_step(param.numel(), f32("adam", param), f32("adam", grad), f32("adam", m), f32("adam", v), p, stream_);
+  }
+
+ private:
+  // The device flag set by the last scan, through pinned memory.
+  bool read_flag() {
+    CUDA_CHECK(cudaMemcpyAsync(host_flag_, flag_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return *host_flag_ != 0;
+  }
+
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  int* flag_ = nullptr;       // device
+  int* host_flag_ = nullptr;  // pinned host
+};
+
+CudaBackend& instance() {
+  static CudaBackend* backend = new CudaBackend;  // never deleted: tensors may be freed at exit
+  return *backend;
+}
+
+}  // namespace
+
+bool cuda_device_present() noexcept {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device / no driver" error
+    return false;
+  }
+  return count > 0;
+}
+
+Backend* make_cuda_backend() { return &instance(); }
+
+CudaMemoryStats cuda_memory_stats() { return gpu::device_allocator().stats(); }
+
+CUstream_st* cuda_stream() { return instance().stream(); }
+
+void cuda_synchronize() { CUDA_CHECK(cudaStreamSynchronize(instance().stream())); }
+
+}  // namespace equivae

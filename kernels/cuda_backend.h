@@ -1,0 +1,33 @@
+// The CUDA backend's entry points: engine/backend.cpp calls them in builds with
+// EQUIVAE_WITH_CUDA; GPU tests and benchmarks use the rest. Needs no CUDA header.
+#pragma once
+#include <cstdint>
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
+namespace equivae {
+
+class Backend;
+
+// Whether the CUDA runtime sees at least one device. Returns false, never throws, when there is
+// no driver or no GPU (cudaGetDeviceCount fails).
+bool cuda_device_present() noexcept;
+
+// The process's CUDA backend, created on the first call (device 0, one stream, cuBLAS handle);
+// it lives until the process ends, so tensors freed during static destruction stay valid.
+Backend* make_cuda_backend();
+
+// The caching allocator's counters: a training step after warm-up must not raise `mallocs`.
+struct CudaMemoryStats {
+  uint64_t mallocs = 0;         // cudaMalloc calls so far
+  uint64_t bytes_reserved = 0;  // held from the driver (in use + cached)
+  uint64_t bytes_in_use = 0;    // handed out and not yet freed
+};
+CudaMemoryStats cuda_memory_stats();
+
+// The stream every op of the backend is queued on (for CUDA events and for libraries such as
+// cuDNN in benchmarks), and a wait for all of it.
+CUstream_st* cuda_stream();
+void cuda_synchronize();
+
+}  // namespace equivae

@@ -1,0 +1,63 @@
+#include "kernels/common.cuh"
+#include "kernels/elementwise.cuh"
+
+namespace equivae::gpu {
+
+void fill(float* x, int64_t n, float value, cudaStream_t stream) {
+  launch_map(n, stream, [=] __device__(int64_t i) { x[i] = value; });
+}
+void fill(int32_t* x, int64_t n, int32_t value, cudaStream_t stream) {
+  launch_map(n, stream, [=] __device__(int64_t i) { x[i] = value; });
+}
+
+void axpy(int64_t n, float alpha, const float* x, float* y, cudaStream_t stream) {
+  launch_map(n, stream, [=] __device__(int64_t i) { y[i] += alpha * x[i]; });
+}
+
+void scale(int64_t n, float alpha, const float* x, float* y, cudaStream_t stream) {
+  launch_map(n, stream, [=] __device__(int64_t i) { y[i] = alpha * x[i]; });
+}
+
+void binary(BinaryKind op, int64_t n, const float* a, const float* b, float* y, cudaStream_t stream) {
+  switch (op) {
+    case BinaryKind::add: launch_map(n, stream, [=] __device__(int64_t i) { y[i] = a[i] + b[i]; }); break;
+    case BinaryKind::sub: launch_map(n, stream, [=] __device__(int64_t i) { y[i] = a[i] - b[i]; }); break;
+    case BinaryKind::mul: launch_map(n, stream, [=] __device__(int64_t i) { y[i] = a[i] * b[i]; }); break;
+  }
+}
+
+void relu_forward(int64_t n, const float* x, float* y, cudaStream_t stream) {
+  launch_map(n, stream, [=] __device__(int64_t i) { y[i] = x[i] > 0.f ? x[i] : 0.f; });
+}
+
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx, cudaStream_t stream) {
+  launch_map(n, stream, [=] __device__(int64_t i) { dx[i] = y[i] > 0.f ? dy[i] : 0.f; });
+}
+
+// A strided 2-D copy is exactly what cudaMemcpy2DAsync does (pitches in bytes).
+void copy_columns(const void* src, void* dst, const ColumnCopy& c, cudaStream_t stream) {
+  if (c.rows <= 0 || c.cols <= 0) return;
+  const size_t e = c.elem_bytes;
+  CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst) + size_t(c.dst_col) * e, size_t(c.dst_cols) * e,
+                               static_cast<const char*>(src) + size_t(c.src_col) * e, size_t(c.src_cols) * e,
+                               size_t(c.cols) * e, size_t(c.rows), cudaMemcpyDeviceToDevice, stream));
+}
+
+void sum_rows(const float* x, int64_t rows, int64_t cols, float* y, cudaStream_t stream) {
+  reduce_rows(rows, cols, [=] __device__(int64_t i) { return double(x[i]); }, 1.0, y, stream);
+}
+
+void broadcast_rows(const float* dy, int64_t rows, int64_t cols, float* dx, cudaStream_t stream) {
+  if (cols <= 0) return;
+  launch_map(rows * cols, stream, [=] __device__(int64_t i) { dx[i] = dy[i / cols]; });
+}
+
+void scan_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream) {
+  CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  // Every writer stores the same 1, so the race is benign and the result deterministic.
+  launch_map(n, stream, [=] __device__(int64_t i) {
+    if (!isfinite(x[i])) *flag = 1;
+  });
+}
+
+}  // namespace equivae::gpu

@@ -1,0 +1,35 @@
+// Elementwise maps, concat/split column copies, row sums and the NaN/Inf scan (the CUDA side of
+// engine/cpu/elementwise.cpp). Host launchers on raw float pointers; n counts elements.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace equivae::gpu {
+
+enum class BinaryKind : uint8_t { add, sub, mul };
+
+void fill(float* x, int64_t n, float value, cudaStream_t stream);
+void fill(int32_t* x, int64_t n, int32_t value, cudaStream_t stream);
+void axpy(int64_t n, float alpha, const float* x, float* y, cudaStream_t stream);   // y += alpha x
+void scale(int64_t n, float alpha, const float* x, float* y, cudaStream_t stream);  // y = alpha x
+void binary(BinaryKind op, int64_t n, const float* a, const float* b, float* y, cudaStream_t stream);
+void relu_forward(int64_t n, const float* x, float* y, cudaStream_t stream);  // in place allowed
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx, cudaStream_t stream);
+
+// Columns [src_col, src_col + cols) of src viewed as [rows, src_cols] to columns
+// [dst_col, dst_col + cols) of dst viewed as [rows, dst_cols]; any element size.
+struct ColumnCopy {
+  int64_t rows, cols, src_cols, src_col, dst_cols, dst_col;
+  size_t elem_bytes;
+};
+void copy_columns(const void* src, void* dst, const ColumnCopy& c, cudaStream_t stream);
+
+void sum_rows(const float* x, int64_t rows, int64_t cols, float* y, cudaStream_t stream);        // double sums
+void broadcast_rows(const float* dy, int64_t rows, int64_t cols, float* dx, cudaStream_t stream);
+
+// Zeroes *flag (a device int), then sets it to 1 if any x[i] is NaN or infinite.
+void scan_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream);
+
+}  // namespace equivae::gpu

@@ -1,0 +1,20 @@
+// Reparameterised sampling and dropout (the CUDA side of engine/cpu/random.cpp). Element i draws
+// Philox number offset + i of the stream keyed by seed (engine/rng.h, shared with the CPU), so
+// both devices draw the same numbers.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace equivae::gpu {
+
+// v = mu + exp(logvar / 2) * eps, eps = philox_normal(seed, offset + i)
+void reparam_forward(int64_t n, const float* mu, const float* logvar, uint64_t seed, uint64_t offset, float* v,
+                     cudaStream_t stream);
+// dmu = dv, dlogvar = dv * (v - mu) / 2
+void reparam_backward(int64_t n, const float* mu, const float* v, const float* dv, float* dmu, float* dlogvar,
+                      cudaStream_t stream);
+// y = x / (1 - p) where philox_uniform(seed, offset + i) >= p, else 0 (also the backward, on dy).
+void dropout(int64_t n, const float* x, double p, uint64_t seed, uint64_t offset, float* y, cudaStream_t stream);
+
+}  // namespace equivae::gpu

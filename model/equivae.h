@@ -1,0 +1,71 @@
+// The fixed EquiVAE graph of SPEC.md section 1 on the engine's ops, for one device and dtype.
+//
+//   h   : conv stack (5x5; stride 1, then 2) -> flatten -> dense(H) + ReLU   (per image)
+//   r_y = g(mean over the set of h(x^i)),  g: dense(H) + ReLU -> linear(d_r)
+//   q(v | r_y, x) = N(mu, exp(logvar)): e_x (own conv stack + dense), e_r: dense(H) + ReLU on r_y,
+//         mu = linear(relu(dense([e_x, e_r]))), logvar likewise with its own weights
+//   p(x | r_y, v): dense(H)+ReLU on each, concat, dense(H)+ReLU, dense to the last feature map
+//         + ReLU, transposed convs mirroring the encoder, a last 5x5 stride-1 layer to the image
+//         channels; Bernoulli logits, or a Gaussian mean with one learned log-variance per channel.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/params.h"
+
+namespace equivae {
+
+enum class Likelihood { bernoulli, gaussian };
+
+struct ModelConfig {
+  int64_t channels = 1, image_size = 28;  // square images
+  std::vector<int64_t> filters{16, 16, 32, 32, 64};
+  int64_t hidden = 128, d_r = 16, d_v = 16;
+  int num_classes = 10;
+  Likelihood likelihood = Likelihood::bernoulli;
+  std::string describe() const;
+};
+
+class EquiVAE {
+ public:
+  // Declares the parameters in `params` (allocate them afterwards).
+  EquiVAE(const ModelConfig& config, ParameterStore& params);
+
+  const ModelConfig& config() const { return config_; }
+  // Spatial size after each conv of the encoder (e.g. 28, 14, 7, 4, 2).
+  const std::vector<int64_t>& feature_sizes() const { return sizes_; }
+
+  Var embed(const Var& images) const;       // h(x): [n, H]
+  Var invariant(const Var& pooled) const;   // g(.): [n, d_r]
+  Var represent(const Var& images) const { return invariant(embed(images)); }  // r(x), m = 1
+  // r_y of each set: g(segmented mean of h over its members), members indexing `set_images`.
+  Var class_latent(const Var& set_images, const Tensor& offsets, const Tensor& members) const;
+
+  struct Posterior { Var mu, logvar; };
+  Posterior posterior(const Var& images, const Var& r) const;
+  Var decode(const Var& r, const Var& v) const;  // logits (Bernoulli) or mean (Gaussian)
+
+  // Per-row log p(x | r, v) and KL(q(v | r, x) || N(0, I)) with one sample of v.
+  struct Terms { Var loglik, kl; Var v; };
+  Terms terms(const Var& images, const Tensor& targets, const Var& r, RandomStream& stream) const;
+  // log p(x | r, v) of a decoded output.
+  Var loglik(const Var& decoded, const Tensor& targets) const;
+
+ private:
+  struct Dense { Var w, b; };
+  struct ConvEncoder { std::vector<Dense> convs; Dense dense; };
+  Dense dense(ParameterStore& p, const std::string& name, int64_t in, int64_t out);
+  ConvEncoder conv_encoder(ParameterStore& p, const std::string& name);
+  Var run(const ConvEncoder& e, const Var& images) const;
+  static Var apply(const Dense& d, const Var& x, bool relu);
+
+  ModelConfig config_;
+  std::vector<int64_t> sizes_, output_padding_;
+  ConvEncoder h_, ex_;
+  Dense g1_, g2_, er_, mu1_, mu2_, lv1_, lv2_, dr_, dv_, dj_, dmap_;
+  std::vector<Dense> deconvs_;
+  Var output_logvar_;
+};
+
+}  // namespace equivae

@@ -1,0 +1,31 @@
+// Checkpoints in the safetensors format (https://huggingface.co/docs/safetensors): an 8-byte
+// little-endian header length, a JSON header naming each tensor's dtype, shape and byte range,
+// then the raw little-endian data. PyTorch users load one with safetensors.torch.load_file; the
+// tensor names are the parameter names of model/equivae.cpp (e.g. "h.conv0.weight"), plus the
+// flat Adam moments "adam.m" and "adam.v" in parameter-buffer order. String metadata carries the
+// training state and a CRC-32 of the data, so a corrupt or truncated file is refused.
+#pragma once
+#include <map>
+#include <string>
+
+#include "engine/params.h"
+
+namespace equivae {
+
+struct CheckpointState {
+  std::map<std::string, std::string> metadata;  // epoch, step, seed, model config, ...
+};
+
+// Writes `path` atomically: to path + ".tmp", flushed, then renamed over `path`.
+void save_checkpoint(const std::string& path, const ParameterStore& params, Adam* adam,
+                     const std::map<std::string, std::string>& metadata);
+
+// Loads parameter values (and Adam's moments and step count when `adam` is given) into
+// already-declared, allocated parameters. Throws std::runtime_error naming the file and the
+// problem: not a safetensors file, truncated, CRC mismatch, a missing tensor or a wrong shape.
+std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam);
+
+// Only the metadata (to rebuild the model configuration before loading).
+std::map<std::string, std::string> read_checkpoint_metadata(const std::string& path);
+
+}  // namespace equivae

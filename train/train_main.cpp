@@ -1,0 +1,130 @@
+// train_mnist / train_svhn: one source, two defaults (EQUIVAE_DEFAULT_DATASET). Trains EquiVAE
+// on the chosen data, evaluates each epoch on validation, and prints the test error of the
+// distance classifier at the end.
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/backend.h"
+#include "train/trainer.h"
+
+using namespace equivae;
+
+namespace {
+
+struct Options {
+  std::string dataset = EQUIVAE_DEFAULT_DATASET, data_dir, out, device = "cpu", resume;
+  int64_t train_limit = 0;
+  int threads = 0;
+  bool quick = false, no_progress = false;
+};
+
+data::Splits load(const Options& o) {
+  if (o.dataset == "mnist" || o.dataset == "fashion-mnist") return data::load_mnist(o.data_dir);
+  if (o.dataset == "svhn") {
+    data::Splits s = data::load_svhn(o.data_dir);
+    const data::ChannelStats stats = data::compute_channel_stats(s.train);  // training set only
+    for (data::Dataset* d : {&s.train, &s.validation, &s.test}) data::standardize(*d, stats);
+    return s;
+  }
+  if (o.dataset == "folder") {
+    // A user's own labelled images: 10 % validation, 10 % test, in a fixed shuffled order.
+    const data::Dataset all = data::load_image_folder(o.data_dir, nullptr, "folder");
+    std::vector<int64_t> rows(size_t(all.n));
+    for (int64_t i = 0; i < all.n; ++i) rows[size_t(i)] = i;
+    rows = data::shuffled(rows, 12345, 0);
+    const size_t tenth = rows.size() / 10;
+    auto part = [&](size_t a, size_t b) { return all.subset({rows.begin() + long(a), rows.begin() + long(b)}); };
+    return {part(2 * tenth, rows.size()), part(0, tenth), part(tenth, 2 * tenth)};
+  }
+  throw std::invalid_argument("unknown --dataset " + o.dataset + " (mnist, fashion-mnist, svhn, folder)");
+}
+
+std::string default_data_dir(const std::string& dataset) {
+  if (dataset == "mnist") return "../shared/data/mnist";
+  if (dataset == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
+  if (dataset == "svhn") return "../shared/data/svhn";
+  return "";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  ModelConfig model;
+  TrainConfig train;
+  CLI::App app{"Train EquiVAE (Feige, ICML 2019) and report the distance-classifier test error"};
+  app.add_option("--dataset", o.dataset, "mnist, fashion-mnist, svhn or folder (a folder per class)");
+  app.add_option("--data-dir", o.data_dir, "folder holding the data set's files (default: per data set)");
+  app.add_option("--out", o.out, "run folder for checkpoint, metrics and results (default: runs/<dataset>-seed<seed>)");
+  app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--seed", train.seed, "seed of initialisation, shuffling, sets and noise");
+  app.add_option("--epochs", train.epochs, "epochs (paper: about 40 on MNIST, 90 on SVHN)");
+  app.add_option("--batch-size", train.batch_size, "batch size at the start");
+  app.add_option("--double-every", train.double_every, "double the batch size every this many epochs (0: never)");
+  app.add_option("--max-batch-size", train.max_batch_size, "largest batch size of the schedule");
+  app.add_option("--m-max", train.m_max, "complementary sets have m ~ U{1..m_max} members");
+  app.add_option("--lr", train.lr, "Adam learning rate");
+  app.add_option("--filters", model.filters, "conv filters of the 5 encoder layers")->expected(5);
+  app.add_option("--hidden", model.hidden, "width H of the dense layers");
+  app.add_option("--d-r", model.d_r, "invariant latent size");
+  app.add_option("--d-v", model.d_v, "equivariant latent size");
+  app.add_option("--train-limit", o.train_limit, "train on the first N training images only (0: all)");
+  app.add_option("--resume", o.resume, "checkpoint to continue from ('auto': the run folder's own)");
+  app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
+  app.add_flag("--quick", o.quick, "a short CPU schedule: 2 epochs on 12,000 training images");
+  app.add_flag("--no-progress", o.no_progress, "no progress bar");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (o.quick) {
+      if (!app.count("--epochs")) train.epochs = 2;
+      if (!app.count("--train-limit")) o.train_limit = 12000;
+    }
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    if (o.data_dir.empty()) o.data_dir = default_data_dir(o.dataset);
+    if (o.out.empty()) o.out = fmt::format("runs/{}-seed{}", o.dataset, train.seed);
+    train.out_dir = o.out;
+    train.progress = !o.no_progress;
+    train.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+    if (train.device == Device::cuda) backend(Device::cuda);  // fails early, with the reason
+
+    data::Splits splits = load(o);
+    if (o.train_limit > 0 && o.train_limit < splits.train.n) splits.train = splits.train.slice(0, o.train_limit);
+    model.channels = splits.train.channels;
+    model.image_size = splits.train.height;
+    model.num_classes = splits.train.num_classes;
+    model.likelihood = o.dataset == "svhn" ? Likelihood::gaussian : Likelihood::bernoulli;
+    fmt::print(stderr, "equivae: {} on {} ({} train / {} validation / {} test), {}, seed {}\n", model.describe(),
+               o.dataset, splits.train.n, splits.validation.n, splits.test.n, o.device, train.seed);
+
+    Trainer trainer(model, train, splits);
+    fmt::print(stderr, "equivae: {} parameters; run folder {}\n", trainer.params().numel(), o.out);
+    if (o.resume == "auto") o.resume = std::filesystem::exists(trainer.checkpoint_path()) ? trainer.checkpoint_path() : "";
+    if (!o.resume.empty()) {
+      trainer.resume(o.resume);
+      fmt::print(stderr, "equivae: resumed from {} after epoch {}\n", o.resume, trainer.epochs_done());
+    }
+    const auto start = std::chrono::steady_clock::now();
+    trainer.train();
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    const double test_error = trainer.distance_error(splits.test);
+    const nlohmann::json results = {{"dataset", o.dataset}, {"seed", train.seed}, {"epochs", trainer.epochs_done()},
+                                    {"train_images", splits.train.n}, {"device", o.device},
+                                    {"test_error_distance", test_error}, {"wall_seconds", wall},
+                                    {"parameters", trainer.params().numel()}};
+    std::ofstream(o.out + "/results.json") << results.dump(2) << "\n";
+    fmt::print("test error (distance classifier on r, {} test images): {:.2f} %\n", splits.test.n, 100 * test_error);
+    fmt::print("checkpoint: {}\n", trainer.checkpoint_path());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,232 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/backend.h"
+#include "train/checkpoint.h"
+#include "train/progress.h"
+
+namespace equivae {
+namespace {
+
+// Validation draws its sets and noise from a stream of its own, the same every epoch, so that
+// validation curves compare like with like.
+constexpr uint64_t kValidationSeedSalt = 0x9e3779b97f4a7c15ull;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::string model_json(const ModelConfig& m) {
+  nlohmann::json j = {{"channels", m.channels}, {"image_size", m.image_size}, {"filters", m.filters},
+                      {"hidden", m.hidden},     {"d_r", m.d_r},               {"d_v", m.d_v},
+                      {"num_classes", m.num_classes},
+                      {"likelihood", m.likelihood == Likelihood::bernoulli ? "bernoulli" : "gaussian"}};
+  return j.dump();
+}
+
+}  // namespace
+
+int64_t TrainConfig::batch_size_for(int epoch) const {
+  int64_t b = batch_size;
+  if (double_every > 0)
+    for (int e = double_every; e <= epoch && b * 2 <= max_batch_size; e += double_every) b *= 2;
+  return b;
+}
+
+void ElboStats::add(double loglik_sum, double kl_sum, double log_prior_sum, int64_t count) {
+  const double total = double(n + count);
+  loglik = (loglik * double(n) + loglik_sum) / total;
+  kl = (kl * double(n) + kl_sum) / total;
+  elbo = (elbo * double(n) + loglik_sum - kl_sum + log_prior_sum) / total;
+  n += count;
+}
+
+Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data::Splits& data)
+    : model_config_(model), config_(config), data_(data),
+      train_classes_(data.train.labels, data.train.num_classes) {
+  const data::Dataset& t = data.train;
+  EQUIVAE_CHECK(t.channels == model.channels && t.height == model.image_size && t.width == model.image_size &&
+                    t.num_classes == model.num_classes,
+                "train: data {} ({}x{}x{}, {} classes) does not fit the model ({})", t.name, t.channels, t.height,
+                t.width, t.num_classes, model.describe());
+  for (double p : data::class_frequencies(t)) log_prior_.push_back(std::log(p));
+  model_ = std::make_unique<EquiVAE>(model, params_);
+  params_.allocate(config.seed, DType::f32, config.device);
+  adam_ = std::make_unique<Adam>(params_, AdamConfig{.lr = config.lr});
+  if (!config.out_dir.empty()) std::filesystem::create_directories(config.out_dir);
+}
+
+std::string Trainer::checkpoint_path() const { return config_.out_dir + "/checkpoint.safetensors"; }
+
+Tensor Trainer::gather(const data::Dataset& d, const std::vector<int64_t>& rows) const {
+  Tensor host = Tensor::empty({int64_t(rows.size()), d.channels, d.height, d.width});
+  float* dst = host.data<float>();
+  const int64_t size = d.image_size();
+  for (size_t i = 0; i < rows.size(); ++i) std::memcpy(dst + int64_t(i) * size, d.image(rows[i]), size_t(size) * 4);
+  return host.to(config_.device);
+}
+
+Trainer::StepResult Trainer::objective(const data::Dataset& d, const data::ClassIndex& classes,
+                                       const std::vector<int64_t>& rows, uint64_t seed, uint64_t step) {
+  const data::ComplementarySets sets =
+      data::sample_complementary_sets(rows, d.labels, classes, config_.m_max, seed, step);
+  const Tensor x = gather(d, rows);
+  const Var r = model_->class_latent(Var(gather(d, sets.images)), Tensor::from_indices(sets.offsets, config_.device),
+                                     Tensor::from_indices(sets.members, config_.device));
+  RandomStream noise{seed, step << 32};  // a step draws far fewer than 2^32 numbers
+  const EquiVAE::Terms t = model_->terms(Var(x), x, r, noise);
+  const Var loglik = sum(t.loglik), kl = sum(t.kl);
+  double log_prior_sum = 0;
+  for (int64_t row : rows) log_prior_sum += log_prior_[size_t(d.labels[size_t(row)])];
+  const int64_t n = int64_t(rows.size());
+  // Maximise the mean of L_lab; log p(y) is a constant of the parameters.
+  const Var loss = scale(sub(kl, loglik), 1.0 / double(n));
+  return {loss, loglik.value().item(), kl.value().item(), log_prior_sum, n};
+}
+
+std::map<std::string, std::string> Trainer::metadata() const {
+  return {{"format", "equivae-checkpoint-1"},      {"model", model_json(model_config_)},
+          {"epoch", std::to_string(epoch_)},         {"step", std::to_string(step_)},
+          {"seed", std::to_string(config_.seed)},    {"m_max", std::to_string(config_.m_max)},
+          {"data", data_.train.name}};
+}
+
+void Trainer::save(const std::string& path) { save_checkpoint(path, params_, adam_.get(), metadata()); }
+
+void Trainer::resume(const std::string& path) {
+  const auto meta = read_checkpoint_metadata(path);
+  if (!meta.count("model") || meta.at("model") != model_json(model_config_))
+    throw std::runtime_error(fmt::format("checkpoint {}: its model ({}) differs from this run's ({})", path,
+                                         meta.count("model") ? meta.at("model") : "none", model_json(model_config_)));
+  if (meta.count("seed") && std::stoull(meta.at("seed")) != config_.seed)
+    throw std::runtime_error(fmt::format("checkpoint {}: saved with --seed {}, this run has --seed {}", path,
+                                         meta.at("seed"), config_.seed));
+  load_checkpoint(path, params_, adam_.get());
+  epoch_ = std::stoi(meta.at("epoch"));
+  step_ = std::stoull(meta.at("step"));
+}
+
+void Trainer::train() {
+  const data::Dataset& train = data_.train;
+  std::vector<int64_t> all(size_t(train.n));
+  for (int64_t i = 0; i < train.n; ++i) all[size_t(i)] = i;
+  std::ofstream metrics;
+  if (!config_.out_dir.empty()) metrics.open(config_.out_dir + "/metrics.jsonl", std::ios::app);
+
+  for (; epoch_ < config_.epochs;) {
+    const int64_t batch = config_.batch_size_for(epoch_);
+    const std::vector<int64_t> order = data::shuffled(all, config_.seed, uint64_t(epoch_));
+    const int64_t batches = (train.n + batch - 1) / batch;
+    ElboStats stats;
+    ProgressBar bar(fmt::format("epoch {}/{}", epoch_ + 1, config_.epochs), batches, config_.progress);
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t b = 0; b < batches; ++b) {
+      const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(train.n, (b + 1) * batch));
+      StepResult s;
+      try {
+        s = objective(train, train_classes_, rows, config_.seed, step_);
+        if (!std::isfinite(s.loglik_sum) || !std::isfinite(s.kl_sum))
+          throw NumericError(fmt::format("{} is not finite", std::isfinite(s.loglik_sum) ? "the KL term" : "log p(x|r,v)"));
+      } catch (const NumericError& e) {
+        throw std::runtime_error(fmt::format(
+            "training stopped at epoch {}, step {}: {}. Last good checkpoint: {}", epoch_ + 1, step_, e.what(),
+            !config_.out_dir.empty() && std::filesystem::exists(checkpoint_path()) ? checkpoint_path() : "none"));
+      }
+      params_.zero_grad();
+      s.loss.backward();
+      adam_->step();
+      ++step_;
+      stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
+      bar.update(b + 1, fmt::format("elbo {:.2f} rec {:.2f} kl {:.2f} {:.0f} img/s", stats.elbo, stats.loglik, stats.kl,
+                                    double(stats.n) / seconds_since(start)));
+    }
+    const double train_seconds = seconds_since(start);
+    const double images_per_s = double(stats.n) / train_seconds;
+    bar.finish(fmt::format("elbo {:.2f} rec {:.2f} kl {:.2f} {:.0f} img/s", stats.elbo, stats.loglik, stats.kl,
+                           images_per_s));
+    ++epoch_;
+
+    const ElboStats val = evaluate_elbo(data_.validation);
+    const double val_error = distance_error(data_.validation);
+    fmt::print(stderr, "epoch {}: batch {}, validation elbo {:.2f} (rec {:.2f}, kl {:.2f}), distance error {:.2f} %\n",
+               epoch_, batch, val.elbo, val.loglik, val.kl, 100 * val_error);
+    if (!config_.out_dir.empty()) {
+      const nlohmann::json line = {
+          {"epoch", epoch_}, {"step", step_}, {"batch_size", batch},
+          {"train", {{"elbo", stats.elbo}, {"recon", stats.loglik}, {"kl", stats.kl}}},
+          {"validation", {{"elbo", val.elbo}, {"recon", val.loglik}, {"kl", val.kl}, {"distance_error", val_error}}},
+          {"train_seconds", train_seconds}, {"images_per_s", images_per_s}};
+      metrics << line.dump() << std::endl;
+      save(checkpoint_path());
+    }
+  }
+}
+
+ElboStats Trainer::evaluate_elbo(const data::Dataset& d) {
+  NoGradGuard no_grad;
+  const data::ClassIndex classes(d.labels, d.num_classes);
+  ElboStats stats;
+  for (int64_t begin = 0, b = 0; begin < d.n; begin += config_.eval_batch_size, ++b) {
+    std::vector<int64_t> rows;
+    for (int64_t i = begin; i < std::min(d.n, begin + config_.eval_batch_size); ++i) rows.push_back(i);
+    const StepResult s = objective(d, classes, rows, config_.seed ^ kValidationSeedSalt, uint64_t(b));
+    stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
+  }
+  return stats;
+}
+
+std::vector<float> Trainer::represent(const data::Dataset& d) {
+  NoGradGuard no_grad;
+  std::vector<float> out;
+  out.reserve(size_t(d.n * model_config_.d_r));
+  for (int64_t begin = 0; begin < d.n; begin += config_.eval_batch_size) {
+    std::vector<int64_t> rows;
+    for (int64_t i = begin; i < std::min(d.n, begin + config_.eval_batch_size); ++i) rows.push_back(i);
+    const Tensor r = model_->represent(Var(gather(d, rows))).value().to(Device::cpu);
+    out.insert(out.end(), r.data<float>(), r.data<float>() + r.numel());
+  }
+  return out;
+}
+
+std::vector<std::vector<double>> Trainer::centroids() {
+  const std::vector<float> r = represent(data_.train);
+  const int64_t dr = model_config_.d_r;
+  std::vector<std::vector<double>> c(size_t(model_config_.num_classes), std::vector<double>(size_t(dr), 0.0));
+  std::vector<int64_t> count(c.size(), 0);
+  for (int64_t i = 0; i < data_.train.n; ++i) {
+    const size_t y = size_t(data_.train.labels[size_t(i)]);
+    ++count[y];
+    for (int64_t k = 0; k < dr; ++k) c[y][size_t(k)] += r[size_t(i * dr + k)];
+  }
+  for (size_t y = 0; y < c.size(); ++y)
+    for (double& v : c[y]) v /= double(std::max<int64_t>(1, count[y]));
+  return c;
+}
+
+double Trainer::distance_error(const data::Dataset& d) {
+  const auto c = centroids();
+  const std::vector<float> r = represent(d);
+  const int64_t dr = model_config_.d_r;
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < d.n; ++i) {
+    double best = std::numeric_limits<double>::infinity();
+    int32_t label = -1;
+    for (size_t y = 0; y < c.size(); ++y) {
+      double dist = 0;
+      for (int64_t k = 0; k < dr; ++k) dist += std::pow(double(r[size_t(i * dr + k)]) - c[y][size_t(k)], 2);
+      if (dist < best) best = dist, label = int32_t(y);
+    }
+    wrong += label != d.labels[size_t(i)];
+  }
+  return double(wrong) / double(d.n);
+}
+
+}  // namespace equivae
