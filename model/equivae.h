@@ -11,8 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/ops.h"
-#include "engine/params.h"
+#include "model/layers.h"
 
 namespace equivae {
 
@@ -53,16 +52,9 @@ class EquiVAE {
   Var loglik(const Var& decoded, const Tensor& targets) const;
 
  private:
-  struct Dense { Var w, b; };
-  struct ConvEncoder { std::vector<Dense> convs; Dense dense; };
-  Dense dense(ParameterStore& p, const std::string& name, int64_t in, int64_t out);
-  ConvEncoder conv_encoder(ParameterStore& p, const std::string& name);
-  Var run(const ConvEncoder& e, const Var& images) const;
-  static Var apply(const Dense& d, const Var& x, bool relu);
-
   ModelConfig config_;
   std::vector<int64_t> sizes_, output_padding_;
-  ConvEncoder h_, ex_;
+  ConvStack h_, ex_;
   Dense g1_, g2_, er_, mu1_, mu2_, lv1_, lv2_, dr_, dv_, dj_, dmap_;
   std::vector<Dense> deconvs_;
   Var output_logvar_;

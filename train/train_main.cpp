@@ -11,6 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/backend.h"
+#include "train/checkpoint.h"
+#include "train/classifiers.h"
+#include "train/figures.h"
 #include "train/trainer.h"
 
 using namespace equivae;
@@ -18,10 +21,10 @@ using namespace equivae;
 namespace {
 
 struct Options {
-  std::string dataset = EQUIVAE_DEFAULT_DATASET, data_dir, out, device = "cpu", resume;
+  std::string dataset = EQUIVAE_DEFAULT_DATASET, data_dir, out, device = "cpu", resume, evaluate;
   int64_t train_limit = 0;
-  int threads = 0;
-  bool quick = false, no_progress = false;
+  int threads = 0, classifier_epochs = 20;
+  bool quick = false, no_progress = false, benchmark = false;
 };
 
 data::Splits load(const Options& o) {
@@ -76,7 +79,10 @@ int main(int argc, char** argv) {
   app.add_option("--d-v", model.d_v, "equivariant latent size");
   app.add_option("--train-limit", o.train_limit, "train on the first N training images only (0: all)");
   app.add_option("--resume", o.resume, "checkpoint to continue from ('auto': the run folder's own)");
+  app.add_option("--evaluate", o.evaluate, "no training: evaluate this checkpoint on the test set and draw figures");
   app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
+  app.add_option("--classifier-epochs", o.classifier_epochs, "epochs of the dense classifier on frozen r (0: skip)");
+  app.add_flag("--benchmark", o.benchmark, "train the benchmark classifier (encoder + dropout) instead of EquiVAE");
   app.add_flag("--quick", o.quick, "a short CPU schedule: 2 epochs on 12,000 training images");
   app.add_flag("--no-progress", o.no_progress, "no progress bar");
   CLI11_PARSE(app, argc, argv);
@@ -85,6 +91,7 @@ int main(int argc, char** argv) {
     if (o.quick) {
       if (!app.count("--epochs")) train.epochs = 2;
       if (!app.count("--train-limit")) o.train_limit = 12000;
+      if (!app.count("--classifier-epochs")) o.classifier_epochs = 5;
     }
     if (o.threads > 0) omp_set_num_threads(o.threads);
     if (o.data_dir.empty()) o.data_dir = default_data_dir(o.dataset);
@@ -103,6 +110,28 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "equivae: {} on {} ({} train / {} validation / {} test), {}, seed {}\n", model.describe(),
                o.dataset, splits.train.n, splits.validation.n, splits.test.n, o.device, train.seed);
 
+    ClassifierConfig classifier{.epochs = o.classifier_epochs, .batch_size = 64, .lr = 1e-3, .dropout = 0.5,
+                                .seed = train.seed, .device = train.device, .progress = train.progress};
+    if (o.benchmark) {
+      classifier.epochs = train.epochs;
+      const ClassifierResult b = train_benchmark_classifier(splits, model, classifier);
+      std::filesystem::create_directories(o.out);
+      std::ofstream(o.out + "/results.json")
+          << nlohmann::json({{"dataset", o.dataset}, {"seed", train.seed}, {"model", "benchmark classifier"},
+                             {"train_images", splits.train.n}, {"best_epoch", b.best_epoch},
+                             {"validation_error", b.validation_error}, {"test_error", b.test_error}})
+                 .dump(2)
+          << "\n";
+      fmt::print("test error (benchmark classifier, epoch {} chosen on validation): {:.2f} %\n", b.best_epoch,
+                 100 * b.test_error);
+      return 0;
+    }
+    if (!o.evaluate.empty()) {  // the checkpoint's seed and epoch count, so nothing is trained
+      const auto meta = read_checkpoint_metadata(o.evaluate);
+      train.seed = std::stoull(meta.at("seed"));
+      train.epochs = std::stoi(meta.at("epoch"));
+      o.resume = o.evaluate;
+    }
     Trainer trainer(model, train, splits);
     fmt::print(stderr, "equivae: {} parameters; run folder {}\n", trainer.params().numel(), o.out);
     if (o.resume == "auto") o.resume = std::filesystem::exists(trainer.checkpoint_path()) ? trainer.checkpoint_path() : "";
@@ -115,13 +144,24 @@ int main(int argc, char** argv) {
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     const double test_error = trainer.distance_error(splits.test);
-    const nlohmann::json results = {{"dataset", o.dataset}, {"seed", train.seed}, {"epochs", trainer.epochs_done()},
-                                    {"train_images", splits.train.n}, {"device", o.device},
-                                    {"test_error_distance", test_error}, {"wall_seconds", wall},
-                                    {"parameters", trainer.params().numel()}};
-    std::ofstream(o.out + "/results.json") << results.dump(2) << "\n";
+    nlohmann::json results = {{"dataset", o.dataset}, {"seed", train.seed}, {"epochs", trainer.epochs_done()},
+                              {"train_images", splits.train.n}, {"device", o.device},
+                              {"test_error_distance", test_error}, {"wall_seconds", wall},
+                              {"parameters", trainer.params().numel()}};
     fmt::print("test error (distance classifier on r, {} test images): {:.2f} %\n", splits.test.n, 100 * test_error);
-    fmt::print("checkpoint: {}\n", trainer.checkpoint_path());
+    if (o.classifier_epochs > 0) {
+      auto features = [&](const data::Dataset& d) { return Features{trainer.represent(d), d.labels, model.d_r}; };
+      const ClassifierResult c = train_feature_classifier(features(splits.train), features(splits.validation),
+                                                          features(splits.test), model.num_classes, classifier);
+      results["test_error_neural"] = c.test_error;
+      results["neural_best_epoch"] = c.best_epoch;
+      fmt::print("test error (dense classifier on frozen r, epoch {} chosen on validation): {:.2f} %\n", c.best_epoch,
+                 100 * c.test_error);
+    }
+    std::ofstream(o.out + "/results.json") << results.dump(2) << "\n";
+    for (const std::string& path : write_figures(trainer, splits.validation, o.out, train.seed))
+      fmt::print("figure: {}\n", path);
+    if (o.evaluate.empty()) fmt::print("checkpoint: {}\n", trainer.checkpoint_path());
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

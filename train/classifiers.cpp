@@ -1,0 +1,123 @@
+#include "train/classifiers.h"
+
+#include <cstring>
+#include <functional>
+
+#include "train/progress.h"
+#include "train/sampler.h"
+
+namespace equivae {
+namespace {
+
+// Inputs of `rows` as one [rows, ...] tensor on the device.
+using Gather = std::function<Tensor(const std::vector<int64_t>& rows)>;
+using Network = std::function<Var(const Var& x, RandomStream& stream, bool training)>;
+
+// Error rate of `net` (evaluation mode) over n rows.
+double error_rate(const Network& net, const Gather& gather, const std::vector<int32_t>& labels, int64_t n) {
+  NoGradGuard no_grad;
+  RandomStream unused;
+  int64_t wrong = 0;
+  for (int64_t begin = 0; begin < n; begin += 500) {
+    std::vector<int64_t> rows;
+    for (int64_t i = begin; i < std::min(n, begin + 500); ++i) rows.push_back(i);
+    const std::vector<double> logits = net(Var(gather(rows)), unused, false).value().to_vector();
+    const int64_t k = int64_t(logits.size() / rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto row = logits.begin() + int64_t(i) * k;
+      wrong += std::max_element(row, row + k) - row != labels[size_t(rows[i])];
+    }
+  }
+  return double(wrong) / double(n);
+}
+
+struct Split {
+  Gather gather;
+  const std::vector<int32_t>* labels;
+  int64_t n;
+};
+
+ClassifierResult fit(ParameterStore& params, const Network& net, const Split& train, const Split& val,
+                     const Split& test, const ClassifierConfig& c, const char* name) {
+  Adam adam(params, AdamConfig{.lr = c.lr});
+  std::vector<int64_t> all(size_t(train.n));
+  for (int64_t i = 0; i < train.n; ++i) all[size_t(i)] = i;
+  ClassifierResult best;
+  uint64_t step = 0;
+  for (int epoch = 0; epoch < c.epochs; ++epoch) {
+    const std::vector<int64_t> order = data::shuffled(all, c.seed, uint64_t(epoch));
+    const int64_t batches = (train.n + c.batch_size - 1) / c.batch_size;
+    ProgressBar bar(fmt::format("{} epoch {}/{}", name, epoch + 1, c.epochs), batches, c.progress);
+    for (int64_t b = 0; b < batches; ++b) {
+      const std::vector<int64_t> rows(order.begin() + b * c.batch_size,
+                                      order.begin() + std::min(train.n, (b + 1) * c.batch_size));
+      std::vector<int32_t> y;
+      for (int64_t r : rows) y.push_back((*train.labels)[size_t(r)]);
+      RandomStream stream{c.seed, step++ << 32};
+      const Var logits = net(Var(train.gather(rows)), stream, true);
+      const Var loss = scale(sum(pick(log_softmax(logits), Tensor::from_indices(y, c.device))),
+                             -1.0 / double(rows.size()));
+      params.zero_grad();
+      loss.backward();
+      adam.step();
+      bar.update(b + 1);
+    }
+    const double val_error = error_rate(net, val.gather, *val.labels, val.n);
+    bar.finish(fmt::format("validation error {:.2f} %", 100 * val_error));
+    if (epoch == 0 || val_error < best.validation_error)
+      best = {val_error, error_rate(net, test.gather, *test.labels, test.n), epoch + 1};
+  }
+  return best;
+}
+
+Gather feature_gather(const Features& f, Device device) {
+  return [&f, device](const std::vector<int64_t>& rows) {
+    Tensor t = Tensor::empty({int64_t(rows.size()), f.dim});
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(t.data<float>() + int64_t(i) * f.dim, f.x.data() + rows[i] * f.dim, size_t(f.dim) * 4);
+    return t.to(device);
+  };
+}
+
+Gather image_gather(const data::Dataset& d, Device device) {
+  return [&d, device](const std::vector<int64_t>& rows) {
+    Tensor t = Tensor::empty({int64_t(rows.size()), d.channels, d.height, d.width});
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(t.data<float>() + int64_t(i) * d.image_size(), d.image(rows[i]), size_t(d.image_size()) * 4);
+    return t.to(device);
+  };
+}
+
+}  // namespace
+
+ClassifierResult train_feature_classifier(const Features& train, const Features& validation, const Features& test,
+                                          int classes, const ClassifierConfig& c) {
+  ParameterStore params;
+  const Dense l1 = Dense::declare(params, "mlp.dense1", train.dim, 128), l2 = Dense::declare(params, "mlp.dense2", 128, 64),
+              out = Dense::declare(params, "mlp.out", 64, classes);
+  params.allocate(c.seed, DType::f32, c.device);
+  const Network net = [&](const Var& x, RandomStream& s, bool training) {
+    const Var h1 = dropout(l1(x, true), c.dropout, s, training);
+    return out(dropout(l2(h1, true), c.dropout, s, training), false);
+  };
+  return fit(params, net, {feature_gather(train, c.device), &train.y, train.n()},
+             {feature_gather(validation, c.device), &validation.y, validation.n()},
+             {feature_gather(test, c.device), &test.y, test.n()}, c, "classifier on r");
+}
+
+ClassifierResult train_benchmark_classifier(const data::Splits& d, const ModelConfig& a, const ClassifierConfig& c) {
+  ParameterStore params;
+  const ConvStack convs = ConvStack::declare(params, "bench", a.channels, a.image_size, a.filters, a.hidden);
+  const Dense hidden = Dense::declare(params, "bench.g.dense", a.hidden, a.hidden),
+              out = Dense::declare(params, "bench.out", a.hidden, a.num_classes);
+  params.allocate(c.seed, DType::f32, c.device);
+  const Network net = [&](const Var& x, RandomStream& s, bool training) {
+    const Var h1 = dropout(convs(x), c.dropout, s, training);
+    return out(dropout(hidden(h1, true), c.dropout, s, training), false);
+  };
+  return fit(params, net, {image_gather(d.train, c.device), &d.train.labels, d.train.n},
+             {image_gather(d.validation, c.device), &d.validation.labels, d.validation.n},
+             {image_gather(d.test, c.device), &d.test.labels, d.test.n}, c, "benchmark classifier");
+}
+
+}  // namespace equivae

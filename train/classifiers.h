@@ -1,0 +1,43 @@
+// The two supervised classifiers SPEC.md section 4 compares EquiVAE's r against:
+//  - a 2-layer dense dropout network (128, 64) trained on frozen r(x);
+//  - the benchmark: the invariant encoder's architecture (conv stack -> dense(H) -> dense(H))
+//    with dropout after both dense layers, trained end to end on the labelled images alone.
+// Both keep the epoch with the lowest validation error and report the test error of that epoch:
+// every choice is made on validation.
+#pragma once
+#include <vector>
+
+#include "model/equivae.h"
+#include "train/data.h"
+
+namespace equivae {
+
+struct ClassifierConfig {
+  int epochs = 20;
+  int64_t batch_size = 64;
+  double lr = 1e-3, dropout = 0.5;
+  uint64_t seed = 1;
+  Device device = Device::cpu;
+  bool progress = true;
+};
+
+struct ClassifierResult {
+  double validation_error = 1, test_error = 1;
+  int best_epoch = 0;
+};
+
+// Features: n x dim row-major (e.g. Trainer::represent); labels in [0, classes).
+struct Features {
+  std::vector<float> x;
+  std::vector<int32_t> y;
+  int64_t dim = 0;
+  int64_t n() const { return int64_t(y.size()); }
+};
+
+ClassifierResult train_feature_classifier(const Features& train, const Features& validation, const Features& test,
+                                          int classes, const ClassifierConfig& config);
+
+ClassifierResult train_benchmark_classifier(const data::Splits& data, const ModelConfig& architecture,
+                                            const ClassifierConfig& config);
+
+}  // namespace equivae

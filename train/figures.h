@@ -1,0 +1,23 @@
+// The paper's pictures (SPEC.md section 6, figures 2-4) as PNG grids, made from a trained model:
+//   samples.png       one column per class: r_y = the class mean of r over validation data,
+//                     v ~ N(0, I) down the rows
+//   swap.png          row = class (r_y), column = style (v encoded from a validation image)
+//   interpolation.png one row per class: v moving linearly between two same-class images at
+//                     fixed r_y (the two originals at the ends)
+#pragma once
+#include <string>
+#include <vector>
+
+#include "train/trainer.h"
+
+namespace equivae {
+
+// images: n x c x h x w floats in [0, 1], laid out row by row in a rows x cols grid.
+void write_png_grid(const std::string& path, const std::vector<float>& images, int64_t rows, int64_t cols,
+                    int64_t channels, int64_t height, int64_t width);
+
+// Writes the three figures into `dir`; returns their paths.
+std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& validation, const std::string& dir,
+                                       uint64_t seed);
+
+}  // namespace equivae
