@@ -27,7 +27,15 @@ struct Options {
   bool quick = false, no_progress = false, benchmark = false;
 };
 
-data::Splits load(const Options& o) {
+// Where a user gets each data set, for the error message when it is not found.
+std::string where_to_get(const std::string& dataset) {
+  if (dataset == "mnist") return "the four IDX files from http://yann.lecun.com/exdb/mnist/ (or a mirror)";
+  if (dataset == "fashion-mnist") return "Debian's dataset-fashion-mnist package, or github.com/zalandoresearch/fashion-mnist";
+  if (dataset == "svhn") return "train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/";
+  return "one sub-folder of images per class";
+}
+
+data::Splits load_splits(const Options& o) {
   if (o.dataset == "mnist" || o.dataset == "fashion-mnist") return data::load_mnist(o.data_dir);
   if (o.dataset == "svhn") {
     data::Splits s = data::load_svhn(o.data_dir);
@@ -46,6 +54,14 @@ data::Splits load(const Options& o) {
     return {part(2 * tenth, rows.size()), part(0, tenth), part(tenth, 2 * tenth)};
   }
   throw std::invalid_argument("unknown --dataset " + o.dataset + " (mnist, fashion-mnist, svhn, folder)");
+}
+
+data::Splits load(const Options& o) {
+  try {
+    return load_splits(o);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(fmt::format("{}\n  --data-dir must hold {}", e.what(), where_to_get(o.dataset)));
+  }
 }
 
 std::string default_data_dir(const std::string& dataset) {
@@ -83,15 +99,14 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
   app.add_option("--classifier-epochs", o.classifier_epochs, "epochs of the dense classifier on frozen r (0: skip)");
   app.add_flag("--benchmark", o.benchmark, "train the benchmark classifier (encoder + dropout) instead of EquiVAE");
-  app.add_flag("--quick", o.quick, "a short CPU schedule: 2 epochs on 12,000 training images");
+  app.add_flag("--quick", o.quick, "a short CPU schedule (minutes): 2 epochs, batch 32, 3 epochs of the classifier on r");
   app.add_flag("--no-progress", o.no_progress, "no progress bar");
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (o.quick) {
       if (!app.count("--epochs")) train.epochs = 2;
-      if (!app.count("--train-limit")) o.train_limit = 12000;
-      if (!app.count("--classifier-epochs")) o.classifier_epochs = 5;
+      if (!app.count("--classifier-epochs")) o.classifier_epochs = 3;
     }
     if (o.threads > 0) omp_set_num_threads(o.threads);
     if (o.data_dir.empty()) o.data_dir = default_data_dir(o.dataset);

@@ -119,7 +119,9 @@ void Trainer::train() {
   std::vector<int64_t> all(size_t(train.n));
   for (int64_t i = 0; i < train.n; ++i) all[size_t(i)] = i;
   std::ofstream metrics;
-  if (!config_.out_dir.empty()) metrics.open(config_.out_dir + "/metrics.jsonl", std::ios::app);
+  // A fresh run starts a new log; a resumed one continues its own.
+  if (!config_.out_dir.empty())
+    metrics.open(config_.out_dir + "/metrics.jsonl", epoch_ > 0 ? std::ios::app : std::ios::trunc);
 
   for (; epoch_ < config_.epochs;) {
     const int64_t batch = config_.batch_size_for(epoch_);
