@@ -33,20 +33,18 @@ template <int BM_, int BN_, int TM_, int TN_> struct Tile {
   static constexpr int kRowStep = kThreads / BK;                  // k-major: rows between a thread's loads
   static_assert(kThreads == BM && kThreads % BK == 0, "loaders assume one thread per A-tile row");
 };
-// Chosen by N (output channels of the GEMM): narrow N gets tall tiles instead of idle columns.
 using TileN4 = Tile<128, 4, 4, 1>;
 using TileN16 = Tile<64, 16, 4, 4>;
 using TileN32 = Tile<128, 32, 8, 4>;
 using TileN64 = Tile<128, 64, 8, 8>;
 
-struct TileDims {
-  int bm, bn;
-};
-TileDims tile_dims(int64_t n) {
-  if (n <= 4) return {TileN4::BM, TileN4::BN};
-  if (n <= 16) return {TileN16::BM, TileN16::BN};
-  if (n <= 32) return {TileN32::BM, TileN32::BN};
-  return {TileN64::BM, TileN64::BN};
+// Calls f(tile) with the tile for a GEMM of width n (the output channels): narrow N gets tall
+// tiles instead of idle columns.
+template <class F> auto with_tile(int64_t n, F&& f) {
+  if (n <= 4) return f(TileN4{});
+  if (n <= 16) return f(TileN16{});
+  if (n <= 32) return f(TileN32{});
+  return f(TileN64{});
 }
 
 // blockIdx.z = group * slices + slice: a group is an independent GEMM (a phase of
@@ -62,8 +60,10 @@ struct Extent {
 };
 
 Split plan_split(const Extent& e) {
-  const TileDims t = tile_dims(e.n);
-  const int64_t blocks = ceil_div(e.max_m, t.bm) * ceil_div(e.n, t.bn) * e.groups;
+  const int64_t blocks = with_tile(e.n, [&](auto tile) {
+    using Tl = decltype(tile);
+    return ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * e.groups;
+  });
   const int64_t want = ceil_div(2 * int64_t(sm_count()), std::max<int64_t>(blocks, 1));  // about 2 blocks per SM
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(ceil_div(e.max_k, 4 * BK), 65535 / e.groups));
   const int64_t slices = std::clamp<int64_t>(want, 1, most);  // each slice at least 4 tiles deep
@@ -170,10 +170,7 @@ template <class P> void run(const P& p, const Extent& e, const Epilogue& ep, voi
   check_int32(e.max_k, "conv2d: GEMM depth");
   const Split split = plan_split(e);
   if (split.slices > 1 && !workspace) throw std::invalid_argument("conv2d: split-K needs a workspace");
-  if (e.n <= 4) launch_tile<TileN4>(p, e, split, ep, workspace, stream);
-  else if (e.n <= 16) launch_tile<TileN16>(p, e, split, ep, workspace, stream);
-  else if (e.n <= 32) launch_tile<TileN32>(p, e, split, ep, workspace, stream);
-  else launch_tile<TileN64>(p, e, split, ep, workspace, stream);
+  with_tile(e.n, [&](auto tile) { launch_tile<decltype(tile)>(p, e, split, ep, workspace, stream); });
   if (split.slices > 1) {
     split_finish_kernel<<<grid_for(e.out_numel), kThreads, 0, stream>>>(static_cast<const float*>(workspace),
                                                                        split.slices, ep);

@@ -42,7 +42,7 @@ int64_t cols_of(const Tensor& x, int64_t rows) { return rows ? x.numel() / rows 
 
 gpu::ChannelShape channels_of(const Tensor& t) {
   const int64_t n = t.dim(0), c = t.dim(1);
-  return {n, c, n * c ? t.numel() / (n * c) : 0};
+  return {n, c, n * c != 0 ? t.numel() / (n * c) : 0};
 }
 
 gpu::GaussianShape gaussian_shape(const Tensor& mean, const Tensor& logvar, int64_t rows) {
@@ -62,7 +62,9 @@ class CudaBackend final : public Backend {
     // no allocations of its own during training and run-to-run identical results.
     CUBLAS_CHECK(cublasSetWorkspace(blas_, gpu::device_allocator().allocate(kBlasWorkspace), kBlasWorkspace));
     flag_ = static_cast<int*>(gpu::device_allocator().allocate(sizeof(int)));
-    CUDA_CHECK(cudaMallocHost(&host_flag_, sizeof(int)));
+    void* pinned = nullptr;
+    CUDA_CHECK(cudaMallocHost(&pinned, sizeof(int)));
+    host_flag_ = static_cast<int*>(pinned);
   }
   // Never destroyed (see make_cuda_backend), so no destructor releases the handles.
 

@@ -6,9 +6,7 @@ namespace {
 
 constexpr double kLog2Pi = 1.8378770664093454836;  // log(2 pi)
 
-// Stable forms, as on the CPU: log(1 + e^l) = max(l, 0) + log1p(e^-|l|), and sigmoid without
-// overflow for either sign.
-__device__ __forceinline__ float softplus(float l) { return fmaxf(l, 0.f) + log1pf(expf(-fabsf(l))); }
+// Without overflow for either sign, as on the CPU.
 __device__ __forceinline__ float sigmoid(float l) {
   if (l >= 0.f) return 1.f / (1.f + expf(-l));
   const float e = expf(l);
@@ -27,7 +25,8 @@ LogvarIndex logvar_index(const GaussianShape& s) { return {s.cols, s.channels ? 
 void bernoulli_loglik_forward(const float* logits, const float* target, float* y, const RowShape& s,
                               cudaStream_t stream) {
   reduce_rows(s.rows, s.cols, [=] __device__(int64_t i) {
-    // x l - softplus(l) with x l - max(l, 0) first: exact 0 for x = 1, l > 0 (no cancellation)
+    // x l - softplus(l), softplus(l) = max(l, 0) + log1p(e^-|l|) as on the CPU; x l - max(l, 0)
+    // first, which is exactly 0 for x = 1, l > 0 instead of a difference of two large numbers.
     const float l = logits[i];
     return double(target[i] * l - fmaxf(l, 0.f)) - double(log1pf(expf(-fabsf(l))));
   }, 1.0, y, stream);
