@@ -79,8 +79,9 @@ class EquiVAE(nn.Module):
     def class_latent(self, set_images, offsets, members):
         e = self.h(set_images)
         counts = offsets[1:] - offsets[:-1]
-        seg = torch.repeat_interleave(torch.arange(len(counts)), counts)
-        pooled = torch.zeros(len(counts), e.shape[1]).index_add_(0, seg, e[members]) / counts[:, None]
+        seg = torch.repeat_interleave(torch.arange(len(counts), device=e.device), counts)
+        pooled = torch.zeros(len(counts), e.shape[1], device=e.device).index_add_(0, seg, e[members])
+        pooled = pooled / counts[:, None]
         return self.g(pooled)
 
     def decode(self, r, v):
@@ -130,6 +131,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--m-max", type=int, default=7)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -137,25 +139,30 @@ def main():
     x_all = load_idx_images(os.path.join(a.data_dir, "train-images-idx3-ubyte.gz"))[:55000]
     y_all = load_idx_labels(os.path.join(a.data_dir, "train-labels-idx1-ubyte.gz"))[:55000]
     by_class = [np.flatnonzero(y_all == c) for c in range(10)]
-    model = EquiVAE()
+    dev = torch.device(a.device)
+    model = EquiVAE().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = rng.permutation(len(x_all))
     images_done, start = 0, None
     for step in range(a.warmup + a.steps):
         if step == a.warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
         batch = order[step * a.batch_size:(step + 1) * a.batch_size]
         images, offsets, members = complementary_sets(batch, y_all, by_class, a.m_max, rng)
-        x = torch.from_numpy(x_all[batch])
-        r = model.class_latent(torch.from_numpy(x_all[images]), offsets, members)
+        x = torch.from_numpy(x_all[batch]).to(dev)
+        r = model.class_latent(torch.from_numpy(x_all[images]).to(dev), offsets.to(dev), members.to(dev))
         loss = model.loss(x, r)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step >= a.warmup:
             images_done += len(batch)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "threads": a.threads,
+    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "device": a.device, "threads": a.threads,
                       "batch_size": a.batch_size, "steps": a.steps, "images_per_s": images_done / seconds,
                       "parameters": sum(p.numel() for p in model.parameters()), "final_loss": float(loss)}))
 

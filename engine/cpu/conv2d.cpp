@@ -1,7 +1,14 @@
-// conv2d as im2col + one Eigen GEMM per chunk of images. Rows of the column matrix are output
-// pixels (image, oy, ox), columns are patch entries (c, ky, kx), so the forward is
-// Y[pixels, out_c] = col * W^T, backward-data is dcol = dY * W (then col2im) and
-// backward-weight is dW = dY^T * col. A transposed conv calls these same three products.
+// conv2d as im2col + GEMM, parallel over images: each thread takes a contiguous range of the
+// batch and runs its own single-threaded GEMMs (the model's matrices are small, so Eigen's own
+// threading spent its time in barriers). The column matrix of a range of images is
+// col[patch][image * pixels], patch entry = (c, ky, kx) and column = (image, oy, ox), so its
+// rows are filled by contiguous copies of input rows. Then:
+//   forward           Y[out_c][columns] = W[out_c][patch] * col          (+ bias, ReLU)
+//   backward-data     dcol = W^T * dY, scattered back by col2im
+//   backward-weight   dW = sum over threads (in thread order: deterministic) of dY * col^T
+// A transposed conv calls these same three products.
+#include <omp.h>
+
 #include <Eigen/Core>
 #include <algorithm>
 #include <vector>
@@ -15,114 +22,154 @@ template <class T> using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dyna
 template <class T> using MapC = Eigen::Map<const RowMajor<T>>;
 template <class T> using Map = Eigen::Map<RowMajor<T>>;
 
-// Images per GEMM: bounds the column buffer to about 8M elements.
-int64_t chunk_images(const ConvShape& s) {
-  const int64_t per_image = std::max<int64_t>(1, s.out_h * s.out_w * s.patch());
-  return std::clamp<int64_t>((int64_t(1) << 23) / per_image, 1, s.n);
+// Scratch that lives as long as its thread: no allocation (or page faults) per call.
+template <class T> T* scratch(int slot, size_t n) {
+  thread_local std::vector<T> buffers[2];
+  if (buffers[slot].size() < n) buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
+struct Range { int64_t first, count; };
+
+// Calls fn(range) for this thread's share of the images, in pieces whose column matrix stays
+// under about 4M elements (bounded scratch at any batch size).
+template <class Fn> void for_thread_images(const ConvShape& s, Fn&& fn) {
+  const int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
+  const int64_t first = s.n * t / threads, last = s.n * (t + 1) / threads;
+  const int64_t piece = std::max<int64_t>(1, (int64_t(1) << 22) / std::max<int64_t>(1, s.out_h * s.out_w * s.patch()));
+  for (int64_t f = first; f < last; f += piece) fn(Range{f, std::min(piece, last - f)});
+}
+
+// Output columns ox whose input column ox * stride - pad + kx lies inside [0, in_w).
+struct Span { int64_t lo, hi; };
+Span valid_span(int64_t in, int64_t out, int64_t k_offset, const ConvShape& s) {
+  const int64_t shift = s.pad - k_offset;  // ix = ox * stride - shift
+  const int64_t lo = shift > 0 ? (shift + s.stride - 1) / s.stride : 0;
+  const int64_t top = in - 1 + shift;      // ix <= in - 1  <=>  ox * stride <= top
+  const int64_t hi = top < 0 ? 0 : std::min(out, top / s.stride + 1);
+  return {lo, std::max(lo, hi)};
 }
 
 template <class T>
-void im2col(const T* x, const ConvShape& s, int64_t first, int64_t count, T* col) {
-  const int64_t hw = s.out_h * s.out_w, patch = s.patch();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < count * hw; ++row) {
-    const int64_t img = first + row / hw, oy = row % hw / s.out_w, ox = row % s.out_w;
-    T* out = col + row * patch;
-    for (int64_t c = 0; c < s.in_c; ++c) {
-      const T* plane = x + (img * s.in_c + c) * s.in_h * s.in_w;
-      for (int64_t ky = 0; ky < s.k; ++ky) {
-        const int64_t iy = oy * s.stride - s.pad + ky;
-        for (int64_t kx = 0; kx < s.k; ++kx) {
-          const int64_t ix = ox * s.stride - s.pad + kx;
-          *out++ = (iy >= 0 && iy < s.in_h && ix >= 0 && ix < s.in_w) ? plane[iy * s.in_w + ix] : T(0);
-        }
-      }
-    }
-  }
-}
-
-// dx += col2im(dcol); parallel over images so no two threads write the same image.
-template <class T>
-void col2im_add(const T* col, const ConvShape& s, int64_t first, int64_t count, T* dx) {
-  const int64_t hw = s.out_h * s.out_w, patch = s.patch();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t img = first + i;
-    for (int64_t pix = 0; pix < hw; ++pix) {
-      const int64_t oy = pix / s.out_w, ox = pix % s.out_w;
-      const T* in = col + (i * hw + pix) * patch;
-      for (int64_t c = 0; c < s.in_c; ++c) {
-        T* plane = dx + (img * s.in_c + c) * s.in_h * s.in_w;
-        for (int64_t ky = 0; ky < s.k; ++ky) {
-          const int64_t iy = oy * s.stride - s.pad + ky;
-          for (int64_t kx = 0; kx < s.k; ++kx, ++in) {
-            const int64_t ix = ox * s.stride - s.pad + kx;
-            if (iy >= 0 && iy < s.in_h && ix >= 0 && ix < s.in_w) plane[iy * s.in_w + ix] += *in;
+void im2col(const T* x, const ConvShape& s, Range r, T* col) {
+  const int64_t hw = s.out_h * s.out_w, cols = r.count * hw, in_hw = s.in_h * s.in_w;
+  for (int64_t c = 0; c < s.in_c; ++c)
+    for (int64_t ky = 0; ky < s.k; ++ky)
+      for (int64_t kx = 0; kx < s.k; ++kx) {
+        T* row = col + ((c * s.k + ky) * s.k + kx) * cols;
+        const Span span = valid_span(s.in_w, s.out_w, kx, s);
+        for (int64_t i = 0; i < r.count; ++i) {
+          const T* plane = x + ((r.first + i) * s.in_c + c) * in_hw;
+          for (int64_t oy = 0; oy < s.out_h; ++oy) {
+            T* out = row + i * hw + oy * s.out_w;
+            const int64_t iy = oy * s.stride - s.pad + ky;
+            if (iy < 0 || iy >= s.in_h) {
+              std::fill_n(out, s.out_w, T(0));
+              continue;
+            }
+            const T* in = plane + iy * s.in_w + kx - s.pad;
+            std::fill_n(out, span.lo, T(0));
+            for (int64_t ox = span.lo; ox < span.hi; ++ox) out[ox] = in[ox * s.stride];
+            std::fill(out + span.hi, out + s.out_w, T(0));
           }
         }
       }
-    }
-  }
 }
 
-// NCHW chunk of y  <->  [pixels, out_c] matrix.
+// dx += col2im(dcol) for this thread's images (their dx planes are its own).
 template <class T>
-void nchw_to_pixels(const T* y, const ConvShape& s, int64_t first, int64_t count, T* pix) {
-  const int64_t hw = s.out_h * s.out_w;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count; ++i)
-    for (int64_t c = 0; c < s.out_c; ++c)
-      for (int64_t p = 0; p < hw; ++p) pix[(i * hw + p) * s.out_c + c] = y[((first + i) * s.out_c + c) * hw + p];
+void col2im_add(const T* col, const ConvShape& s, Range r, T* dx) {
+  const int64_t hw = s.out_h * s.out_w, cols = r.count * hw, in_hw = s.in_h * s.in_w;
+  for (int64_t c = 0; c < s.in_c; ++c)
+    for (int64_t ky = 0; ky < s.k; ++ky)
+      for (int64_t kx = 0; kx < s.k; ++kx) {
+        const T* row = col + ((c * s.k + ky) * s.k + kx) * cols;
+        const Span span = valid_span(s.in_w, s.out_w, kx, s);
+        for (int64_t i = 0; i < r.count; ++i) {
+          T* plane = dx + ((r.first + i) * s.in_c + c) * in_hw;
+          for (int64_t oy = 0; oy < s.out_h; ++oy) {
+            const int64_t iy = oy * s.stride - s.pad + ky;
+            if (iy < 0 || iy >= s.in_h) continue;
+            const T* in = row + i * hw + oy * s.out_w;
+            T* out = plane + iy * s.in_w + kx - s.pad;
+            for (int64_t ox = span.lo; ox < span.hi; ++ox) out[ox * s.stride] += in[ox];
+          }
+        }
+      }
+}
+
+// dy of this thread's images, NCHW -> [out_c][image * pixels].
+template <class T>
+void gather_channels(const T* y, const ConvShape& s, Range r, T* out) {
+  const int64_t hw = s.out_h * s.out_w, cols = r.count * hw;
+  for (int64_t c = 0; c < s.out_c; ++c)
+    for (int64_t i = 0; i < r.count; ++i) std::copy_n(y + ((r.first + i) * s.out_c + c) * hw, hw, out + c * cols + i * hw);
 }
 
 template <class T>
 void conv_forward(const T* x, const T* w, const T* b, bool relu, T* y, const ConvShape& s) {
-  const int64_t hw = s.out_h * s.out_w, chunk = chunk_images(s);
-  std::vector<T> col(size_t(chunk * hw * s.patch())), out(size_t(chunk * hw * s.out_c));
-  const MapC<T> W(w, s.out_c, s.patch());
-  for (int64_t first = 0; first < s.n; first += chunk) {
-    const int64_t count = std::min(chunk, s.n - first);
-    im2col(x, s, first, count, col.data());
-    Map<T>(out.data(), count * hw, s.out_c).noalias() = MapC<T>(col.data(), count * hw, s.patch()) * W.transpose();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; ++i)
-      for (int64_t c = 0; c < s.out_c; ++c) {
-        T* dst = y + ((first + i) * s.out_c + c) * hw;
-        const T bias = b ? b[c] : T(0);
-        for (int64_t p = 0; p < hw; ++p) {
-          const T v = out[size_t((i * hw + p) * s.out_c + c)] + bias;
-          dst[p] = (relu && v < T(0)) ? T(0) : v;
+  const int64_t hw = s.out_h * s.out_w;
+#pragma omp parallel
+  for_thread_images(s, [&](Range r) {
+    {
+      const int64_t cols = r.count * hw;
+      T* col = scratch<T>(0, size_t(s.patch() * cols));
+      T* out = scratch<T>(1, size_t(s.out_c * cols));
+      im2col(x, s, r, col);
+      Map<T>(out, s.out_c, cols).noalias() = MapC<T>(w, s.out_c, s.patch()) * MapC<T>(col, s.patch(), cols);
+      for (int64_t i = 0; i < r.count; ++i)
+        for (int64_t c = 0; c < s.out_c; ++c) {
+          const T* src = out + c * cols + i * hw;
+          T* dst = y + ((r.first + i) * s.out_c + c) * hw;
+          const T bias = b ? b[c] : T(0);
+          for (int64_t p = 0; p < hw; ++p) {
+            const T v = src[p] + bias;
+            dst[p] = (relu && v < T(0)) ? T(0) : v;
+          }
         }
-      }
-  }
+    }
+  });
 }
 
 template <class T>
 void conv_backward_data(const T* dy, const T* w, T* dx, const ConvShape& s) {
-  const int64_t hw = s.out_h * s.out_w, chunk = chunk_images(s);
-  std::vector<T> col(size_t(chunk * hw * s.patch())), pix(size_t(chunk * hw * s.out_c));
-  std::fill_n(dx, s.in_numel(), T(0));
-  const MapC<T> W(w, s.out_c, s.patch());
-  for (int64_t first = 0; first < s.n; first += chunk) {
-    const int64_t count = std::min(chunk, s.n - first);
-    nchw_to_pixels(dy, s, first, count, pix.data());
-    Map<T>(col.data(), count * hw, s.patch()).noalias() = MapC<T>(pix.data(), count * hw, s.out_c) * W;
-    col2im_add(col.data(), s, first, count, dx);
-  }
+  const int64_t hw = s.out_h * s.out_w;
+#pragma omp parallel
+  for_thread_images(s, [&](Range r) {
+    {
+      const int64_t cols = r.count * hw;
+      T* g = scratch<T>(1, size_t(s.out_c * cols));
+      T* col = scratch<T>(0, size_t(s.patch() * cols));
+      gather_channels(dy, s, r, g);
+      Map<T>(col, s.patch(), cols).noalias() = MapC<T>(w, s.out_c, s.patch()).transpose() * MapC<T>(g, s.out_c, cols);
+      std::fill_n(dx + r.first * s.in_c * s.in_h * s.in_w, r.count * s.in_c * s.in_h * s.in_w, T(0));
+      col2im_add(col, s, r, dx);
+    }
+  });
 }
 
 template <class T>
 void conv_backward_weight(const T* x, const T* dy, T* dw, const ConvShape& s) {
-  const int64_t hw = s.out_h * s.out_w, chunk = chunk_images(s);
-  std::vector<T> col(size_t(chunk * hw * s.patch())), pix(size_t(chunk * hw * s.out_c));
-  Map<T> dW(dw, s.out_c, s.patch());
-  dW.setZero();
-  for (int64_t first = 0; first < s.n; first += chunk) {
-    const int64_t count = std::min(chunk, s.n - first);
-    im2col(x, s, first, count, col.data());
-    nchw_to_pixels(dy, s, first, count, pix.data());
-    dW.noalias() += MapC<T>(pix.data(), count * hw, s.out_c).transpose() * MapC<T>(col.data(), count * hw, s.patch());
+  const int64_t hw = s.out_h * s.out_w, wn = s.weight_numel();
+  std::vector<T> partial(size_t(omp_get_max_threads() * wn), T(0));
+  int used = 1;
+#pragma omp parallel
+  {
+#pragma omp single
+    used = omp_get_num_threads();
+    for_thread_images(s, [&](Range r) {
+      const int64_t cols = r.count * hw;
+      T* col = scratch<T>(0, size_t(s.patch() * cols));
+      T* g = scratch<T>(1, size_t(s.out_c * cols));
+      im2col(x, s, r, col);
+      gather_channels(dy, s, r, g);
+      Map<T>(partial.data() + omp_get_thread_num() * wn, s.out_c, s.patch()).noalias() +=
+          MapC<T>(g, s.out_c, cols) * MapC<T>(col, s.patch(), cols).transpose();
+    });
   }
+  std::copy_n(partial.data(), wn, dw);
+  for (int t = 1; t < used; ++t)
+    for (int64_t j = 0; j < wn; ++j) dw[j] += partial[size_t(t * wn + j)];
 }
 
 }  // namespace

@@ -1,3 +1,5 @@
+#include <malloc.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -5,6 +7,18 @@
 #include "engine/cpu/cpu_backend.h"
 
 namespace equivae {
+
+namespace {
+// A training step allocates and frees the same few-megabyte activation buffers every step.
+// glibc serves blocks above its mmap threshold (128 KiB, raised only after such a block is
+// freed) with fresh mmaps, so each step paid page faults and kernel zeroing for them. Keep
+// them in the heap for reuse instead.
+const bool kHeapForLargeBlocks = [] {
+  mallopt(M_MMAP_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1024 << 20);
+  return true;
+}();
+}  // namespace
 
 void* CpuBackend::allocate(size_t bytes) {
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);  // 64 B: whole cache lines for SIMD

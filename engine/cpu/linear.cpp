@@ -10,6 +10,12 @@ template <class T> using MapC = Eigen::Map<const RowMajor<T>>;
 template <class T> using Map = Eigen::Map<RowMajor<T>>;
 template <class T> using RowVec = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>;
 template <class T> using RowVecC = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>;
+// The model's dense layers are a few MFLOP: splitting one across threads costs more in
+// barriers than it saves, so Eigen runs single-threaded (convolutions split the batch instead).
+const bool kSerialEigen = [] {
+  Eigen::setNbThreads(1);
+  return true;
+}();
 }  // namespace
 
 void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
