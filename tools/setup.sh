@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev catch2 libfmt-dev zlib1g-dev
-          libmatio-dev libcli11-dev libstb-dev)
+          libmatio-dev libcli11-dev libstb-dev nlohmann-json3-dev)
 # The PyTorch peer for bench/ and the figure tools are optional: EQUIVAE_WITH_PYTHON=1 adds them.
 if [[ "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then packages+=(python3-torch python3-numpy python3-matplotlib); fi
 
