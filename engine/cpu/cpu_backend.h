@@ -2,6 +2,9 @@
 // Method definitions live beside their op family: conv2d.cpp, linear.cpp, segmented_mean.cpp,
 // random.cpp, likelihood.cpp, kl.cpp, softmax.cpp, elementwise.cpp, adam.cpp.
 #pragma once
+#include <algorithm>
+#include <cmath>
+
 #include "engine/backend.h"
 
 // Runs the statement with T bound to the C++ type of the float tensor `t` (f32 or f64).
@@ -15,6 +18,16 @@
   } while (0)
 
 namespace equivae {
+
+// log_softmax of one row of k logits into `out`.
+template <class T> inline void row_log_softmax(const T* x, int64_t k, T* out) {
+  T mx = x[0];
+  for (int64_t j = 1; j < k; ++j) mx = std::max(mx, x[j]);
+  double s = 0;
+  for (int64_t j = 0; j < k; ++j) s += std::exp(double(x[j] - mx));
+  const T lse = mx + T(std::log(s));
+  for (int64_t j = 0; j < k; ++j) out[j] = x[j] - lse;
+}
 
 class CpuBackend final : public Backend {
  public:

@@ -6,19 +6,6 @@
 #include "engine/cpu/cpu_backend.h"
 
 namespace equivae {
-namespace {
-
-// log_softmax of one row of k logits into `out`.
-template <class T> void row_log_softmax(const T* x, int64_t k, T* out) {
-  T mx = x[0];
-  for (int64_t j = 1; j < k; ++j) mx = std::max(mx, x[j]);
-  double s = 0;
-  for (int64_t j = 0; j < k; ++j) s += std::exp(double(x[j] - mx));
-  const T lse = mx + T(std::log(s));
-  for (int64_t j = 0; j < k; ++j) out[j] = x[j] - lse;
-}
-
-}  // namespace
 
 void CpuBackend::kl_normal_forward(const Tensor& mu, const Tensor& logvar, int64_t rows, Tensor& y) {
   EQUIVAE_DISPATCH_FLOAT(mu, "kl_normal", {

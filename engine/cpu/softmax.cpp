@@ -10,15 +10,7 @@ void CpuBackend::log_softmax_forward(const Tensor& x, int64_t rows, Tensor& y) {
     const int64_t k = x.numel() / rows;
     const T* in = x.data<T>();
     T* out = y.data<T>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* z = in + r * k;
-      T mx = z[0];
-      for (int64_t j = 1; j < k; ++j) mx = std::max(mx, z[j]);
-      double s = 0;
-      for (int64_t j = 0; j < k; ++j) s += std::exp(double(z[j] - mx));
-      const T lse = mx + T(std::log(s));
-      for (int64_t j = 0; j < k; ++j) out[r * k + j] = z[j] - lse;
-    }
+    for (int64_t r = 0; r < rows; ++r) row_log_softmax(in + r * k, k, out + r * k);
   });
 }
 
