@@ -43,5 +43,22 @@ inline void check_launch(cudaStream_t stream, const char* file, int line) {
 
 #define CUDA_CHECK(call) ::equivae::gpu::cuda_check((call), #call, __FILE__, __LINE__)
 #define CUBLAS_CHECK(call) ::equivae::gpu::cublas_check((call), #call, __FILE__, __LINE__)
-// After every <<<...>>>: launch-configuration errors now, execution errors with EQUIVAE_CUDA_SYNC=1.
+// After every launch: launch-configuration errors now, execution errors with EQUIVAE_CUDA_SYNC=1.
 #define CUDA_CHECK_LAUNCH(stream) ::equivae::gpu::check_launch((stream), __FILE__, __LINE__)
+
+// Every kernel launch in kernels/: kernel<<<grid, block, 0, stream>>>(args...) and its check. One
+// spelling so that the CPU emulator (tests/gpu/emulator, which g++ compiles and which has no <<<>>>)
+// runs the same launches. `kernel` must be one token: name a template instance through a pointer.
+#ifdef EQUIVAE_CUDA_EMULATOR
+#define EQUIVAE_LAUNCH(kernel, grid, block, stream, ...)            \
+  do {                                                              \
+    ::emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); });   \
+    CUDA_CHECK_LAUNCH(stream);                                      \
+  } while (0)
+#else
+#define EQUIVAE_LAUNCH(kernel, grid, block, stream, ...)   \
+  do {                                                     \
+    kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__); \
+    CUDA_CHECK_LAUNCH(stream);                             \
+  } while (0)
+#endif

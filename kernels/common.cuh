@@ -47,8 +47,7 @@ template <class F> __global__ void map_kernel(int64_t n, F f) {
 // f(i) for every i in [0, n); f is a __device__ lambda (nvcc --extended-lambda).
 template <class F> void launch_map(int64_t n, cudaStream_t stream, F f) {
   if (n <= 0) return;
-  map_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
-  CUDA_CHECK_LAUNCH(stream);
+  EQUIVAE_LAUNCH(map_kernel, grid_for(n), kThreads, stream, n, f);
 }
 
 // ---- reductions --------------------------------------------------------------------------------
@@ -87,8 +86,7 @@ template <class F> __global__ void row_sum_kernel(int64_t cols, F f, double scal
 template <class F> void reduce_rows(int64_t rows, int64_t cols, F f, double scale, float* out, cudaStream_t stream) {
   if (rows <= 0) return;
   check_int32(rows, "row count");
-  row_sum_kernel<<<unsigned(rows), kThreads, 0, stream>>>(cols, f, scale, out);
-  CUDA_CHECK_LAUNCH(stream);
+  EQUIVAE_LAUNCH(row_sum_kernel, unsigned(rows), kThreads, stream, cols, f, scale, out);
 }
 
 // Per-channel sums over [n, channels, hw] laid out as NCHW (hw = 1 for the columns of a
@@ -145,12 +143,10 @@ void reduce_channels(int64_t n, int64_t channels, int64_t hw, F f, void* workspa
   }
   const ChannelSplit split = channel_split(n, channels, hw);
   double* partial = static_cast<double*>(workspace);
-  channel_partial_kernel<<<dim3(unsigned(channels), unsigned(split.slices)), kThreads, 0, stream>>>(
-      int(n * hw), int(channels), int(hw), split.chunk, f, partial);
-  CUDA_CHECK_LAUNCH(stream);
-  channel_finish_kernel<<<unsigned(ceil_div(channels, kThreads / 32)), kThreads, 0, stream>>>(
-      partial, split.slices, int(channels), out);
-  CUDA_CHECK_LAUNCH(stream);
+  EQUIVAE_LAUNCH(channel_partial_kernel, dim3(unsigned(channels), unsigned(split.slices)), kThreads, stream,
+                 int(n * hw), int(channels), int(hw), split.chunk, f, partial);
+  EQUIVAE_LAUNCH(channel_finish_kernel, unsigned(ceil_div(channels, kThreads / 32)), kThreads, stream, partial,
+                 split.slices, int(channels), out);
 }
 
 // ---- categorical rows ----------------------------------------------------------------------------
@@ -174,8 +170,7 @@ template <class F> __global__ void warp_rows_kernel(int64_t rows, F f) {
 // f(row, lane) by one warp per row (categorical rows are short: K = 10 classes).
 template <class F> void launch_warp_rows(int64_t rows, cudaStream_t stream, F f) {
   if (rows <= 0) return;
-  warp_rows_kernel<<<unsigned(ceil_div(rows, kThreads / 32)), kThreads, 0, stream>>>(rows, f);
-  CUDA_CHECK_LAUNCH(stream);
+  EQUIVAE_LAUNCH(warp_rows_kernel, unsigned(ceil_div(rows, kThreads / 32)), kThreads, stream, rows, f);
 }
 
 }  // namespace equivae::gpu

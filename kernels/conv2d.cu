@@ -158,8 +158,8 @@ void launch_tile(const P& p, const Extent& e, const Split& split, const Epilogue
                  cudaStream_t stream) {
   const dim3 grid(unsigned(ceil_div(e.max_m, Tl::BM)), unsigned(ceil_div(e.n, Tl::BN)),
                   unsigned(split.groups * split.slices));
-  igemm_kernel<Tl, P><<<grid, Tl::kThreads, 0, stream>>>(p, split, ep, static_cast<float*>(workspace));
-  CUDA_CHECK_LAUNCH(stream);
+  const auto kernel = igemm_kernel<Tl, P>;
+  EQUIVAE_LAUNCH(kernel, grid, Tl::kThreads, stream, p, split, ep, static_cast<float*>(workspace));
 }
 
 // Runs problem p: picks the tile by N, splits K if the tiles alone cannot fill the GPU.
@@ -172,9 +172,8 @@ template <class P> void run(const P& p, const Extent& e, const Epilogue& ep, voi
   if (split.slices > 1 && !workspace) throw std::invalid_argument("conv2d: split-K needs a workspace");
   with_tile(e.n, [&](auto tile) { launch_tile<decltype(tile)>(p, e, split, ep, workspace, stream); });
   if (split.slices > 1) {
-    split_finish_kernel<<<grid_for(e.out_numel), kThreads, 0, stream>>>(static_cast<const float*>(workspace),
-                                                                       split.slices, ep);
-    CUDA_CHECK_LAUNCH(stream);
+    EQUIVAE_LAUNCH(split_finish_kernel, grid_for(e.out_numel), kThreads, stream,
+                   static_cast<const float*>(workspace), split.slices, ep);
   }
 }
 

@@ -71,8 +71,7 @@ void segmented_mean_forward(const float* x, const int32_t* offsets, const int32_
                             const SegmentShape& s, cudaStream_t stream) {
   if (s.sets <= 0 || s.width <= 0) return;
   check_int32(s.sets, "segmented_mean: set count");
-  segment_mean_kernel<<<row_grid(s.sets, s.width), kThreads, 0, stream>>>(x, offsets, members, y, s.width);
-  CUDA_CHECK_LAUNCH(stream);
+  EQUIVAE_LAUNCH(segment_mean_kernel, row_grid(s.sets, s.width), kThreads, stream, x, offsets, members, y, s.width);
 }
 
 size_t segmented_mean_backward_workspace_bytes(const SegmentShape& s) {
@@ -104,8 +103,7 @@ void segmented_mean_backward(const float* dy, const int32_t* offsets, const int3
     set_of[j] = int(lo);
   });
   // 2. Where each row's list starts.
-  exclusive_scan_kernel<<<1, 1024, 0, stream>>>(counts, int(s.rows), starts);
-  CUDA_CHECK_LAUNCH(stream);
+  EQUIVAE_LAUNCH(exclusive_scan_kernel, 1, 1024, stream, counts, int(s.rows), starts);
   // 3. Bucket the positions (in arbitrary order) ...
   launch_map(s.members, stream, [=] __device__(int64_t j) {
     const int row = members[j];
@@ -121,9 +119,8 @@ void segmented_mean_backward(const float* dy, const int32_t* offsets, const int3
     }
   });
   // 5. Every row of dx sums its contributions.
-  segment_gather_kernel<<<row_grid(s.rows, s.width), kThreads, 0, stream>>>(dy, offsets, starts, list, set_of, dx,
-                                                                          s.width);
-  CUDA_CHECK_LAUNCH(stream);
+  EQUIVAE_LAUNCH(segment_gather_kernel, row_grid(s.rows, s.width), kThreads, stream, dy, offsets, starts, list, set_of,
+                 dx, s.width);
 }
 
 }  // namespace equivae::gpu

@@ -1,0 +1,132 @@
+// A CPU emulator of the part of CUDA that kernels/ uses, so that the hand-written kernels run, and
+// the GPU parity suite checks them, on machines with no GPU (CI, and every session without one).
+// The same kernel source is compiled by g++ against this header instead of nvcc against CUDA's:
+//   - each thread of a block is a fiber (ucontext) on the calling OS thread; blocks run one after
+//     another, threads in index order until they reach a barrier;
+//   - __syncthreads() waits for every live thread of the block, a warp shuffle for every live lane
+//     of the warp; a barrier that cannot complete (divergent __syncthreads, a shuffle whose source
+//     lane has exited) aborts with a message instead of hanging;
+//   - __shared__ variables are function statics: shared by the block's fibers, and blocks never
+//     overlap;
+//   - device memory is host memory; streams are synchronous; cuBLAS's sgemm is a plain loop;
+//   - launch configurations are validated as the driver does (block size, grid limits).
+// What it cannot show: races the real scheduler would expose (threads here run in a fixed order),
+// memory-model and occupancy effects, register/shared-memory limits, speed. Those need the GPU.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __grid_constant__
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+// The built-in variables of the thread that is running (set by the scheduler on every switch).
+inline uint3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+// ---- device functions ----------------------------------------------------------------------------
+
+namespace emu {
+// Runs body() once per thread of every block of the grid; returns when all have finished.
+void run_grid(dim3 grid, dim3 block, void (*body)(void*), void* context);
+template <class F> void launch(dim3 grid, dim3 block, F&& body) {
+  run_grid(grid, block, [](void* f) { (*static_cast<std::remove_reference_t<F>*>(f))(); }, &body);
+}
+void sync_block();
+// Publishes `size` bytes of this lane, waits for the warp, copies lane src's bytes into out.
+void warp_exchange(const void* mine, void* out, size_t size, int src_lane);
+}  // namespace emu
+
+inline void __syncthreads() { emu::sync_block(); }
+
+template <class T> T __shfl_xor_sync(unsigned /*mask: all lanes in this code*/, T v, int lane_mask, int width = 32) {
+  static_assert(sizeof(T) <= 8, "emulated shuffles move at most 8 bytes");
+  const int lane = int(threadIdx.x & 31);
+  const int src = (lane & ~(width - 1)) | ((lane ^ lane_mask) & (width - 1));
+  T out;
+  emu::warp_exchange(&v, &out, sizeof(T), src);
+  return out;
+}
+
+// Fibers share one OS thread and never switch inside these, so plain read-modify-writes are atomic.
+template <class T> T atomicAdd(T* address, T value) {
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+
+// CUDA declares these in the global namespace for device code.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+
+// CUDA's device max/min are overloaded for every arithmetic pair; std's are not.
+template <class A, class B> inline std::common_type_t<A, B> max(A a, B b) {
+  using C = std::common_type_t<A, B>;
+  return C(a) < C(b) ? C(b) : C(a);
+}
+template <class A, class B> inline std::common_type_t<A, B> min(A a, B b) {
+  using C = std::common_type_t<A, B>;
+  return C(b) < C(a) ? C(b) : C(a);
+}
+
+// ---- runtime API -----------------------------------------------------------------------------------
+
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorNoDevice = 100,
+};
+typedef struct CUstream_st* cudaStream_t;
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4
+};
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
+constexpr unsigned cudaStreamNonBlocking = 0x01;
+
+const char* cudaGetErrorString(cudaError_t error);
+cudaError_t cudaGetLastError();
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+cudaError_t cudaMalloc(void** ptr, size_t size);
+template <class T> cudaError_t cudaMalloc(T** ptr, size_t size) { return cudaMalloc(reinterpret_cast<void**>(ptr), size); }
+cudaError_t cudaMallocHost(void** ptr, size_t size);
+template <class T> cudaError_t cudaMallocHost(T** ptr, size_t size) {
+  return cudaMallocHost(reinterpret_cast<void**>(ptr), size);
+}
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaFreeHost(void* ptr);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind kind, cudaStream_t stream = nullptr);
+cudaError_t cudaMemset(void* ptr, int value, size_t count);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream = nullptr);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaDeviceSynchronize();
