@@ -12,71 +12,13 @@
 #include <unistd.h>
 
 #include "tests/gradcheck.h"
+#include "tests/synthetic.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
 using namespace equivae;
+using namespace equivae::testing;
 using Catch::Contains;
-
-namespace {
-
-// 8x8 one-channel images of 4 classes. Class (content) = a fixed random binary 8x8 glyph; style =
-// whether the image is drawn inverted, a bit that only x itself (so only v) can tell the
-// decoder; 2 % of pixels are flipped.
-data::Dataset synthetic(int64_t n, uint64_t seed, const std::string& name) {
-  std::mt19937_64 glyph_rng(99), rng(seed);
-  std::bernoulli_distribution half(0.5), flip(0.02);
-  std::vector<std::vector<int>> glyphs(4, std::vector<int>(64));
-  for (auto& g : glyphs)
-    for (int& v : g) v = half(glyph_rng);
-  data::Dataset d;
-  d.name = name;
-  d.n = n, d.channels = 1, d.height = 8, d.width = 8, d.num_classes = 4;
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t y = int32_t(i % 4);
-    d.labels.push_back(y);
-    const bool inverted = half(rng);
-    for (int v : glyphs[size_t(y)]) d.images.push_back(float((v != int(inverted)) != flip(rng)));
-  }
-  return d;
-}
-
-data::Splits synthetic_splits() { return {synthetic(320, 1, "syn/train"), synthetic(40, 2, "syn/val"), synthetic(40, 3, "syn/test")}; }
-
-ModelConfig small_model() {
-  ModelConfig m;
-  m.image_size = 8;
-  m.filters = {8, 8, 16, 16, 16};
-  m.hidden = 32;
-  m.d_r = 3;
-  m.d_v = 2;
-  m.num_classes = 4;
-  return m;
-}
-
-TrainConfig small_training(const std::string& out, int epochs) {
-  TrainConfig t;
-  t.epochs = epochs;
-  t.batch_size = 16;
-  t.double_every = 2;
-  t.max_batch_size = 32;
-  t.m_max = 3;
-  t.lr = 2e-3;
-  t.seed = 5;
-  t.out_dir = out;
-  t.progress = false;
-  t.eval_batch_size = 20;
-  return t;
-}
-
-std::string temp_dir(const std::string& name) {
-  const auto p = std::filesystem::temp_directory_path() / ("equivae_test_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(p);
-  std::filesystem::create_directories(p);
-  return p.string();
-}
-
-}  // namespace
 
 TEST_CASE("model: parameter count and sizes of the default MNIST and SVHN models", "[model]") {
   ParameterStore p;

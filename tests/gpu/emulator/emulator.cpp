@@ -1,4 +1,7 @@
 // The CPU emulator's scheduler, runtime API and cuBLAS (what it is and is not: include/cuda_runtime.h).
+// _longjmp between stacks is what fibers do; glibc's fortified longjmp would call it an error.
+#undef _FORTIFY_SOURCE
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -26,18 +29,24 @@ enum class State { runnable, at_block_barrier, at_warp_barrier, done };
 
 constexpr size_t kStackBytes = 64 << 10;
 
+// A fiber is a stack that runs thread after thread: thread t of every block runs on fiber t. It is
+// entered the first time with setcontext and afterwards, like every switch back to the scheduler,
+// with _setjmp/_longjmp, which save and load registers only (swapcontext also makes a
+// sigprocmask system call per switch, which made the emulator several times slower).
 struct Fiber {
-  ucontext_t context;
-  State state = State::runnable;
+  std::unique_ptr<char[]> stack{new char[kStackBytes]};
+  ucontext_t entry;
+  jmp_buf resume_at;
+  bool started = false;
+  State state = State::done;
 };
 
-// The block being run: one fiber per thread, and the shuffle slots of its lanes.
+// The block being run, and the scheduler's state.
 struct Block {
-  std::vector<Fiber> fibers;
-  std::unique_ptr<char[]> stacks;
-  size_t stack_count = 0;
-  std::vector<uint64_t> slots;  // a lane's published shuffle value
-  ucontext_t scheduler;
+  std::vector<std::unique_ptr<Fiber>> fibers;  // never shrinks: fibers and stacks are reused
+  int threads = 0;                             // of this block: fibers[0 .. threads)
+  std::vector<uint64_t> slots;                 // a lane's published shuffle value
+  jmp_buf scheduler;
   int current = -1;  // the running fiber, -1 in the scheduler
   void (*body)(void*) = nullptr;
   void* context = nullptr;
@@ -45,71 +54,88 @@ struct Block {
 
 cudaError_t last_error = cudaSuccess;
 
+Fiber& fiber(int t) { return *block.fibers[size_t(t)]; }
+
 void set_thread_index(int t) {
   threadIdx.x = unsigned(t) % blockDim.x;
   threadIdx.y = unsigned(t) / blockDim.x % blockDim.y;
   threadIdx.z = unsigned(t) / (blockDim.x * blockDim.y);
 }
 
+// Back to the scheduler; returns when the scheduler resumes this fiber.
+void yield_to_scheduler() {
+  if (_setjmp(fiber(block.current).resume_at) == 0) _longjmp(block.scheduler, 1);
+}
+
 void fiber_main() {
-  block.body(block.context);
-  block.fibers[size_t(block.current)].state = State::done;
-}  // returns to uc_link: the scheduler
+  for (;;) {  // one thread per turn; a finished fiber waits to be given the next block's thread
+    block.body(block.context);
+    fiber(block.current).state = State::done;
+    yield_to_scheduler();
+  }
+}
+
+// Runs fiber t until it waits at a barrier or finishes its thread.
+void resume(int t) {
+  block.current = t;
+  set_thread_index(t);
+  if (_setjmp(block.scheduler) == 0) {
+    Fiber& f = fiber(t);
+    if (f.started) _longjmp(f.resume_at, 1);
+    f.started = true;
+    setcontext(&f.entry);
+  }
+}
 
 // Back to the scheduler until this thread's barrier opens.
 void wait(State barrier) {
   if (block.current < 0) fail("a barrier outside a kernel");
-  Fiber& self = block.fibers[size_t(block.current)];
-  self.state = barrier;
-  swapcontext(&self.context, &block.scheduler);
+  fiber(block.current).state = barrier;
+  yield_to_scheduler();
   set_thread_index(block.current);
 }
 
 void run_block(int threads) {
-  if (block.stack_count < size_t(threads)) {
-    block.stacks.reset(new char[size_t(threads) * kStackBytes]);
-    block.stack_count = size_t(threads);
+  while (block.fibers.size() < size_t(threads)) {
+    auto f = std::make_unique<Fiber>();
+    getcontext(&f->entry);
+    f->entry.uc_stack.ss_sp = f->stack.get();
+    f->entry.uc_stack.ss_size = kStackBytes;
+    f->entry.uc_link = nullptr;  // fiber_main never returns
+    makecontext(&f->entry, fiber_main, 0);
+    block.fibers.push_back(std::move(f));
   }
-  block.fibers.assign(size_t(threads), Fiber{});
+  block.threads = threads;
   block.slots.resize(size_t(threads));
-  for (int t = 0; t < threads; ++t) {
-    ucontext_t& c = block.fibers[size_t(t)].context;
-    getcontext(&c);
-    c.uc_stack.ss_sp = block.stacks.get() + size_t(t) * kStackBytes;
-    c.uc_stack.ss_size = kStackBytes;
-    c.uc_link = &block.scheduler;
-    makecontext(&c, fiber_main, 0);
-  }
+  for (int t = 0; t < threads; ++t) fiber(t).state = State::runnable;
   const int warps = (threads + 31) / 32;
   for (;;) {
-    for (int t = 0; t < threads; ++t) {
-      if (block.fibers[size_t(t)].state != State::runnable) continue;
-      block.current = t;
-      set_thread_index(t);
-      swapcontext(&block.scheduler, &block.fibers[size_t(t)].context);
-    }
+    for (int t = 0; t < threads; ++t)
+      if (fiber(t).state == State::runnable) resume(t);
     block.current = -1;
     // Every thread now waits at a barrier or is done: open what can open.
     int live = 0, at_block = 0;
-    for (const Fiber& f : block.fibers) {
-      live += f.state != State::done;
-      at_block += f.state == State::at_block_barrier;
+    for (int t = 0; t < threads; ++t) {
+      live += fiber(t).state != State::done;
+      at_block += fiber(t).state == State::at_block_barrier;
     }
     if (live == 0) return;
     if (at_block == live) {
-      for (Fiber& f : block.fibers) f.state = State::runnable;
+      for (int t = 0; t < threads; ++t)
+        if (fiber(t).state != State::done) fiber(t).state = State::runnable;
       continue;
     }
     bool opened = false;
     for (int w = 0; w < warps; ++w) {
+      const int begin = w * 32, end = std::min(threads, begin + 32);
       int warp_live = 0, warp_waiting = 0;
-      for (int t = w * 32; t < std::min(threads, w * 32 + 32); ++t) {
-        warp_live += block.fibers[size_t(t)].state != State::done;
-        warp_waiting += block.fibers[size_t(t)].state == State::at_warp_barrier;
+      for (int t = begin; t < end; ++t) {
+        warp_live += fiber(t).state != State::done;
+        warp_waiting += fiber(t).state == State::at_warp_barrier;
       }
       if (warp_live > 0 && warp_waiting == warp_live) {
-        for (int t = w * 32; t < std::min(threads, w * 32 + 32); ++t)
-          if (block.fibers[size_t(t)].state == State::at_warp_barrier) block.fibers[size_t(t)].state = State::runnable;
+        for (int t = begin; t < end; ++t)
+          if (fiber(t).state == State::at_warp_barrier) fiber(t).state = State::runnable;
         opened = true;
       }
     }
@@ -143,12 +169,12 @@ void run_grid(dim3 grid, dim3 threads, void (*body)(void*), void* context) {
 void sync_block() { wait(State::at_block_barrier); }
 
 void warp_exchange(const void* mine, void* out, size_t size, int src_lane) {
-  const int t = block.current, threads = int(block.fibers.size());
+  const int t = block.current, threads = block.threads;
   if (t < 0) fail("a warp shuffle outside a kernel");
   std::memcpy(&block.slots[size_t(t)], mine, size);
   wait(State::at_warp_barrier);  // every live lane has published
   const int src = t / 32 * 32 + src_lane;
-  if (src >= threads || block.fibers[size_t(src)].state == State::done)
+  if (src >= threads || fiber(src).state == State::done)
     fail("a warp shuffle reads lane " + std::to_string(src_lane) + ", which has exited or does not exist");
   std::memcpy(out, &block.slots[size_t(src)], size);
   wait(State::at_warp_barrier);  // every lane has read before any slot is written again
