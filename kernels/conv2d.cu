@@ -93,6 +93,23 @@ struct Epilogue {
 template <class Tl> using ATile = float[BK][Tl::BM + 1];  // +1: k-major stores avoid bank conflicts
 template <class Tl> using BTile = float[BK][Tl::BN + 1];
 
+// Stores a thread's fetched registers (ra: BK elements of A, rb: kB of B) into the shared tiles.
+// B is always k-major: column tid % BK, rows tid / BK + e * kRowStep. A is either the thread's own
+// row (kARow: forward, backward-data) or k-major like B (backward-weight).
+template <class Tl, bool kARow>
+__device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[Tl::kB], ATile<Tl>& As, BTile<Tl>& Bs) {
+#pragma unroll
+  for (int e = 0; e < BK; ++e) {
+    if constexpr (kARow) As[e][tid] = ra[e];
+    else As[tid % BK][tid / BK + e * Tl::kRowStep] = ra[e];
+  }
+#pragma unroll
+  for (int e = 0; e < Tl::kB; ++e) {
+    const int nn = tid / BK + e * Tl::kRowStep;
+    if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
+  }
+}
+
 template <class Tl, class P>
 __global__ void __launch_bounds__(Tl::kThreads)
     igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial) {
@@ -249,15 +266,7 @@ struct Forward : Dims {
         rb[e] = (nn < Tl::BN && n < p.N && k < k_end) ? p.w[n * p.K + k] : 0.f;
       }
     }
-    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const {
-#pragma unroll
-      for (int e = 0; e < BK; ++e) As[e][tid] = ra[e];
-#pragma unroll
-      for (int e = 0; e < Tl::kB; ++e) {
-        const int nn = tid / BK + e * Tl::kRowStep;
-        if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
-      }
-    }
+    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const { commit_tiles<Tl, true>(tid, ra, rb, As, Bs); }
   };
 };
 
@@ -341,15 +350,7 @@ struct BackwardData : Dims {
         rb[e] = (nn < Tl::BN && n < p.N && k < k_end) ? p.w[w_base + n * c_stride] : 0.f;
       }
     }
-    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const {
-#pragma unroll
-      for (int e = 0; e < BK; ++e) As[e][tid] = ra[e];
-#pragma unroll
-      for (int e = 0; e < Tl::kB; ++e) {
-        const int nn = tid / BK + e * Tl::kRowStep;
-        if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
-      }
-    }
+    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const { commit_tiles<Tl, true>(tid, ra, rb, As, Bs); }
   };
 };
 
@@ -411,15 +412,7 @@ struct BackwardWeight : Dims {
         rb[e] = (t_ok && nn < Tl::BN && n < p.N) ? dy_at[n * ohw] : 0.f;
       }
     }
-    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const {
-#pragma unroll
-      for (int e = 0; e < BK; ++e) As[tid % BK][tid / BK + e * Tl::kRowStep] = ra[e];
-#pragma unroll
-      for (int e = 0; e < Tl::kB; ++e) {
-        const int nn = tid / BK + e * Tl::kRowStep;
-        if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
-      }
-    }
+    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const { commit_tiles<Tl, false>(tid, ra, rb, As, Bs); }
   };
 };
 

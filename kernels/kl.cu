@@ -21,20 +21,38 @@ void kl_normal_backward(const float* mu, const float* logvar, const float* dy, f
   });
 }
 
-// KL(q || p) = sum_j q_j a_j with a_j = log q_j - log p_j; d/dz_j = q_j (a_j - KL).
+namespace {
+
+// One row's KL(q || p) = sum_j q_j (log q_j - log p_j), q = softmax(z), by one warp (every lane
+// gets it; summed in double). With no prior (null) p_j = 1: the result is minus the entropy.
+__device__ float warp_row_kl(const float* z, const float* log_prior, int k, int lane, float lse) {
+  double acc = 0;
+  for (int j = lane; j < k; j += 32) {
+    const float lq = z[j] - lse;
+    acc += double(expf(lq)) * (double(lq) - (log_prior ? double(log_prior[j]) : 0.0));
+  }
+  return float(warp_sum(acc));
+}
+
+// dz_j = g * d KL / dz_j = g q_j (log q_j - log p_j - KL) for one row (no prior: p_j = 1).
+__device__ void warp_row_kl_backward(const float* z, const float* log_prior, int k, int lane, float g, float* dz) {
+  const float lse = warp_row_lse(z, k, lane);
+  const float kl = warp_row_kl(z, log_prior, k, lane, lse);
+  for (int j = lane; j < k; j += 32) {
+    const float lq = z[j] - lse;
+    dz[j] = g * expf(lq) * (lq - (log_prior ? log_prior[j] : 0.f) - kl);
+  }
+}
+
+}  // namespace
+
 void categorical_kl_forward(const float* logits, const float* log_prior, float* y, const RowShape& s,
                             cudaStream_t stream) {
   const int k = int(s.cols);
   launch_warp_rows(s.rows, stream, [=] __device__(int64_t row, int lane) {
     const float* z = logits + row * k;
-    const float lse = warp_row_lse(z, k, lane);
-    double acc = 0;
-    for (int j = lane; j < k; j += 32) {
-      const float lq = z[j] - lse;
-      acc += double(expf(lq)) * (double(lq) - double(log_prior[j]));
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) y[row] = float(acc);
+    const float kl = warp_row_kl(z, log_prior, k, lane, warp_row_lse(z, k, lane));
+    if (lane == 0) y[row] = kl;
   });
 }
 
@@ -42,52 +60,24 @@ void categorical_kl_backward(const float* logits, const float* log_prior, const 
                              const RowShape& s, cudaStream_t stream) {
   const int k = int(s.cols);
   launch_warp_rows(s.rows, stream, [=] __device__(int64_t row, int lane) {
-    const float* z = logits + row * k;
-    const float lse = warp_row_lse(z, k, lane);
-    double kl = 0;
-    for (int j = lane; j < k; j += 32) {
-      const float lq = z[j] - lse;
-      kl += double(expf(lq)) * (double(lq) - double(log_prior[j]));
-    }
-    const float klf = float(warp_sum(kl));
-    for (int j = lane; j < k; j += 32) {
-      const float lq = z[j] - lse;
-      dlogits[row * k + j] = dy[row] * expf(lq) * (lq - log_prior[j] - klf);
-    }
+    warp_row_kl_backward(logits + row * k, log_prior, k, lane, dy[row], dlogits + row * k);
   });
 }
 
-// H = -sum_j q_j log q_j; dH/dz_j = -q_j (log q_j + H).
+// The entropy H = -sum_j q_j log q_j is minus the KL against p_j = 1; so dH/dz_j = -q_j (log q_j + H).
 void entropy_forward(const float* logits, float* y, const RowShape& s, cudaStream_t stream) {
   const int k = int(s.cols);
   launch_warp_rows(s.rows, stream, [=] __device__(int64_t row, int lane) {
     const float* z = logits + row * k;
-    const float lse = warp_row_lse(z, k, lane);
-    double acc = 0;
-    for (int j = lane; j < k; j += 32) {
-      const float lq = z[j] - lse;
-      acc -= double(expf(lq)) * double(lq);
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) y[row] = float(acc);
+    const float h = -warp_row_kl(z, nullptr, k, lane, warp_row_lse(z, k, lane));
+    if (lane == 0) y[row] = h;
   });
 }
 
 void entropy_backward(const float* logits, const float* dy, float* dlogits, const RowShape& s, cudaStream_t stream) {
   const int k = int(s.cols);
   launch_warp_rows(s.rows, stream, [=] __device__(int64_t row, int lane) {
-    const float* z = logits + row * k;
-    const float lse = warp_row_lse(z, k, lane);
-    double h = 0;
-    for (int j = lane; j < k; j += 32) {
-      const float lq = z[j] - lse;
-      h -= double(expf(lq)) * double(lq);
-    }
-    const float hf = float(warp_sum(h));
-    for (int j = lane; j < k; j += 32) {
-      const float lq = z[j] - lse;
-      dlogits[row * k + j] = -dy[row] * expf(lq) * (lq + hf);
-    }
+    warp_row_kl_backward(logits + row * k, nullptr, k, lane, -dy[row], dlogits + row * k);
   });
 }
 
