@@ -43,6 +43,7 @@ struct Result {
   std::string vendor = {};  // "cudnn", "cublas" or empty
   double vendor_ms = 0;
   double vendor_tf32_ms = 0;  // cuDNN with its default math (TF32 tensor cores allowed); 0: n/a
+  double tf32_ms = 0;         // ours on TF32 tensor cores (gpu::set_conv_tf32); 0: n/a
   bool mismatch = false;      // our output differed from the vendor's beyond float rounding
 };
 

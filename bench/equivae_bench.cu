@@ -265,6 +265,14 @@ struct Libraries {
   cublasHandle_t cublas;
 };
 
+// Our kernels' time with the TF32 tensor-core products switched on (then back off).
+double tf32_median_ms(const BenchContext& ctx, const std::function<void()>& fn) {
+  gpu::set_conv_tf32(true);
+  const double ms = median_ms(ctx, fn);
+  gpu::set_conv_tf32(false);
+  return ms;
+}
+
 void bench_convs(const BenchContext& ctx, Libraries& lib, const std::string& group, const std::vector<ConvShape>& layers,
                  std::mt19937_64& rng, std::vector<Result>& out) {
   const cudaStream_t st = ctx.stream;
@@ -292,18 +300,21 @@ void bench_convs(const BenchContext& ctx, Libraries& lib, const std::string& gro
     Result fwd{group, "conv2d_forward+bias+relu" + layer, conv_str(s)};
     fwd.mismatch = relative_difference(y, y_ref) > kVendorTolerance;
     fwd.ms = median_ms(ctx, [&] { gpu::conv2d_forward(f(x), f(w), f(b), true, f(y), s, ws_fwd.raw(), st); });
+    fwd.tf32_ms = tf32_median_ms(ctx, [&] { gpu::conv2d_forward(f(x), f(w), f(b), true, f(y), s, ws_fwd.raw(), st); });
     fwd.vendor_ms = median_ms(ctx, [&] { exact.forward(f(x), f(w), f(y_ref)); });
     fwd.vendor_tf32_ms = median_ms(ctx, [&] { tf32.forward(f(x), f(w), f(y_ref)); });
 
     Result data{group, "conv2d_backward_data (convT fwd)" + layer, conv_str(s)};
     data.mismatch = relative_difference(dx, dx_ref) > kVendorTolerance;
     data.ms = median_ms(ctx, [&] { gpu::conv2d_backward_data(f(dy), f(w), f(dx), s, ws_data.raw(), st); });
+    data.tf32_ms = tf32_median_ms(ctx, [&] { gpu::conv2d_backward_data(f(dy), f(w), f(dx), s, ws_data.raw(), st); });
     data.vendor_ms = median_ms(ctx, [&] { exact.backward_data(f(dy), f(w), f(dx_ref)); });
     data.vendor_tf32_ms = median_ms(ctx, [&] { tf32.backward_data(f(dy), f(w), f(dx_ref)); });
 
     Result weight{group, "conv2d_backward_weight" + layer, conv_str(s)};
     weight.mismatch = relative_difference(dw, dw_ref) > kVendorTolerance;
     weight.ms = median_ms(ctx, [&] { gpu::conv2d_backward_weight(f(x), f(dy), f(dw), s, ws_weight.raw(), st); });
+    weight.tf32_ms = tf32_median_ms(ctx, [&] { gpu::conv2d_backward_weight(f(x), f(dy), f(dw), s, ws_weight.raw(), st); });
     weight.vendor_ms = median_ms(ctx, [&] { exact.backward_filter(f(x), f(dy), f(dw_ref)); });
     weight.vendor_tf32_ms = median_ms(ctx, [&] { tf32.backward_filter(f(x), f(dy), f(dw_ref)); });
 
@@ -508,22 +519,26 @@ double peak_fraction(const Result& r, const DeviceInfo& d) {
 }
 
 void print_table(const std::vector<Result>& results, const DeviceInfo& d) {
-  std::printf("\n%-11s %-36s %-28s %10s %12s %7s %10s %8s %10s\n", "group", "op", "shape", "ours us", "rate",
-              "% peak", "vendor us", "speed", "tf32 us");
+  std::printf("\n%-11s %-36s %-28s %10s %12s %7s %10s %8s %12s %12s %10s\n", "group", "op", "shape", "ours us",
+              "rate", "% peak", "vendor us", "speed", "ours tf32 us", "vendor tf32", "tf32 speed");
   for (const Result& r : results) {
     const double rate = r.flops > 0 ? r.flops / (r.ms * 1e-3) * 1e-9 : r.bytes / (r.ms * 1e-3) * 1e-9;
-    char vendor[24] = "", speed[24] = "", tf32[24] = "";
+    char vendor[24] = "", speed[24] = "", tf32[24] = "", ours_tf32[24] = "", tf32_speed[24] = "";
     if (r.vendor_ms > 0) {
       std::snprintf(vendor, sizeof vendor, "%.2f", r.vendor_ms * 1e3);
       std::snprintf(speed, sizeof speed, "%.2fx%s", r.vendor_ms / r.ms, r.mismatch ? "!" : "");
     }
     if (r.vendor_tf32_ms > 0) std::snprintf(tf32, sizeof tf32, "%.2f", r.vendor_tf32_ms * 1e3);
-    std::printf("%-11s %-36s %-28s %10.2f %7.1f %-4s %6.1f%% %10s %8s %10s\n", r.group.c_str(), r.op.c_str(),
-                r.shape.c_str(), r.ms * 1e3, rate, r.flops > 0 ? "GF/s" : "GB/s", 100 * peak_fraction(r, d), vendor,
-                speed, tf32);
+    if (r.tf32_ms > 0) std::snprintf(ours_tf32, sizeof ours_tf32, "%.2f", r.tf32_ms * 1e3);
+    if (r.tf32_ms > 0 && r.vendor_tf32_ms > 0)
+      std::snprintf(tf32_speed, sizeof tf32_speed, "%.2fx", r.vendor_tf32_ms / r.tf32_ms);
+    std::printf("%-11s %-36s %-28s %10.2f %7.1f %-4s %6.1f%% %10s %8s %12s %12s %10s\n", r.group.c_str(),
+                r.op.c_str(), r.shape.c_str(), r.ms * 1e3, rate, r.flops > 0 ? "GF/s" : "GB/s",
+                100 * peak_fraction(r, d), vendor, speed, ours_tf32, tf32, tf32_speed);
   }
-  std::printf("\nspeed = vendor time / our time (> 1: ours is faster); ! = our output differs from the vendor's "
-              "by more than %g of its scale.\n", kVendorTolerance);
+  std::printf("\nspeed = vendor time / our time (> 1: ours is faster), both exact FP32; tf32 speed = the same with "
+              "TF32 tensor cores on both sides (cuDNN's default math); ! = our output differs from the vendor's by "
+              "more than %g of its scale. %% peak is of the FP32 CUDA-core peak.\n", kVendorTolerance);
 }
 
 void write_json(const std::string& path, const std::vector<Result>& results, const BenchContext& ctx) {
@@ -542,9 +557,11 @@ void write_json(const std::string& path, const std::vector<Result>& results, con
     std::fprintf(out,
                  "    {\"group\": \"%s\", \"op\": \"%s\", \"shape\": \"%s\", \"time_us\": %.3f, \"flops\": %.0f, "
                  "\"bytes\": %.0f, \"peak_fraction\": %.4f, \"vendor\": \"%s\", \"vendor_time_us\": %.3f, "
-                 "\"vendor_tf32_time_us\": %.3f, \"speed_vs_vendor\": %.4f, \"mismatch\": %s}%s\n",
+                 "\"vendor_tf32_time_us\": %.3f, \"tf32_time_us\": %.3f, \"speed_vs_vendor\": %.4f, "
+                 "\"mismatch\": %s}%s\n",
                  r.group.c_str(), r.op.c_str(), r.shape.c_str(), r.ms * 1e3, r.flops, r.bytes, peak_fraction(r, d),
-                 r.vendor.c_str(), r.vendor_ms * 1e3, r.vendor_tf32_ms * 1e3, r.vendor_ms > 0 ? r.vendor_ms / r.ms : 0.0,
+                 r.vendor.c_str(), r.vendor_ms * 1e3, r.vendor_tf32_ms * 1e3, r.tf32_ms * 1e3,
+                 r.vendor_ms > 0 ? r.vendor_ms / r.ms : 0.0,
                  r.mismatch ? "true" : "false", i + 1 < results.size() ? "," : "");
   }
   std::fprintf(out, "  ]\n}\n");

@@ -2,6 +2,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #ifdef EQUIVAE_WITH_CUDA
+#include "kernels/conv2d.cuh"
 #include "kernels/cuda_backend.h"
 #endif
 
@@ -15,6 +16,15 @@ bool cuda_available() {
   return present;
 #else
   return false;
+#endif
+}
+
+void set_cuda_tf32(bool on) {
+#ifdef EQUIVAE_WITH_CUDA
+  gpu::set_conv_tf32(on);
+#else
+  (void)on;
+  throw std::runtime_error("cuda: this build has no CUDA backend, so no TF32 convolutions");
 #endif
 }
 

@@ -115,5 +115,8 @@ class Backend {
 Backend& backend(Device device);
 // True when this build has the CUDA backend (EQUIVAE_WITH_CUDA) and a GPU is present.
 bool cuda_available();
+// The CUDA convolutions on TF32 tensor cores (on) or in exact FP32 (off, the default; also set
+// by EQUIVAE_TF32=1 at start): kernels/conv2d.cuh. Throws in a build without the CUDA backend.
+void set_cuda_tf32(bool on);
 
 }  // namespace equivae

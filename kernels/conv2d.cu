@@ -15,11 +15,28 @@
 // When the output has too few tiles to fill the GPU (late encoder layers, every weight
 // gradient) the reduction is split across blocks (split-K); the slices' partial outputs are then
 // added in a fixed order by a second kernel, so results stay deterministic.
+#include <mma.h>
+
+#include <cstdlib>
+#include <string>
+
 #include "kernels/common.cuh"
 #include "kernels/conv2d.cuh"
 
 namespace equivae::gpu {
+
 namespace {
+bool tf32_enabled = [] {
+  const char* v = std::getenv("EQUIVAE_TF32");
+  return v && std::string(v) == "1";
+}();
+}  // namespace
+
+void set_conv_tf32(bool on) { tf32_enabled = on; }
+bool conv_tf32() { return tf32_enabled; }
+
+namespace {
+namespace wmma = nvcuda::wmma;
 
 constexpr int BK = 16;  // reduction depth of a shared-memory tile
 
@@ -90,14 +107,12 @@ struct Epilogue {
   }
 };
 
-template <class Tl> using ATile = float[BK][Tl::BM + 1];  // +1: k-major stores avoid bank conflicts
-template <class Tl> using BTile = float[BK][Tl::BN + 1];
 
 // Stores a thread's fetched registers (ra: BK elements of A, rb: kB of B) into the shared tiles.
 // B is always k-major: column tid % BK, rows tid / BK + e * kRowStep. A is either the thread's own
 // row (kARow: forward, backward-data) or k-major like B (backward-weight).
-template <class Tl, bool kARow>
-__device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[Tl::kB], ATile<Tl>& As, BTile<Tl>& Bs) {
+template <class Tl, bool kARow, class ATile, class BTile>
+__device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[Tl::kB], ATile& As, BTile& Bs) {
 #pragma unroll
   for (int e = 0; e < BK; ++e) {
     if constexpr (kARow) As[e][tid] = ra[e];
@@ -110,27 +125,19 @@ __device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[T
   }
 }
 
-template <class Tl, class P>
-__global__ void __launch_bounds__(Tl::kThreads)
-    igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial) {
-  __shared__ ATile<Tl> As;
-  __shared__ BTile<Tl> Bs;
-  const int tid = threadIdx.x, tm = tid % Tl::RM, tn = tid / Tl::RM;
-  const int slice = blockIdx.z % split.slices;
-  const typename P::Group g = p.group(blockIdx.z / split.slices);
-  const int m0 = blockIdx.x * Tl::BM, n0 = blockIdx.y * Tl::BN;
-  if (m0 >= g.M) return;  // this phase has fewer rows than the longest one (whole block leaves)
-  const int k_begin = slice * split.chunk, k_end = min(g.K, k_begin + split.chunk);
+// ---- the products of a tile: FP32 on the CUDA cores, or TF32 on the tensor cores ---------------
+// A math reads the shared tiles As [BK][BM + kPad] (A k-major: As[k][m]) and Bs [BK][BN + kPad]
+// after each commit, and gives the epilogue output (m0 + ml, n0 + nl) as value(i, j, ml, nl), where
+// ml = tm + i * RM, nl = tn + j * RN are the outputs of thread (tm, tn).
 
-  typename P::template Loader<Tl> ld(p, g, m0, n0, k_begin, k_end, tid);
-  __syncthreads();  // a loader may have built per-block tables in shared memory
-
+// FP32 (exact: the CPU reference's products, rounded in a different order): each thread keeps
+// its TM x TN outputs in registers.
+template <class Tl> struct Fp32Math {
+  static constexpr int kPad = 1;     // +1: k-major stores avoid bank conflicts
+  static constexpr int kCFloats = 0;  // no output tile in shared memory
   float acc[Tl::TM][Tl::TN] = {};
-  if (k_begin < k_end) ld.fetch(k_begin);
-  for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-    ld.commit(As, Bs);
-    __syncthreads();
-    if (k0 + BK < k_end) ld.fetch(k0 + BK);  // next tile's loads overlap this tile's math
+  template <class ATile, class BTile> __device__ void multiply(const ATile& As, const BTile& Bs, int tid) {
+    const int tm = tid % Tl::RM, tn = tid / Tl::RM;
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       float a[Tl::TM], b[Tl::TN];
@@ -143,20 +150,106 @@ __global__ void __launch_bounds__(Tl::kThreads)
 #pragma unroll
         for (int j = 0; j < Tl::TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
+  }
+  __device__ void finish(float*, int) {}
+  __device__ float value(int i, int j, int, int) const { return acc[i][j]; }
+};
+
+// TF32 tensor cores (wmma 16x16x8: products of 10-bit-mantissa operands, FP32 sums): warp w owns
+// kFrags of the tile's 16x16 output blocks (w * kFrags + f, row-major over the blocks). At the
+// end the warps store their sums into shared memory (over the dead A/B tiles) for the epilogue.
+template <class Tl> struct Tf32Math {
+  static_assert(Tl::BM % 16 == 0 && Tl::BN % 16 == 0, "TF32 tiles are made of 16x16 blocks");
+  static constexpr int kPad = 8;  // rows of 32-byte multiples: wmma's loads need 256-bit alignment
+  static constexpr int kBlocksN = Tl::BN / 16, kWarps = Tl::kThreads / 32;
+  static constexpr int kFrags = Tl::BM / 16 * kBlocksN / kWarps;
+  static_assert(kFrags * kWarps == Tl::BM / 16 * kBlocksN, "whole blocks per warp");
+  static constexpr int kCLd = Tl::BN + 4;  // output tile row: a multiple of 4 floats, as wmma stores need
+  static constexpr int kCFloats = Tl::BM * kCLd;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[kFrags];
+  const float* c_tile = nullptr;
+
+  __device__ Tf32Math() {
+#pragma unroll
+    for (int f = 0; f < kFrags; ++f) wmma::fill_fragment(acc[f], 0.f);
+  }
+  template <class ATile, class BTile> __device__ void multiply(const ATile& As, const BTile& Bs, int tid) {
+    const int first = tid / 32 * kFrags;
+#pragma unroll
+    for (int k = 0; k < BK; k += 8)
+#pragma unroll
+      for (int f = 0; f < kFrags; ++f) {
+        const int mb = (first + f) / kBlocksN, nb = (first + f) % kBlocksN;
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
+        wmma::load_matrix_sync(a, &As[k][mb * 16], Tl::BM + kPad);
+        wmma::load_matrix_sync(b, &Bs[k][nb * 16], Tl::BN + kPad);
+#pragma unroll
+        for (int e = 0; e < a.num_elements; ++e) a.x[e] = wmma::__float_to_tf32(a.x[e]);
+#pragma unroll
+        for (int e = 0; e < b.num_elements; ++e) b.x[e] = wmma::__float_to_tf32(b.x[e]);
+        wmma::mma_sync(acc[f], a, b, acc[f]);
+      }
+  }
+  // After the K loop's last barrier: the tiles' memory is free for the outputs.
+  __device__ void finish(float* smem, int tid) {
+    const int first = tid / 32 * kFrags;
+#pragma unroll
+    for (int f = 0; f < kFrags; ++f) {
+      const int mb = (first + f) / kBlocksN, nb = (first + f) % kBlocksN;
+      wmma::store_matrix_sync(smem + mb * 16 * kCLd + nb * 16, acc[f], kCLd, wmma::mem_row_major);
+    }
+    c_tile = smem;
     __syncthreads();
   }
+  __device__ float value(int, int, int ml, int nl) const { return c_tile[ml * kCLd + nl]; }
+};
+
+template <class Tl, class Math> struct SharedLayout {
+  static constexpr int kA = BK * (Tl::BM + Math::kPad), kB = BK * (Tl::BN + Math::kPad);
+  static constexpr int kFloats = kA + kB > Math::kCFloats ? kA + kB : Math::kCFloats;
+};
+
+template <class Tl, class P, class Math>
+__global__ void __launch_bounds__(Tl::kThreads)
+    igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial) {
+  using Layout = SharedLayout<Tl, Math>;
+  __shared__ __align__(32) float smem[Layout::kFloats];
+  auto& As = *reinterpret_cast<float(*)[BK][Tl::BM + Math::kPad]>(smem);
+  auto& Bs = *reinterpret_cast<float(*)[BK][Tl::BN + Math::kPad]>(smem + Layout::kA);
+  const int tid = threadIdx.x, tm = tid % Tl::RM, tn = tid / Tl::RM;
+  const int slice = blockIdx.z % split.slices;
+  const typename P::Group g = p.group(blockIdx.z / split.slices);
+  const int m0 = blockIdx.x * Tl::BM, n0 = blockIdx.y * Tl::BN;
+  if (m0 >= g.M) return;  // this phase has fewer rows than the longest one (whole block leaves)
+  const int k_begin = slice * split.chunk, k_end = min(g.K, k_begin + split.chunk);
+
+  typename P::template Loader<Tl> ld(p, g, m0, n0, k_begin, k_end, tid);
+  __syncthreads();  // a loader may have built per-block tables in shared memory
+
+  Math math;
+  if (k_begin < k_end) ld.fetch(k_begin);
+  for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+    ld.commit(As, Bs);
+    __syncthreads();
+    if (k0 + BK < k_end) ld.fetch(k0 + BK);  // next tile's loads overlap this tile's math
+    math.multiply(As, Bs, tid);
+    __syncthreads();
+  }
+  math.finish(smem, tid);
 
 #pragma unroll
   for (int i = 0; i < Tl::TM; ++i) {
-    const int m = m0 + tm + i * Tl::RM;
+    const int ml = tm + i * Tl::RM, m = m0 + ml;
     if (m >= g.M) continue;
 #pragma unroll
     for (int j = 0; j < Tl::TN; ++j) {
-      const int n = n0 + tn + j * Tl::RN;
+      const int nl = tn + j * Tl::RN, n = n0 + nl;
       if (n >= p.N) continue;
       const int idx = p.out_index(g, m, n);
-      if (split.slices == 1) ep.apply(idx, acc[i][j]);
-      else partial[int64_t(slice) * ep.numel + idx] = acc[i][j];
+      const float v = math.value(i, j, ml, nl);
+      if (split.slices == 1) ep.apply(idx, v);
+      else partial[int64_t(slice) * ep.numel + idx] = v;
     }
   }
 }
@@ -175,7 +268,14 @@ void launch_tile(const P& p, const Extent& e, const Split& split, const Epilogue
                  cudaStream_t stream) {
   const dim3 grid(unsigned(ceil_div(e.max_m, Tl::BM)), unsigned(ceil_div(e.n, Tl::BN)),
                   unsigned(split.groups * split.slices));
-  const auto kernel = igemm_kernel<Tl, P>;
+  if constexpr (Tl::BN % 16 == 0) {
+    if (conv_tf32()) {
+      const auto kernel = igemm_kernel<Tl, P, Tf32Math<Tl>>;
+      EQUIVAE_LAUNCH(kernel, grid, Tl::kThreads, stream, p, split, ep, static_cast<float*>(workspace));
+      return;
+    }
+  }
+  const auto kernel = igemm_kernel<Tl, P, Fp32Math<Tl>>;
   EQUIVAE_LAUNCH(kernel, grid, Tl::kThreads, stream, p, split, ep, static_cast<float*>(workspace));
 }
 
@@ -266,7 +366,9 @@ struct Forward : Dims {
         rb[e] = (nn < Tl::BN && n < p.N && k < k_end) ? p.w[n * p.K + k] : 0.f;
       }
     }
-    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const { commit_tiles<Tl, true>(tid, ra, rb, As, Bs); }
+    template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
+      commit_tiles<Tl, true>(tid, ra, rb, As, Bs);
+    }
   };
 };
 
@@ -350,7 +452,9 @@ struct BackwardData : Dims {
         rb[e] = (nn < Tl::BN && n < p.N && k < k_end) ? p.w[w_base + n * c_stride] : 0.f;
       }
     }
-    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const { commit_tiles<Tl, true>(tid, ra, rb, As, Bs); }
+    template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
+      commit_tiles<Tl, true>(tid, ra, rb, As, Bs);
+    }
   };
 };
 
@@ -412,7 +516,9 @@ struct BackwardWeight : Dims {
         rb[e] = (t_ok && nn < Tl::BN && n < p.N) ? dy_at[n * ohw] : 0.f;
       }
     }
-    __device__ void commit(ATile<Tl>& As, BTile<Tl>& Bs) const { commit_tiles<Tl, false>(tid, ra, rb, As, Bs); }
+    template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
+      commit_tiles<Tl, false>(tid, ra, rb, As, Bs);
+    }
   };
 };
 

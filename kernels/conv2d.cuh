@@ -14,6 +14,13 @@
 
 namespace equivae::gpu {
 
+// The products' arithmetic: exact FP32 on the CUDA cores (default), or TF32 on the tensor cores
+// (operands rounded to 10-bit mantissas, sums in FP32: ~1e-3 relative error per product) for the
+// GEMMs more than 4 columns wide (N = out_c, or in_c for backward-data; narrower ones stay FP32).
+// EQUIVAE_TF32=1 in the environment turns it on at start.
+void set_conv_tf32(bool on);
+bool conv_tf32();
+
 // y = relu?(conv(x, w) + b); b may be null. x [n, in_c, in_h, in_w], w [out_c, in_c, k, k].
 size_t conv2d_forward_workspace_bytes(const ConvShape& s);
 void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,

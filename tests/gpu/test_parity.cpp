@@ -217,7 +217,19 @@ TEST_CASE("parity: linear forward and backward (cuBLAS)", "[gpu]") {
   }
 }
 
+// TF32 tensor cores round both operands of each product to 10 mantissa bits (2^-11 relative each)
+// and sum in FP32: |error| <= 2^-10 sum_k |a_k b_k|, which for these random inputs stays under
+// 5e-3 of the output's scale; an indexing error is O(1).
+constexpr double kTf32Rel = 5e-3, kTf32Abs = 5e-3;
+
 TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces", "[gpu]") {
+  const bool tf32 = GENERATE(false, true);
+  set_cuda_tf32(tf32);
+  struct BackToFp32 {
+    ~BackToFp32() { set_cuda_tf32(false); }  // also when a REQUIRE leaves early
+  } back_to_fp32;
+  const double rel = tf32 ? kTf32Rel : kRel, abs = tf32 ? kTf32Abs : kAbs;
+  const std::string math = tf32 ? " tf32" : "";
   std::mt19937_64 rng(3);
   auto shape = [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t k, int64_t s, int64_t p) {
     return ConvShape{n, c, h, w, oc, conv_out_size(h, k, s, p), conv_out_size(w, k, s, p), k, s, p};
@@ -244,19 +256,19 @@ TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces",
       Pair y = output(ys);
       cpu().conv2d_forward(x.cpu, w.cpu, b.cpu, relu, y.cpu, s);
       gpu().conv2d_forward(x.gpu, w.gpu, b.gpu, relu, y.gpu, s);
-      compare(conv_name(relu ? "conv2d_forward+b+relu" : "conv2d_forward+b", s), y);
+      compare(conv_name(relu ? "conv2d_forward+b+relu" : "conv2d_forward+b", s) + math, y, rel, abs);
     }
     Pair y = output(ys);
     cpu().conv2d_forward(x.cpu, w.cpu, Tensor(), false, y.cpu, s);
     gpu().conv2d_forward(x.gpu, w.gpu, Tensor(), false, y.gpu, s);
-    compare(conv_name("conv2d_forward", s), y);
+    compare(conv_name("conv2d_forward", s) + math, y, rel, abs);
     Pair dx = output(xs), dw = output({s.out_c, s.in_c, s.k, s.k}), db = output({s.out_c});
     cpu().conv2d_backward_data(dy.cpu, w.cpu, dx.cpu, s);
     gpu().conv2d_backward_data(dy.gpu, w.gpu, dx.gpu, s);
-    compare(conv_name("conv2d_backward_data", s), dx);
+    compare(conv_name("conv2d_backward_data", s) + math, dx, rel, abs);
     cpu().conv2d_backward_weight(x.cpu, dy.cpu, dw.cpu, s);
     gpu().conv2d_backward_weight(x.gpu, dy.gpu, dw.gpu, s);
-    compare(conv_name("conv2d_backward_weight", s), dw);
+    compare(conv_name("conv2d_backward_weight", s) + math, dw, rel, abs);
     cpu().channel_sum(dy.cpu, db.cpu);
     gpu().channel_sum(dy.gpu, db.gpu);
     compare(conv_name("channel_sum", s), db);

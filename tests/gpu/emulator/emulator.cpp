@@ -167,6 +167,8 @@ void run_grid(dim3 grid, dim3 threads, void (*body)(void*), void* context) {
 }
 
 void sync_block() { wait(State::at_block_barrier); }
+void sync_warp() { wait(State::at_warp_barrier); }
+void fail(const char* what) { fail(std::string(what)); }
 
 void warp_exchange(const void* mine, void* out, size_t size, int src_lane) {
   const int t = block.current, threads = block.threads;

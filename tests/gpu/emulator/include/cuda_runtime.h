@@ -27,6 +27,7 @@
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __grid_constant__
+#define __align__(n) __attribute__((aligned(n)))
 
 struct uint3 {
   unsigned x, y, z;
@@ -49,6 +50,10 @@ template <class F> void launch(dim3 grid, dim3 block, F&& body) {
   run_grid(grid, block, [](void* f) { (*static_cast<std::remove_reference_t<F>*>(f))(); }, &body);
 }
 void sync_block();
+// Waits for every live lane of the warp (warp-collective operations: shuffles, wmma).
+void sync_warp();
+// Stops the run: a kernel broke a rule of CUDA's execution model (what, and which thread).
+[[noreturn]] void fail(const char* what);
 // Publishes `size` bytes of this lane, waits for the warp, copies lane src's bytes into out.
 void warp_exchange(const void* mine, void* out, size_t size, int src_lane);
 }  // namespace emu
