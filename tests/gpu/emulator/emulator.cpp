@@ -54,6 +54,16 @@ struct Block {
 
 cudaError_t last_error = cudaSuccess;
 
+// Threads run in index order between barriers, or with EQUIVAE_EMULATOR_ORDER=reverse in the
+// opposite order: a missing barrier shows up in one order or the other (the test script runs both).
+bool reverse_order() {
+  static const bool reverse = [] {
+    const char* v = std::getenv("EQUIVAE_EMULATOR_ORDER");
+    return v && std::string(v) == "reverse";
+  }();
+  return reverse;
+}
+
 Fiber& fiber(int t) { return *block.fibers[size_t(t)]; }
 
 void set_thread_index(int t) {
@@ -110,8 +120,10 @@ void run_block(int threads) {
   for (int t = 0; t < threads; ++t) fiber(t).state = State::runnable;
   const int warps = (threads + 31) / 32;
   for (;;) {
-    for (int t = 0; t < threads; ++t)
+    for (int i = 0; i < threads; ++i) {
+      const int t = reverse_order() ? threads - 1 - i : i;
       if (fiber(t).state == State::runnable) resume(t);
+    }
     block.current = -1;
     // Every thread now waits at a barrier or is done: open what can open.
     int live = 0, at_block = 0;
