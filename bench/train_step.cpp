@@ -13,7 +13,7 @@
 namespace equivae::bench {
 
 void bench_training_step(const BenchContext& ctx, std::vector<Result>& out) {
-  set_finite_checks(false);  // their read-backs would synchronise every step
+  const ValueChecks off(false);  // their read-backs would synchronise every step
   for (int64_t batch : {64, 512}) {
     ParameterStore params;
     const EquiVAE model(ModelConfig{}, params);
@@ -44,7 +44,6 @@ void bench_training_step(const BenchContext& ctx, std::vector<Result>& out) {
     r.shape = fmt::format("{:.0f} images/s", double(batch) / (r.ms / 1000.0));
     out.push_back(r);
   }
-  set_finite_checks(true);
 }
 
 }  // namespace equivae::bench

@@ -5,7 +5,7 @@
 namespace equivae {
 namespace {
 
-bool g_finite_checks = true;
+bool g_value_checks = true;
 
 Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
 Tensor empty_as(Shape shape, const Tensor& like) { return Tensor::empty(std::move(shape), like.dtype(), like.device()); }
@@ -23,7 +23,7 @@ void check_compatible(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 void check_finite(const char* op, const char* what, const Tensor& t) {
-  if (g_finite_checks && on(t).has_nonfinite(t))
+  if (g_value_checks && on(t).has_nonfinite(t))
     throw NumericError(fmt::format("{}: {} {} contains NaN or Inf", op, what, t.describe()));
 }
 
@@ -60,7 +60,8 @@ Var binary_op(BinaryOp kind, const char* op, const Var& a, const Var& b) {
 
 }  // namespace
 
-void set_finite_checks(bool on_) { g_finite_checks = on_; }
+void set_value_checks(bool on_) { g_value_checks = on_; }
+bool value_checks() { return g_value_checks; }
 
 Var add(const Var& a, const Var& b) { return binary_op(BinaryOp::add, "add", a, b); }
 Var sub(const Var& a, const Var& b) { return binary_op(BinaryOp::sub, "sub", a, b); }
@@ -287,7 +288,9 @@ Var segmented_mean(const Var& x, const Tensor& offsets, const Tensor& members) {
   check_indices("segmented_mean", "members", members);
   EQUIVAE_CHECK(offsets.numel() >= 2, "segmented_mean: offsets {} describe no set", offsets.describe());
   const int64_t rows = rows_of("segmented_mean", x), sets = offsets.numel() - 1;
-  {  // validated on the host: a bad index here would read out of bounds on either device
+  // Validated on the host: a bad index would read out of bounds on either device. Reading device
+  // indices back is a host wait, done only while the value checks are on.
+  if (offsets.device() == Device::cpu || g_value_checks) {
     const std::vector<double> off = offsets.to_vector(), mem = members.to_vector();
     EQUIVAE_CHECK(off.front() == 0 && off.back() == double(members.numel()),
                   "segmented_mean: offsets must run from 0 to members' length {}", members.numel());

@@ -56,8 +56,22 @@ Var pick(const Var& x, const Tensor& index);  // x[r, index[r]], index i32 [n]
 Var categorical_kl(const Var& logits, const Tensor& log_prior);  // KL(softmax(logits) || prior)
 Var entropy(const Var& logits);
 
-// Whether losses scan their inputs for NaN/Inf (on by default; each scan reads a flag back from
-// the GPU, so a training loop that checks its loss instead may turn it off).
-void set_finite_checks(bool on);
+// Checks that read tensor values: losses scan their inputs for NaN/Inf, and index tensors on a
+// GPU are range-checked (segmented_mean's sets, pick's indices). On by default. On a GPU each is a
+// host wait, so a loop that reads its loss terms anyway and builds its own indices (the trainer)
+// turns them off there. Index tensors on the CPU are always checked (it costs no wait).
+void set_value_checks(bool on);
+bool value_checks();
+// Sets the value checks for a scope, then restores them.
+class ValueChecks {
+ public:
+  explicit ValueChecks(bool on) : saved_(value_checks()) { set_value_checks(on); }
+  ~ValueChecks() { set_value_checks(saved_); }
+  ValueChecks(const ValueChecks&) = delete;
+  ValueChecks& operator=(const ValueChecks&) = delete;
+
+ private:
+  bool saved_;
+};
 
 }  // namespace equivae

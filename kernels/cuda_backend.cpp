@@ -1,12 +1,14 @@
 // The CUDA backend: the Backend interface on float32 CUDA tensors. Each method checks dtypes,
 // sizes its kernel scratch and calls the launcher of its op family (kernels/*.cuh) on the one
 // stream; nothing here synchronises except copies to or from the host and the two ops that
-// must return a verdict to the host (has_nonfinite, pick's index check).
+// must return a verdict to the host (has_nonfinite, and pick's index check while the value
+// checks of engine/ops.h are on). Every host wait is counted (cuda_host_waits).
 #include "kernels/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
 
 #include "engine/backend.h"
+#include "engine/ops.h"
 #include "kernels/adam.cuh"
 #include "kernels/allocator.h"
 #include "kernels/check.h"
@@ -82,7 +84,7 @@ class CudaBackend final : public Backend {
     const cudaMemcpyKind kind = from_host ? (to_host ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
                                           : (to_host ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
-    if (to_host || from_host) CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (to_host || from_host) wait();
   }
 
   // ---- elementwise --------------------------------------------------------------------------
@@ -256,7 +258,8 @@ class CudaBackend final : public Backend {
   void pick_forward(const Tensor& x, const Tensor& index, int64_t rows, Tensor& y) override {
     const int64_t k = cols_of(x, rows);
     gpu::pick_forward(f32("pick", x), i32("pick", index), f32("pick", y), {rows, k}, flag_, stream_);
-    EQUIVAE_CHECK(!read_flag(), "pick: an index of {} is outside [0, {})", index.describe(), k);
+    // (Out-of-range indices read nothing: the kernel writes 0 and raises the flag.)
+    if (value_checks()) EQUIVAE_CHECK(!read_flag(), "pick: an index of {} is outside [0, {})", index.describe(), k);
   }
   void pick_backward(const Tensor& dy, const Tensor& index, int64_t rows, Tensor& dx) override {
     gpu::pick_backward(f32("pick_backward", dy), i32("pick_backward", index), f32("pick_backward", dx),
@@ -289,9 +292,20 @@ class CudaBackend final : public Backend {
   // The device flag set by the last scan, through pinned memory.
   bool read_flag() {
     CUDA_CHECK(cudaMemcpyAsync(host_flag_, flag_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    wait();
     return *host_flag_ != 0;
   }
+
+ public:
+  // The host waits for the stream: every such wait is counted (cuda_host_waits).
+  void wait() {
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    ++host_waits_;
+  }
+  uint64_t host_waits() const { return host_waits_; }
+
+ private:
+  uint64_t host_waits_ = 0;
 
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
@@ -321,6 +335,8 @@ CudaMemoryStats cuda_memory_stats() { return gpu::device_allocator().stats(); }
 
 CUstream_st* cuda_stream() { return instance().stream(); }
 
-void cuda_synchronize() { CUDA_CHECK(cudaStreamSynchronize(instance().stream())); }
+void cuda_synchronize() { instance().wait(); }
+
+uint64_t cuda_host_waits() { return instance().host_waits(); }
 
 }  // namespace equivae

@@ -29,5 +29,8 @@ CudaMemoryStats cuda_memory_stats();
 // cuDNN in benchmarks), and a wait for all of it.
 CUstream_st* cuda_stream();
 void cuda_synchronize();
+// How many times the host has waited for the stream so far: copies to or from host memory, flag
+// reads (the NaN scans), cuda_synchronize. A training step's waits are its reads of values.
+uint64_t cuda_host_waits();
 
 }  // namespace equivae

@@ -27,7 +27,7 @@ void binary(BinaryKind op, int64_t n, const float* a, const float* b, float* y, 
 }
 
 void relu_forward(int64_t n, const float* x, float* y, cudaStream_t stream) {
-  launch_map(n, stream, [=] __device__(int64_t i) { y[i] = x[i] > 0.f ? x[i] : 0.f; });
+  launch_map(n, stream, [=] __device__(int64_t i) { y[i] = x[i] < 0.f ? 0.f : x[i]; });  // NaN propagates, as on the CPU
 }
 
 void relu_backward(int64_t n, const float* y, const float* dy, float* dx, cudaStream_t stream) {

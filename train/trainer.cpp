@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/backend.h"
+#include "engine/ops.h"
 #include "train/checkpoint.h"
 #include "train/progress.h"
 
@@ -123,6 +124,7 @@ void Trainer::train() {
   if (!config_.out_dir.empty())
     metrics.open(config_.out_dir + "/metrics.jsonl", epoch_ > 0 ? std::ios::app : std::ios::trunc);
 
+  const bool quiet_steps = config_.device == Device::cuda;
   for (; epoch_ < config_.epochs;) {
     const int64_t batch = config_.batch_size_for(epoch_);
     const std::vector<int64_t> order = data::shuffled(all, config_.seed, uint64_t(epoch_));
@@ -134,9 +136,16 @@ void Trainer::train() {
       const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(train.n, (b + 1) * batch));
       StepResult s;
       try {
-        s = objective(train, train_classes_, rows, config_.seed, step_);
-        if (!std::isfinite(s.loglik_sum) || !std::isfinite(s.kl_sum))
+        {
+          // On a GPU every value check is a host wait. The step reads its two loss terms anyway
+          // (one wait each), so there the checks run only to name the op of a step gone NaN.
+          const ValueChecks checks(!quiet_steps);
+          s = objective(train, train_classes_, rows, config_.seed, step_);
+        }
+        if (!std::isfinite(s.loglik_sum) || !std::isfinite(s.kl_sum)) {
+          if (quiet_steps) objective(train, train_classes_, rows, config_.seed, step_);  // the same step, checked
           throw NumericError(fmt::format("{} is not finite", std::isfinite(s.loglik_sum) ? "the KL term" : "log p(x|r,v)"));
+        }
       } catch (const NumericError& e) {
         throw std::runtime_error(fmt::format(
             "training stopped at epoch {}, step {}: {}. Last good checkpoint: {}", epoch_ + 1, step_, e.what(),

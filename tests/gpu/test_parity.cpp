@@ -188,6 +188,43 @@ TEST_CASE("parity: the CUDA backend is float32 only", "[gpu]") {
   CHECK_THROWS_AS(gpu().sum_rows(x, 1, y), ShapeError);
 }
 
+// A NaN must reach the loss on both devices, or the GPU would train on where the CPU stops.
+TEST_CASE("parity: NaN and Inf pass through ReLU and the fused conv ReLU as on the CPU", "[gpu]") {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  const Pair x = from_values({nan, inf, -inf, -0.0, 2.0, -3.0, nan}, {7});
+  Pair y = output({7});
+  cpu().relu_forward(x.cpu, y.cpu);
+  gpu().relu_forward(x.gpu, y.gpu);
+  const std::vector<double> want = y.cpu.to_vector(), got = y.gpu.to_vector();
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO("element " << i << ": cpu " << want[i] << " gpu " << got[i]);
+    CHECK(std::isnan(got[i]) == std::isnan(want[i]));
+    if (!std::isnan(want[i])) CHECK(got[i] == want[i]);
+  }
+  CHECK(std::isnan(want[0]));  // (the CPU reference propagates it)
+
+  // One NaN weight: every output pixel that uses it is NaN, with and without the fused ReLU.
+  std::mt19937_64 rng(11);
+  const ConvShape s{2, 3, 9, 9, 6, 9, 9, 5, 1, 2};
+  const Pair in = uniform({2, 3, 9, 9}, rng);
+  std::vector<double> wv(6 * 3 * 25, 0.1);
+  wv[40] = nan;
+  const Pair w = from_values(wv, {6, 3, 5, 5});
+  for (bool relu : {false, true}) {
+    Pair out = output({2, 6, 9, 9});
+    cpu().conv2d_forward(in.cpu, w.cpu, Tensor(), relu, out.cpu, s);
+    gpu().conv2d_forward(in.gpu, w.gpu, Tensor(), relu, out.gpu, s);
+    const std::vector<double> a = out.cpu.to_vector(), b = out.gpu.to_vector();
+    size_t nans = 0, mismatched = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      nans += std::isnan(a[i]);
+      mismatched += std::isnan(a[i]) != std::isnan(b[i]);
+    }
+    CHECK(nans > 0);
+    CHECK(mismatched == 0);
+  }
+}
+
 TEST_CASE("parity: linear forward and backward (cuBLAS)", "[gpu]") {
   std::mt19937_64 rng(2);
   struct Case {
@@ -593,12 +630,21 @@ TEST_CASE("parity: an EquiVAE-shaped step (loss, every gradient, Adam), determin
     CHECK(g.params.grads().to_vector() == grads_a);
     CHECK(grads_a != grads_1);  // (the parameters did move)
 
-    // After those warm-up steps, a further step (with its Adam update) makes no cudaMalloc.
+    // After those warm-up steps, a further step (with its Adam update) makes no cudaMalloc, and
+    // the host waits for the GPU only to read the loss (the value checks' reads are switched off).
     const CudaMemoryStats before = cuda_memory_stats();
-    step(g, on_gpu, 7);
-    adam_g.step();
+    uint64_t waits = 0;
+    {
+      const ValueChecks off(false);
+      const uint64_t waits_before = cuda_host_waits();
+      step(g, on_gpu, 7);
+      adam_g.step();
+      waits = cuda_host_waits() - waits_before;
+    }
     cuda_synchronize();
     const CudaMemoryStats after = cuda_memory_stats();
+    std::printf("  host waits in that step%s: %llu\n", tag.c_str(), (unsigned long long)waits);
+    CHECK(waits == 1);
     std::printf("  allocator%s: %llu cudaMalloc calls, %.1f MiB reserved, new calls in the last step: %llu\n",
                 tag.c_str(), (unsigned long long)after.mallocs, double(after.bytes_reserved) / (1 << 20),
                 (unsigned long long)(after.mallocs - before.mallocs));
