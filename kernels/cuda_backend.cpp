@@ -76,15 +76,17 @@ class CudaBackend final : public Backend {
   void* allocate(size_t bytes) override { return gpu::device_allocator().allocate(bytes); }
   void deallocate(void* ptr) override { gpu::device_allocator().deallocate(ptr); }
 
-  // Queued on the stream; a copy that involves host memory waits for it (the host may read the
-  // destination, or reuse the source, as soon as copy() returns).
+  // Queued on the stream. A copy to host memory waits for it (the host may read the destination
+  // as soon as copy() returns). A copy from host memory does not need to: CPU tensors are pageable,
+  // and cudaMemcpyAsync from pageable memory returns only once the source has been staged
+  // (CUDA's documented behaviour), so the host may reuse or free it at once.
   void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override {
     if (bytes == 0) return;
     const bool to_host = dst_device == Device::cpu, from_host = src_device == Device::cpu;
     const cudaMemcpyKind kind = from_host ? (to_host ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
                                           : (to_host ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
-    if (to_host || from_host) wait();
+    if (to_host) wait();
   }
 
   // ---- elementwise --------------------------------------------------------------------------
