@@ -32,7 +32,7 @@ mnist_src="${MNIST_DIR:-../shared/data/mnist}"
 limit=$((64 * 1024 * 1024))
 targets=(train_mnist equivae_gpu_tests equivae_bench)
 paths=(train/train_mnist tests/gpu/equivae_gpu_tests bench/equivae_bench)
-cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_CUDA=ON -DEQUIVAE_NATIVE=OFF
+cmake_args=(-DEQUIVAE_CUDA=ON -DEQUIVAE_NATIVE=OFF
             "-DEQUIVAE_CUDA_ARCHITECTURES=$arch")
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 
@@ -46,14 +46,8 @@ done
 
 # ---- build ------------------------------------------------------------------------------------
 start=$(date +%s)
-if ! log=$(cmake -S . -B "$build" "${cmake_args[@]}" 2>&1); then
-  echo "$log" | tail -20
-  echo "device_bundle: configure failed; installing the packages with tools/setup.sh (building into $build)"
-  EQUIVAE_BUILD_DIR="$build" EQUIVAE_CMAKE_ARGS="${cmake_args[*]:2}" bash tools/setup.sh
-  log=$(cmake -S . -B "$build" "${cmake_args[@]}" 2>&1)
-fi
-echo "$log" | grep -E '^-- equivae' || true
-cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
+# tools/setup.sh: the packages (if missing), configure, and only these targets.
+EQUIVAE_BUILD_DIR="$build" EQUIVAE_CMAKE_ARGS="${cmake_args[*]}" EQUIVAE_BUILD_TARGETS="${targets[*]}" bash tools/setup.sh
 echo "device_bundle: built in $(( $(date +%s) - start )) s"
 
 # ---- stage: binaries --------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 # present are not asked for again, so a second run needs no network.
 #   EQUIVAE_BUILD_DIR  build folder (default: build)
 #   EQUIVAE_CMAKE_ARGS extra CMake arguments (e.g. -DEQUIVAE_CUDA=OFF)
+#   EQUIVAE_BUILD_TARGETS  build only these targets (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +30,5 @@ werror=OFF
 [[ "${CI:-}" == true ]] && werror=ON
 # shellcheck disable=SC2086
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_WERROR=$werror ${EQUIVAE_CMAKE_ARGS:-}
-cmake --build "$build" -j "$(nproc)"
+# shellcheck disable=SC2086
+cmake --build "$build" -j "$(nproc)" ${EQUIVAE_BUILD_TARGETS:+--target $EQUIVAE_BUILD_TARGETS}

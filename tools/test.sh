@@ -9,8 +9,6 @@ bash tools/setup.sh
 ctest --test-dir "${EQUIVAE_BUILD_DIR:-build}" -j "$(nproc)" --output-on-failure
 
 emulated="${EQUIVAE_EMULATED_BUILD_DIR:-build-emulated}"
-werror=OFF
-[[ "${CI:-}" == true ]] && werror=ON
-cmake -S . -B "$emulated" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEQUIVAE_WERROR=$werror -DEQUIVAE_CUDA=EMULATE >/dev/null
-cmake --build "$emulated" -j "$(nproc)" --target equivae_gpu_tests
+EQUIVAE_BUILD_DIR="$emulated" EQUIVAE_CMAKE_ARGS="-DEQUIVAE_CUDA=EMULATE" EQUIVAE_BUILD_TARGETS=equivae_gpu_tests \
+  bash tools/setup.sh
 ctest --test-dir "$emulated" -R equivae_gpu --output-on-failure

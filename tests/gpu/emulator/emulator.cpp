@@ -101,8 +101,7 @@ void resume(int t) {
 void wait(State barrier) {
   if (block.current < 0) fail("a barrier outside a kernel");
   fiber(block.current).state = barrier;
-  yield_to_scheduler();
-  set_thread_index(block.current);
+  yield_to_scheduler();  // (resume() sets the thread index again)
 }
 
 void run_block(int threads) {
