@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The main job: set up, build, train EquiVAE on the default data (MNIST in ../shared/data/mnist),
-# print the test error, write the checkpoint and the figures into runs/main.
+# print the test error, write the checkpoint and the figures into runs/main (figures 2-4 by
+# train_mnist, figure 1, the learning curves and 2-D latents, by tools/figures.py).
 #   With a GPU (EQUIVAE_DEVICE=cuda) it runs the paper's schedule (40 epochs, batch 32 doubling
 #   every 10 epochs); on a CPU the short --quick schedule (minutes). Extra arguments are passed
 #   to train_mnist (e.g. --epochs 40 to run the full schedule on a CPU anyway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/setup.sh
+EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh
 device="${EQUIVAE_DEVICE:-cpu}"
 schedule=(--quick)
 [[ "$device" == cuda ]] && schedule=()
 "${EQUIVAE_BUILD_DIR:-build}/train/train_mnist" --device "$device" --out runs/main "${schedule[@]}" "$@"
+python=python3
+$python -c "import numpy, matplotlib" 2>/dev/null || python=/usr/bin/python3
+$python tools/figures.py runs/main

@@ -5,13 +5,18 @@
 #   EQUIVAE_BUILD_DIR  build folder (default: build)
 #   EQUIVAE_CMAKE_ARGS extra CMake arguments (e.g. -DEQUIVAE_CUDA=OFF)
 #   EQUIVAE_BUILD_TARGETS  build only these targets (default: all)
+#   EQUIVAE_WITH_FIGURES / EQUIVAE_WITH_PYTHON  see below
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev catch2 libfmt-dev zlib1g-dev
           libmatio-dev libcli11-dev libstb-dev nlohmann-json3-dev)
-# The PyTorch peer for bench/ and the figure tools are optional: EQUIVAE_WITH_PYTHON=1 adds them.
-if [[ "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then packages+=(python3-torch python3-numpy python3-matplotlib); fi
+# Optional Python: EQUIVAE_WITH_FIGURES=1 adds what tools/figures.py draws with (the main job and
+# the test suite ask for it); EQUIVAE_WITH_PYTHON=1 adds that and the PyTorch peer of bench/.
+if [[ "${EQUIVAE_WITH_FIGURES:-0}" == 1 || "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then
+  packages+=(python3-numpy python3-matplotlib python3-sklearn)
+fi
+if [[ "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then packages+=(python3-torch); fi
 
 missing=()
 for p in "${packages[@]}"; do

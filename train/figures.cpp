@@ -3,8 +3,10 @@
 #include <stb_image_write.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 
 #include "engine/rng.h"
 
@@ -93,16 +95,21 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
     first_rows.push_back(examples[size_t(y)][0]);
     second_rows.push_back(examples[size_t(y)][1]);
   }
-  auto encode_v = [&](const std::vector<int64_t>& rows) {
-    Tensor x = Tensor::empty({int64_t(rows.size()), C, S, S});
-    for (size_t i = 0; i < rows.size(); ++i)
-      std::memcpy(x.data<float>() + int64_t(i) * C * S * S, val.image(rows[i]), size_t(C * S * S) * 4);
-    std::vector<int64_t> ys;
-    for (int64_t row : rows) ys.push_back(val.labels[size_t(row)]);
-    const Tensor mu = model.posterior(Var(x.to(device)), Var(rows_tensor(repeat_r(ys), int64_t(rows.size()), dr, device)))
-                          .mu.value();
+  // Posterior means of v at the class's r_y, in chunks of 500 images (memory of the conv stack).
+  auto encode_v = [&](const std::vector<int64_t>& all_rows) {
     std::vector<float> out;
-    for (double v : mu.to_vector()) out.push_back(float(v));
+    for (size_t begin = 0; begin < all_rows.size(); begin += 500) {
+      const std::vector<int64_t> rows(all_rows.begin() + long(begin),
+                                      all_rows.begin() + long(std::min(all_rows.size(), begin + 500)));
+      Tensor x = Tensor::empty({int64_t(rows.size()), C, S, S});
+      for (size_t i = 0; i < rows.size(); ++i)
+        std::memcpy(x.data<float>() + int64_t(i) * C * S * S, val.image(rows[i]), size_t(C * S * S) * 4);
+      std::vector<int64_t> ys;
+      for (int64_t row : rows) ys.push_back(val.labels[size_t(row)]);
+      const Tensor mu =
+          model.posterior(Var(x.to(device)), Var(rows_tensor(repeat_r(ys), int64_t(rows.size()), dr, device))).mu.value();
+      for (double v : mu.to_vector()) out.push_back(float(v));
+    }
     return out;
   };
   const std::vector<float> v_first = encode_v(first_rows), v_second = encode_v(second_rows);
@@ -154,6 +161,63 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
     }
     paths.push_back(dir + "/interpolation.png");
     write_png_grid(paths.back(), images, K, steps + 2, C, S, S);
+  }
+  {  // latents.tsv: every validation image's label, r(x) (m = 1) and v, for tools/figures.py
+    std::vector<int64_t> all_rows;
+    for (int64_t i = 0; i < val.n; ++i) all_rows.push_back(i);
+    const std::vector<float> v = encode_v(all_rows);
+    paths.push_back(dir + "/latents.tsv");
+    std::ofstream out(paths.back());
+    out << "label";
+    for (int64_t k = 0; k < dr; ++k) out << "\tr" << k;
+    for (int64_t k = 0; k < dv; ++k) out << "\tv" << k;
+    out << "\n";
+    for (int64_t i = 0; i < val.n; ++i) {
+      out << val.labels[size_t(i)];
+      for (int64_t k = 0; k < dr; ++k) out << '\t' << r[size_t(i * dr + k)];
+      for (int64_t k = 0; k < dv; ++k) out << '\t' << v[size_t(i * dv + k)];
+      out << '\n';
+    }
+    if (!out) throw std::runtime_error("figures: cannot write " + paths.back());
+  }
+  // Figure 5, for a model with 2-D latents: decoded grids over the r plane and over v.
+  const int64_t n = 11;  // grid points per axis
+  if (dr == 2) {  // r over the box the validation r fill (1st to 99th percentile), at v = 0
+    std::vector<float> rs, vs(size_t(n * n * dv), 0.0f);
+    std::array<std::pair<float, float>, 2> box;
+    for (int64_t k = 0; k < 2; ++k) {
+      std::vector<float> values;
+      for (int64_t i = 0; i < val.n; ++i) values.push_back(r[size_t(i * 2 + k)]);
+      std::sort(values.begin(), values.end());
+      box[size_t(k)] = {values[size_t(double(values.size() - 1) * 0.01)], values[size_t(double(values.size() - 1) * 0.99)]};
+    }
+    for (int64_t a = 0; a < n; ++a)      // rows: r_1 from high to low, so the picture reads as a plot
+      for (int64_t b = 0; b < n; ++b) {  // columns: r_0 from low to high
+        rs.push_back(box[0].first + (box[0].second - box[0].first) * float(b) / float(n - 1));
+        rs.push_back(box[1].second - (box[1].second - box[1].first) * float(a) / float(n - 1));
+      }
+    paths.push_back(dir + "/r_plane.png");
+    write_png_grid(paths.back(), decode(rs, vs, n * n), n, n, C, S, S);
+  }
+  if (dv == 2) {  // v over [-2, 2]^2 at each class's r_y: one n x n block per class, blocks in 2 rows
+    const int64_t size = C * S * S, per_row = (K + 1) / 2, cols = per_row * (n + 1) - 1, rows = 2 * n + 1;
+    std::vector<float> images(size_t(rows * cols * size), 1.0f);  // blank tiles between blocks
+    for (int64_t y = 0; y < K; ++y) {
+      std::vector<float> rs, vs;
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t b = 0; b < n; ++b) {
+          rs.insert(rs.end(), r_mean.begin() + y * dr, r_mean.begin() + (y + 1) * dr);
+          vs.push_back(-2.0f + 4.0f * float(b) / float(n - 1));
+          vs.push_back(2.0f - 4.0f * float(a) / float(n - 1));
+        }
+      const std::vector<float> decoded = decode(rs, vs, n * n);
+      const int64_t row0 = (y / per_row) * (n + 1), col0 = (y % per_row) * (n + 1);
+      for (int64_t t = 0; t < n * n; ++t)
+        std::copy_n(decoded.begin() + t * size, size,
+                    images.begin() + ((row0 + t / n) * cols + col0 + t % n) * size);
+    }
+    paths.push_back(dir + "/v_grid.png");
+    write_png_grid(paths.back(), images, rows, cols, C, S, S);
   }
   return paths;
 }

@@ -1,9 +1,15 @@
-// The paper's pictures (SPEC.md section 6, figures 2-4) as PNG grids, made from a trained model:
+// The paper's pictures (SPEC.md section 6: figures 2-5; tools/figures.py draws figure 1) as PNG
+// grids, made from a trained model:
 //   samples.png       one column per class: r_y = the class mean of r over validation data,
 //                     v ~ N(0, I) down the rows
 //   swap.png          row = class (r_y), column = style (v encoded from a validation image)
 //   interpolation.png one row per class: v moving linearly between two same-class images at
 //                     fixed r_y (the two originals at the ends)
+//   latents.tsv       label, r(x) (m = 1) and v (posterior mean at the class's r_y) of every
+//                     validation image: tools/figures.py draws figure 1 from it
+// and, for a model with 2-D latents (figure 5):
+//   r_plane.png       (d_r = 2) decoded grid over the plane of r at v = 0
+//   v_grid.png        (d_v = 2) decoded grid of v over [-2, 2]^2 at each class's r_y
 #pragma once
 #include <string>
 #include <vector>
@@ -16,7 +22,7 @@ namespace equivae {
 void write_png_grid(const std::string& path, const std::vector<float>& images, int64_t rows, int64_t cols,
                     int64_t channels, int64_t height, int64_t width);
 
-// Writes the three figures into `dir`; returns their paths.
+// Writes the figures into `dir`; returns their paths.
 std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& validation, const std::string& dir,
                                        uint64_t seed);
 

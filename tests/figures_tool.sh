@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# ctest figures_tool: tools/figures.py draws figure 1 (learning curves, 2-D latents) from a real,
+# tiny train_mnist run folder, and refuses broken run folders naming the file and the problem.
+#   tests/figures_tool.sh <train_mnist binary>     (run from the repository root; needs MNIST)
+# Exits 77 (ctest: skipped) only when no python3 has numpy and matplotlib.
+set -euo pipefail
+train=$1
+python=python3
+$python -c "import numpy, matplotlib" 2>/dev/null || python=/usr/bin/python3
+if ! $python -c "import numpy, matplotlib" 2>/dev/null; then
+  echo "skipped: no python3 with numpy and matplotlib (EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh installs them)"
+  exit 77
+fi
+run=$(mktemp -d)
+trap 'rm -rf "$run"' EXIT
+
+"$train" --train-limit 256 --epochs 2 --filters 4 4 8 8 8 --hidden 16 --d-r 4 --d-v 2 --classifier-epochs 0 \
+  --no-progress --out "$run/run" > "$run/train.log" 2>&1 || { cat "$run/train.log"; exit 1; }
+$python tools/figures.py "$run/run" --method pca
+
+# Both PNGs exist, with the sizes their figure sizes give at 110 dpi.
+$python - "$run/run" <<'PY'
+import struct, sys
+for name, size in [("learning_curves.png", (1760, 396)), ("latents.png", (1320, 616))]:
+    with open(f"{sys.argv[1]}/{name}", "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG"
+    got = struct.unpack(">II", head[16:24])
+    assert got == size, f"{name} is {got}, expected {size}"
+    print(f"ok: {name} {got[0]}x{got[1]}")
+PY
+
+# Broken run folders: each must fail, naming the file and the problem.
+expect_failure() {  # <folder> <text the message must hold>
+  if $python tools/figures.py "$1" --method pca > "$run/out.log" 2>&1; then
+    echo "FAIL: figures.py accepted $1"; exit 1
+  fi
+  grep -qF "$2" "$run/out.log" || { echo "FAIL: message lacks '$2':"; cat "$run/out.log"; exit 1; }
+  echo "ok: refused ($2)"
+}
+mkdir "$run/broken"
+expect_failure "$run/missing" "is not a folder"
+expect_failure "$run/broken" "metrics.jsonl not found"
+cp "$run/run/metrics.jsonl" "$run/broken/"
+echo "{not json" >> "$run/broken/metrics.jsonl"
+expect_failure "$run/broken" "metrics.jsonl line 3 is not JSON"
+cp "$run/run/metrics.jsonl" "$run/broken/"
+expect_failure "$run/broken" "latents.tsv not found"
+{ head -3 "$run/run/latents.tsv"; printf '1\tnan\t0\t0\t0\t0\t0\n'; } > "$run/broken/latents.tsv"
+expect_failure "$run/broken" "latents.tsv: holds NaN or Inf"
+{ head -3 "$run/run/latents.tsv"; printf '1\t0\t0\n'; } > "$run/broken/latents.tsv"
+expect_failure "$run/broken" "latents.tsv: the number of columns changed"
+echo "figures_tool: all checks passed"
