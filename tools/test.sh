@@ -5,7 +5,7 @@
 # so the kernels' code is checked on every machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh  # numpy + matplotlib for the figures_tool test
+EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh  # numpy + matplotlib for the run_folder test (tools/figures.py)
 ctest --test-dir "${EQUIVAE_BUILD_DIR:-build}" -j "$(nproc)" --output-on-failure
 
 emulated="${EQUIVAE_EMULATED_BUILD_DIR:-build-emulated}"

@@ -110,6 +110,21 @@ int main(int argc, char** argv) {
       if (!app.count("--classifier-epochs")) o.classifier_epochs = 3;
     }
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    if (!o.evaluate.empty()) {
+      // The checkpoint's seed, epoch count (so nothing is trained) and architecture; the data
+      // set's own sizes (channels, image size, classes) are checked against it on loading.
+      const auto meta = read_checkpoint_metadata(o.evaluate);
+      auto field = [&](const std::string& key) {
+        if (!meta.count(key)) throw std::runtime_error("checkpoint " + o.evaluate + ": no '" + key + "' in its metadata");
+        return meta.at(key);
+      };
+      train.seed = std::stoull(field("seed"));
+      train.epochs = std::stoi(field("epoch"));
+      const nlohmann::json saved = nlohmann::json::parse(field("model"));
+      model.filters = saved.at("filters").get<std::vector<int64_t>>();
+      model.hidden = saved.at("hidden"), model.d_r = saved.at("d_r"), model.d_v = saved.at("d_v");
+      o.resume = o.evaluate;
+    }
     if (o.data_dir.empty()) o.data_dir = default_data_dir(o.dataset);
     if (o.out.empty()) o.out = fmt::format("runs/{}-seed{}", o.dataset, train.seed);
     train.out_dir = o.out;
@@ -143,12 +158,6 @@ int main(int argc, char** argv) {
       fmt::print("test error (benchmark classifier, epoch {} chosen on validation): {:.2f} %\n", b.best_epoch,
                  100 * b.test_error);
       return 0;
-    }
-    if (!o.evaluate.empty()) {  // the checkpoint's seed and epoch count, so nothing is trained
-      const auto meta = read_checkpoint_metadata(o.evaluate);
-      train.seed = std::stoull(meta.at("seed"));
-      train.epochs = std::stoi(meta.at("epoch"));
-      o.resume = o.evaluate;
     }
     Trainer trainer(model, train, splits);
     fmt::print(stderr, "equivae: {} parameters; run folder {}\n", trainer.params().numel(), o.out);

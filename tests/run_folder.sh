@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# ctest figures_tool: tools/figures.py draws figure 1 (learning curves, 2-D latents) from a real,
-# tiny train_mnist run folder, and refuses broken run folders naming the file and the problem.
-#   tests/figures_tool.sh <train_mnist binary>     (run from the repository root; needs MNIST)
-# Exits 77 (ctest: skipped) only when no python3 has numpy and matplotlib.
+# ctest run_folder: a real, tiny train_mnist run folder (needs MNIST), then
+#  - `train_mnist --evaluate` of its checkpoint, with no architecture flags, gives the run's own
+#    test error (seed, epochs and model come from the checkpoint);
+#  - tools/figures.py draws figure 1 (learning curves, 2-D latents) from it, and refuses broken
+#    run folders naming the file and the problem.
+#   tests/run_folder.sh <train_mnist binary>     (run from the repository root)
+# Exits 77 (ctest: skipped) only when no python3 has numpy and matplotlib, after the rest passed.
 set -euo pipefail
 train=$1
+run=$(mktemp -d)
+trap 'rm -rf "$run"' EXIT
+
+"$train" --train-limit 256 --epochs 2 --filters 4 4 8 8 8 --hidden 16 --d-r 4 --d-v 2 --classifier-epochs 0 \
+  --seed 3 --no-progress --out "$run/run" > "$run/train.log" 2>&1 || { cat "$run/train.log"; exit 1; }
+"$train" --evaluate "$run/run/checkpoint.safetensors" --train-limit 256 --classifier-epochs 0 --no-progress \
+  --out "$run/evaluated" > "$run/evaluate.log" 2>&1 || { cat "$run/evaluate.log"; exit 1; }
+trained=$(grep "^test error (distance" "$run/train.log")
+evaluated=$(grep "^test error (distance" "$run/evaluate.log")
+[[ -n "$trained" && "$trained" == "$evaluated" ]] || { echo "FAIL: trained '$trained', evaluated '$evaluated'"; exit 1; }
+grep -q "seed 3$" "$run/evaluate.log" || { echo "FAIL: --evaluate did not take the checkpoint's seed"; exit 1; }
+echo "ok: --evaluate gives the run's $trained"
+
 python=python3
 $python -c "import numpy, matplotlib" 2>/dev/null || python=/usr/bin/python3
 if ! $python -c "import numpy, matplotlib" 2>/dev/null; then
   echo "skipped: no python3 with numpy and matplotlib (EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh installs them)"
   exit 77
 fi
-run=$(mktemp -d)
-trap 'rm -rf "$run"' EXIT
-
-"$train" --train-limit 256 --epochs 2 --filters 4 4 8 8 8 --hidden 16 --d-r 4 --d-v 2 --classifier-epochs 0 \
-  --no-progress --out "$run/run" > "$run/train.log" 2>&1 || { cat "$run/train.log"; exit 1; }
 $python tools/figures.py "$run/run" --method pca
 
 # Both PNGs exist, with the sizes their figure sizes give at 110 dpi.
@@ -50,4 +61,4 @@ expect_failure "$run/broken" "latents.tsv not found"
 expect_failure "$run/broken" "latents.tsv: holds NaN or Inf"
 { head -3 "$run/run/latents.tsv"; printf '1\t0\t0\n'; } > "$run/broken/latents.tsv"
 expect_failure "$run/broken" "latents.tsv: the number of columns changed"
-echo "figures_tool: all checks passed"
+echo "run_folder: all checks passed"
