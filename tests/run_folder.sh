@@ -21,9 +21,7 @@ evaluated=$(grep "^test error (distance" "$run/evaluate.log")
 grep -q "seed 3$" "$run/evaluate.log" || { echo "FAIL: --evaluate did not take the checkpoint's seed"; exit 1; }
 echo "ok: --evaluate gives the run's $trained"
 
-python=python3
-$python -c "import numpy, matplotlib" 2>/dev/null || python=/usr/bin/python3
-if ! $python -c "import numpy, matplotlib" 2>/dev/null; then
+if ! python=$(bash tools/figures_python.sh); then
   echo "skipped: no python3 with numpy and matplotlib (EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh installs them)"
   exit 77
 fi

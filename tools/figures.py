@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 import matplotlib
@@ -107,6 +108,7 @@ def reduce_2d(x, method, seed):
             method = "pca"
     if method == "umap":
         import umap
+        warnings.filterwarnings("ignore", message="n_jobs value")  # a seed makes UMAP single-threaded, as wanted
         return umap.UMAP(random_state=seed).fit_transform(x), "UMAP"
     if method == "tsne":
         from sklearn.manifold import TSNE

@@ -7,11 +7,9 @@
 #   to train_mnist (e.g. --epochs 40 to run the full schedule on a CPU anyway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh
+EQUIVAE_WITH_FIGURES=1 EQUIVAE_WITH_UMAP=1 bash tools/setup.sh
 device="${EQUIVAE_DEVICE:-cpu}"
 schedule=(--quick)
 [[ "$device" == cuda ]] && schedule=()
 "${EQUIVAE_BUILD_DIR:-build}/train/train_mnist" --device "$device" --out runs/main "${schedule[@]}" "$@"
-python=python3
-$python -c "import numpy, matplotlib" 2>/dev/null || python=/usr/bin/python3
-$python tools/figures.py runs/main
+"$(bash tools/figures_python.sh)" tools/figures.py runs/main

@@ -5,7 +5,7 @@
 #   EQUIVAE_BUILD_DIR  build folder (default: build)
 #   EQUIVAE_CMAKE_ARGS extra CMake arguments (e.g. -DEQUIVAE_CUDA=OFF)
 #   EQUIVAE_BUILD_TARGETS  build only these targets (default: all)
-#   EQUIVAE_WITH_FIGURES / EQUIVAE_WITH_PYTHON  see below
+#   EQUIVAE_WITH_FIGURES / EQUIVAE_WITH_PYTHON / EQUIVAE_WITH_UMAP  see below
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,10 @@ if [[ "${EQUIVAE_WITH_FIGURES:-0}" == 1 || "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; 
   packages+=(python3-numpy python3-matplotlib python3-sklearn)
 fi
 if [[ "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then packages+=(python3-torch); fi
+# UMAP, the paper's 2-D reduction for figure 1, is not packaged by Debian: EQUIVAE_WITH_UMAP=1 (the
+# main job) puts umap-learn from PyPI into .venv-figures beside Debian's numpy and matplotlib.
+# Optional: without it (or without PyPI) tools/figures.py uses t-SNE.
+if [[ "${EQUIVAE_WITH_UMAP:-0}" == 1 ]]; then packages+=(python3-numpy python3-matplotlib python3-venv); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +32,11 @@ if ((${#missing[@]})); then
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [[ "${EQUIVAE_WITH_UMAP:-0}" == 1 ]] && ! .venv-figures/bin/python -c "import umap" 2>/dev/null; then
+  { /usr/bin/python3 -m venv --system-site-packages .venv-figures && .venv-figures/bin/pip install -q umap-learn; } ||
+    echo "setup: umap-learn not installed; figure 1 will use t-SNE"
 fi
 
 build="${EQUIVAE_BUILD_DIR:-build}"
