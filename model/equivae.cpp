@@ -47,6 +47,12 @@ EquiVAE::EquiVAE(const ModelConfig& config, ParameterStore& params) : config_(co
   }
   if (config.likelihood == Likelihood::gaussian)
     output_logvar_ = params.declare("p.output_logvar", {config.channels}, Init::zeros());
+  if (config.semi_supervised) {  // SPEC.md section 2: the classifier's widths are fixed at 128, 64
+    qy_ = ConvStack::declare(params, "q_y", config.channels, config.image_size, config.filters, H);
+    qy1_ = dense("q_y.dense1", H + config.d_r, 128);
+    qy2_ = dense("q_y.dense2", 128, 64);
+    qy_out_ = dense("q_y.out", 64, config.num_classes);
+  }
 }
 
 Var EquiVAE::embed(const Var& images) const {
@@ -61,7 +67,11 @@ Var EquiVAE::class_latent(const Var& set_images, const Tensor& offsets, const Te
 }
 
 EquiVAE::Posterior EquiVAE::posterior(const Var& images, const Var& r) const {
-  const Var c = concat({ex_(images), er_(r, true)});
+  return posterior_of_embedding(ex_(images), r);
+}
+
+EquiVAE::Posterior EquiVAE::posterior_of_embedding(const Var& e_x, const Var& r) const {
+  const Var c = concat({e_x, er_(r, true)});
   return {mu2_(mu1_(c, true), false), lv2_(lv1_(c, true), false)};
 }
 
@@ -81,6 +91,46 @@ Var EquiVAE::decode(const Var& r, const Var& v) const {
 Var EquiVAE::loglik(const Var& decoded, const Tensor& targets) const {
   return config_.likelihood == Likelihood::bernoulli ? bernoulli_loglik(decoded, targets)
                                                      : gaussian_loglik(decoded, output_logvar_, targets);
+}
+
+namespace {
+
+// Rows `rows` of x as a new [rows.size(), ...] Var: a segmented mean over sets of one member,
+// so its backward adds each row's gradient back to the row it came from.
+Var gather_rows(const Var& x, const std::vector<int32_t>& rows) {
+  std::vector<int32_t> offsets(rows.size() + 1);
+  for (size_t i = 0; i < offsets.size(); ++i) offsets[i] = int32_t(i);
+  const Device device = x.value().device();
+  return segmented_mean(x, Tensor::from_indices(offsets, device), Tensor::from_indices(rows, device));
+}
+
+}  // namespace
+
+Var EquiVAE::class_logits(const Var& images, RandomStream& stream, bool training) const {
+  EQUIVAE_CHECK(config_.semi_supervised, "equivae: class_logits needs a semi-supervised model");
+  const Var r_stopped(represent(images).value());  // a constant: the stop-gradient of SPEC section 2
+  const Var c = concat({qy_(images), r_stopped});
+  const double p = config_.classifier_dropout;
+  const Var h1 = dropout(qy1_(c, true), p, stream, training);
+  return qy_out_(dropout(qy2_(h1, true), p, stream, training), false);
+}
+
+Var EquiVAE::unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_classes, const Var& logits,
+                             const Tensor& log_prior, RandomStream& stream) const {
+  const int64_t n = images.shape()[0], K = config_.num_classes;
+  check_shape("unlabelled_elbo", "r_classes", r_classes.value(), {K, config_.d_r});
+  check_shape("unlabelled_elbo", "logits", logits.value(), {n, K});
+  // Row i * K + y pairs image i with class y: e_x is computed once per image, the decoder runs
+  // on all n * K pairs.
+  std::vector<int32_t> image_of, class_of;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t y = 0; y < K; ++y) image_of.push_back(int32_t(i)), class_of.push_back(int32_t(y));
+  const Var r = gather_rows(r_classes, class_of);
+  const Posterior q = posterior_of_embedding(gather_rows(ex_(images), image_of), r);
+  const Var v = reparameterize(q.mu, q.logvar, stream);
+  const Tensor pair_targets = gather_rows(Var(targets), image_of).value();
+  const Var elbo_y = reshape(sub(loglik(decode(r, v), pair_targets), kl_normal(q.mu, q.logvar)), {n, K});
+  return sub(sum_rows(mul(softmax(logits), elbo_y)), categorical_kl(logits, log_prior));
 }
 
 EquiVAE::Terms EquiVAE::terms(const Var& images, const Tensor& targets, const Var& r, RandomStream& stream) const {

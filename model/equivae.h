@@ -23,6 +23,9 @@ struct ModelConfig {
   int64_t hidden = 128, d_r = 16, d_v = 16;
   int num_classes = 10;
   Likelihood likelihood = Likelihood::bernoulli;
+  // Semi-supervised models add the classifier q(y | x) of SPEC.md section 2 (parameters "q_y.*").
+  bool semi_supervised = false;
+  double classifier_dropout = 0.5;
   std::string describe() const;
 };
 
@@ -51,12 +54,26 @@ class EquiVAE {
   // log p(x | r, v) of a decoded output.
   Var loglik(const Var& decoded, const Tensor& targets) const;
 
+  // Semi-supervised models only. Logits of q(y | x): an own conv block on x, concatenated with
+  // r(x) (m = 1) behind a stop-gradient, so no gradient reaches h or g this way; then dense 128
+  // and 64 with ReLU and dropout, then K logits.
+  Var class_logits(const Var& images, RandomStream& stream, bool training) const;
+  // L_unlab of each unlabelled row (SPEC.md section 2), the expectation over y exact:
+  //   sum_y q(y|x) [log p(x | r_y, v_y) - KL(q(v | r_y, x) || N(0, I))] - KL(q(y|x) || p(y)),
+  // with r_classes [K, d_r] the r_y of every class (from labelled examples), one v_y per (x, y).
+  Var unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_classes, const Var& logits,
+                      const Tensor& log_prior, RandomStream& stream) const;
+
  private:
+  Posterior posterior_of_embedding(const Var& e_x, const Var& r) const;
+
   ModelConfig config_;
   std::vector<int64_t> sizes_, output_padding_;
   ConvStack h_, ex_;
   Dense g1_, g2_, er_, mu1_, mu2_, lv1_, lv2_, dr_, dv_, dj_, dmap_;
   std::vector<Dense> deconvs_;
+  ConvStack qy_;                // semi-supervised only
+  Dense qy1_, qy2_, qy_out_;
   Var output_logvar_;
 };
 

@@ -30,6 +30,8 @@ std::string model_json(const ModelConfig& m) {
                       {"hidden", m.hidden},     {"d_r", m.d_r},               {"d_v", m.d_v},
                       {"num_classes", m.num_classes},
                       {"likelihood", m.likelihood == Likelihood::bernoulli ? "bernoulli" : "gaussian"}};
+  // Only when set, so supervised checkpoints keep the metadata they were written with.
+  if (m.semi_supervised) j["semi_supervised"] = true, j["classifier_dropout"] = m.classifier_dropout;
   return j.dump();
 }
 

@@ -1,0 +1,160 @@
+// The semi-supervised model of SPEC.md section 2: the gradient of the whole objective (labelled
+// L_lab + log q(y|x), unlabelled L_unlab) against central differences, the stop-gradient on r in
+// q(y | x), and L_unlab against its formula written out pair by pair.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+
+#include "tests/gradcheck.h"
+#include "tests/synthetic.h"
+#include "model/equivae.h"
+
+using namespace equivae;
+using namespace equivae::testing;
+using Catch::Contains;
+
+namespace {
+
+ModelConfig semi_model() {
+  ModelConfig cfg = small_model();  // 8x8 images, 4 classes
+  cfg.filters = {2, 2, 2, 2, 2};
+  cfg.hidden = 4;
+  cfg.semi_supervised = true;
+  cfg.classifier_dropout = 0.3;
+  return cfg;
+}
+
+// Rows of an [n, ...] double tensor, repeated: out row k = in row rows[k].
+Tensor repeat_rows(const Tensor& t, const std::vector<int>& rows) {
+  const std::vector<double> v = t.to_vector();
+  const int64_t size = t.numel() / t.shape()[0];
+  std::vector<double> out;
+  for (int r : rows) out.insert(out.end(), v.begin() + r * size, v.begin() + (r + 1) * size);
+  Shape shape = t.shape();
+  shape[0] = int64_t(rows.size());
+  return Tensor::from(out, shape, DType::f64);
+}
+
+}  // namespace
+
+TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd batch, m = 1 sets)",
+          "[semi][gradcheck]") {
+  ParameterStore p;
+  EquiVAE model(semi_model(), p);
+  p.allocate(11, DType::f64);
+  std::mt19937_64 rng(12);
+  const Tensor labelled = random_uniform({1, 1, 8, 8}, rng, 0, 1);    // batch 1
+  const Tensor unlabelled = random_uniform({3, 1, 8, 8}, rng, 0, 1);  // odd batch
+  const Tensor pool = random_uniform({6, 1, 8, 8}, rng, 0, 1);        // labelled examples forming r_y
+  // r_y of the 4 classes: sets of 1, 2, 1 and 2 members (m = 1 included); the labelled point's set.
+  const Tensor class_offsets = Tensor::from_indices({0, 1, 3, 4, 6}), class_members = Tensor::from_indices({0, 1, 2, 3, 4, 5});
+  const Tensor own_offsets = Tensor::from_indices({0, 2}), own_members = Tensor::from_indices({4, 5});
+  const Tensor label = Tensor::from_indices({3});
+  const Tensor log_prior = Tensor::from({std::log(0.1), std::log(0.2), std::log(0.3), std::log(0.4)}, {4}, DType::f64);
+
+  auto objective = [&] {
+    RandomStream v_noise{1, 0}, dropout_noise{2, 0}, u_noise{3, 0}, u_dropout{4, 0};
+    const Var r_own = model.class_latent(Var(pool), own_offsets, own_members);
+    const auto t = model.terms(Var(labelled), labelled, r_own, v_noise);
+    const Var log_q = pick(log_softmax(model.class_logits(Var(labelled), dropout_noise, true)), label);
+    const Var r_classes = model.class_latent(Var(pool), class_offsets, class_members);
+    const Var u = model.unlabelled_elbo(Var(unlabelled), unlabelled, r_classes,
+                                        model.class_logits(Var(unlabelled), u_dropout, true), log_prior, u_noise);
+    return add(add(sum(sub(t.loglik, t.kl)), sum(log_q)), sum(u));
+  };
+  objective().backward();
+  auto eval = [&] {
+    NoGradGuard g;
+    return objective().value().item();
+  };
+  const std::vector<double> analytic = p.grads().to_vector();
+  double* w = p.values().data<double>();
+  std::mt19937_64 pick_rng(13);
+  int classifier_checked = 0;
+  for (int k = 0; k < 250; ++k) {
+    const int64_t j = std::uniform_int_distribution<int64_t>(0, p.numel() - 1)(pick_rng);
+    const double saved = w[j];
+    w[j] = saved + kGradEps;
+    const double plus = eval();
+    w[j] = saved - kGradEps;
+    const double minus = eval();
+    w[j] = saved;
+    const double numeric = (plus - minus) / (2 * kGradEps);
+    INFO("parameter element " << j << ": analytic " << analytic[size_t(j)] << " numeric " << numeric);
+    CHECK(std::abs(analytic[size_t(j)] - numeric) <= kGradAtol + kGradRtol * std::abs(numeric));
+    classifier_checked += j >= p.find("q_y.conv0.weight").offset;
+  }
+  CHECK(classifier_checked > 20);  // both the classifier and the rest were sampled
+  CHECK(classifier_checked < 230);
+}
+
+TEST_CASE("semi: q(y | x) sends no gradient into the invariant encoder", "[semi]") {
+  ParameterStore p;
+  EquiVAE model(semi_model(), p);
+  p.allocate(5, DType::f64);
+  std::mt19937_64 rng(6);
+  RandomStream noise{1, 0};
+  sum(model.class_logits(Var(random_uniform({2, 1, 8, 8}, rng, 0, 1)), noise, true)).backward();
+  const std::vector<double> g = p.grads().to_vector();
+  double invariant = 0, classifier = 0;
+  for (const auto& e : p.entries()) {
+    double norm = 0;
+    for (int64_t i = 0; i < shape_numel(e.shape); ++i) norm += std::abs(g[size_t(e.offset + i)]);
+    if (e.name.rfind("h.", 0) == 0 || e.name.rfind("g.", 0) == 0) invariant += norm;
+    if (e.name.rfind("q_y.", 0) == 0) classifier += norm;
+  }
+  CHECK(invariant == 0.0);
+  CHECK(classifier > 0.0);
+}
+
+TEST_CASE("semi: L_unlab is the exact expectation over classes, pair by pair", "[semi]") {
+  ParameterStore p;
+  EquiVAE model(semi_model(), p);
+  p.allocate(7, DType::f64);
+  std::mt19937_64 rng(8);
+  const int64_t n = 3, K = 4;
+  const Tensor x = random_uniform({n, 1, 8, 8}, rng, 0, 1);
+  const Tensor r_classes = random_uniform({K, 3}, rng, -1, 1);
+  const Tensor logits = random_uniform({n, K}, rng, -2, 2);
+  const Tensor log_prior = Tensor::from({std::log(0.25), std::log(0.25), std::log(0.25), std::log(0.25)}, {4}, DType::f64);
+  NoGradGuard g;
+  RandomStream a{9, 0}, b{9, 0};
+  const std::vector<double> got =
+      model.unlabelled_elbo(Var(x), x, Var(r_classes), Var(logits), log_prior, a).value().to_vector();
+  // The same with every (image, class) pair spelled out: row i * K + y.
+  std::vector<int> image_of, class_of;
+  for (int i = 0; i < n; ++i)
+    for (int y = 0; y < K; ++y) image_of.push_back(i), class_of.push_back(y);
+  const Tensor xs = repeat_rows(x, image_of);
+  const Var r(repeat_rows(r_classes, class_of));
+  const auto q = model.posterior(Var(xs), r);
+  const Var v = reparameterize(q.mu, q.logvar, b);
+  const std::vector<double> elbo = sub(model.loglik(model.decode(r, v), xs), kl_normal(q.mu, q.logvar)).value().to_vector();
+  const std::vector<double> l = logits.to_vector();
+  for (int64_t i = 0; i < n; ++i) {
+    double z = 0, expected = 0, kl_y = 0;
+    for (int64_t y = 0; y < K; ++y) z += std::exp(l[size_t(i * K + y)]);
+    for (int64_t y = 0; y < K; ++y) {
+      const double q_y = std::exp(l[size_t(i * K + y)]) / z;
+      expected += q_y * elbo[size_t(i * K + y)];
+      kl_y += q_y * (std::log(q_y) - std::log(0.25));
+    }
+    CHECK(got[size_t(i)] == Approx(expected - kl_y).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("semi: wrong shapes and a supervised model are refused by name", "[semi]") {
+  ParameterStore p;
+  ModelConfig supervised = semi_model();
+  supervised.semi_supervised = false;
+  EquiVAE plain(supervised, p);
+  p.allocate(1, DType::f64);
+  RandomStream noise{1, 0};
+  const Tensor x = Tensor::zeros({2, 1, 8, 8}, DType::f64);
+  CHECK_THROWS_WITH(plain.class_logits(Var(x), noise, false), Contains("needs a semi-supervised model"));
+  const Tensor log_prior = Tensor::zeros({4}, DType::f64);
+  CHECK_THROWS_WITH(plain.unlabelled_elbo(Var(x), x, Var(Tensor::zeros({3, 3}, DType::f64)),
+                                          Var(Tensor::zeros({2, 4}, DType::f64)), log_prior, noise),
+                    Contains("r_classes"));
+}
