@@ -115,21 +115,20 @@ Var EquiVAE::class_logits(const Var& images, RandomStream& stream, bool training
   return qy_out_(dropout(qy2_(h1, true), p, stream, training), false);
 }
 
-Var EquiVAE::unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_classes, const Var& logits,
+Var EquiVAE::unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_pairs, const Var& logits,
                              const Tensor& log_prior, RandomStream& stream) const {
   const int64_t n = images.shape()[0], K = config_.num_classes;
-  check_shape("unlabelled_elbo", "r_classes", r_classes.value(), {K, config_.d_r});
+  check_shape("unlabelled_elbo", "r_pairs", r_pairs.value(), {n * K, config_.d_r});
   check_shape("unlabelled_elbo", "logits", logits.value(), {n, K});
   // Row i * K + y pairs image i with class y: e_x is computed once per image, the decoder runs
   // on all n * K pairs.
-  std::vector<int32_t> image_of, class_of;
+  std::vector<int32_t> image_of;
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t y = 0; y < K; ++y) image_of.push_back(int32_t(i)), class_of.push_back(int32_t(y));
-  const Var r = gather_rows(r_classes, class_of);
-  const Posterior q = posterior_of_embedding(gather_rows(ex_(images), image_of), r);
+    for (int64_t y = 0; y < K; ++y) image_of.push_back(int32_t(i));
+  const Posterior q = posterior_of_embedding(gather_rows(ex_(images), image_of), r_pairs);
   const Var v = reparameterize(q.mu, q.logvar, stream);
   const Tensor pair_targets = gather_rows(Var(targets), image_of).value();
-  const Var elbo_y = reshape(sub(loglik(decode(r, v), pair_targets), kl_normal(q.mu, q.logvar)), {n, K});
+  const Var elbo_y = reshape(sub(loglik(decode(r_pairs, v), pair_targets), kl_normal(q.mu, q.logvar)), {n, K});
   return sub(sum_rows(mul(softmax(logits), elbo_y)), categorical_kl(logits, log_prior));
 }
 

@@ -60,8 +60,9 @@ class EquiVAE {
   Var class_logits(const Var& images, RandomStream& stream, bool training) const;
   // L_unlab of each unlabelled row (SPEC.md section 2), the expectation over y exact:
   //   sum_y q(y|x) [log p(x | r_y, v_y) - KL(q(v | r_y, x) || N(0, I))] - KL(q(y|x) || p(y)),
-  // with r_classes [K, d_r] the r_y of every class (from labelled examples), one v_y per (x, y).
-  Var unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_classes, const Var& logits,
+  // with r_pairs [n K, d_r] the r_y of each (image i, class y) pair in row i K + y (each from its
+  // own set of labelled examples of y) and one v_y per pair.
+  Var unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_pairs, const Var& logits,
                       const Tensor& log_prior, RandomStream& stream) const;
 
  private:

@@ -23,7 +23,7 @@ namespace {
 struct Options {
   std::string dataset = EQUIVAE_DEFAULT_DATASET, data_dir, out, device = "cpu", resume, evaluate;
   int64_t train_limit = 0;
-  int threads = 0, classifier_epochs = 20;
+  int threads = 0, classifier_epochs = 20, labels = 0;
   bool quick = false, no_progress = false, benchmark = false, tf32 = false;
 };
 
@@ -94,6 +94,8 @@ int main(int argc, char** argv) {
   app.add_option("--d-r", model.d_r, "invariant latent size");
   app.add_option("--d-v", model.d_v, "equivariant latent size");
   app.add_option("--train-limit", o.train_limit, "train on the first N training images only (0: all)");
+  app.add_option("--labels", o.labels,
+                 "semi-supervised: keep the labels of only N training images, balanced over classes (0: all)");
   app.add_option("--resume", o.resume, "checkpoint to continue from ('auto': the run folder's own)");
   app.add_option("--evaluate", o.evaluate, "no training: evaluate this checkpoint on the test set and draw figures");
   app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
@@ -123,6 +125,10 @@ int main(int argc, char** argv) {
       const nlohmann::json saved = nlohmann::json::parse(field("model"));
       model.filters = saved.at("filters").get<std::vector<int64_t>>();
       model.hidden = saved.at("hidden"), model.d_r = saved.at("d_r"), model.d_v = saved.at("d_v");
+      model.semi_supervised = saved.value("semi_supervised", false);
+      model.classifier_dropout = saved.value("classifier_dropout", model.classifier_dropout);
+      train.labels_per_class = meta.count("labels_per_class") ? std::stoi(meta.at("labels_per_class")) : 0;
+      o.labels = 0;  // the checkpoint's own
       o.resume = o.evaluate;
     }
     if (o.data_dir.empty()) o.data_dir = default_data_dir(o.dataset);
@@ -140,6 +146,13 @@ int main(int argc, char** argv) {
     model.image_size = splits.train.height;
     model.num_classes = splits.train.num_classes;
     model.likelihood = o.dataset == "svhn" ? Likelihood::gaussian : Likelihood::bernoulli;
+    if (o.labels > 0) {
+      if (o.labels % model.num_classes != 0)
+        throw std::invalid_argument(fmt::format("--labels {} is not a multiple of the {} classes", o.labels,
+                                                model.num_classes));
+      train.labels_per_class = o.labels / model.num_classes;
+    }
+    model.semi_supervised = train.labels_per_class > 0;
     fmt::print(stderr, "equivae: {} on {} ({} train / {} validation / {} test), {}, seed {}\n", model.describe(),
                o.dataset, splits.train.n, splits.validation.n, splits.test.n, o.device, train.seed);
 
@@ -147,6 +160,8 @@ int main(int argc, char** argv) {
                                 .seed = train.seed, .device = train.device, .progress = train.progress};
     if (o.benchmark) {
       classifier.epochs = train.epochs;
+      if (train.labels_per_class > 0)  // the same labelled subset a semi-supervised run of this seed sees
+        splits.train = splits.train.subset(data::balanced_label_subset(splits.train, train.labels_per_class, train.seed));
       const ClassifierResult b = train_benchmark_classifier(splits, model, classifier);
       std::filesystem::create_directories(o.out);
       std::ofstream(o.out + "/results.json")
@@ -176,9 +191,16 @@ int main(int argc, char** argv) {
                               {"test_error_distance", test_error}, {"wall_seconds", wall},
                               {"parameters", trainer.params().numel()}};
     fmt::print("test error (distance classifier on r, {} test images): {:.2f} %\n", splits.test.n, 100 * test_error);
+    if (model.semi_supervised) {
+      const double q_error = trainer.classifier_error(splits.test);
+      results["labels"] = int64_t(trainer.labelled_rows().size());
+      results["test_error_classifier"] = q_error;
+      fmt::print("test error (q(y|x), {} labels): {:.2f} %\n", trainer.labelled_rows().size(), 100 * q_error);
+    }
     if (o.classifier_epochs > 0) {
       auto features = [&](const data::Dataset& d) { return Features{trainer.represent(d), d.labels, model.d_r}; };
-      const ClassifierResult c = train_feature_classifier(features(splits.train), features(splits.validation),
+      const data::Dataset labelled = splits.train.subset(trainer.labelled_rows());  // what the run knows
+      const ClassifierResult c = train_feature_classifier(features(labelled), features(splits.validation),
                                                           features(splits.test), model.num_classes, classifier);
       results["test_error_neural"] = c.test_error;
       results["neural_best_epoch"] = c.best_epoch;

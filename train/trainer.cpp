@@ -20,6 +20,11 @@ namespace {
 // Validation draws its sets and noise from a stream of its own, the same every epoch, so that
 // validation curves compare like with like.
 constexpr uint64_t kValidationSeedSalt = 0x9e3779b97f4a7c15ull;
+// Semi-supervised steps: their own streams for the labelled order, m, dropout and v of the
+// unlabelled pairs, apart from the supervised part's (the seed itself).
+constexpr uint64_t kLabelledOrderSalt = 0x51ed2701a3c4e5f7ull, kSetSizeSalt = 0x2545f4914f6cdd1dull,
+                   kLabelledDropoutSalt = 0x7f4a7c159e3779b9ull, kUnlabelledDropoutSalt = 0x3c6ef372fe94f82bull,
+                   kUnlabelledNoiseSalt = 0xa54ff53a5f1d36f1ull;
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -60,7 +65,25 @@ Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data
                     t.num_classes == model.num_classes,
                 "train: data {} ({}x{}x{}, {} classes) does not fit the model ({})", t.name, t.channels, t.height,
                 t.width, t.num_classes, model.describe());
-  for (double p : data::class_frequencies(t)) log_prior_.push_back(std::log(p));
+  for (int64_t i = 0; i < t.n; ++i) epoch_rows_.push_back(i);
+  labelled_rows_ = epoch_rows_;
+  EQUIVAE_CHECK((config.labels_per_class > 0) == model.semi_supervised,
+                "train: --labels needs a semi-supervised model and a semi-supervised model needs --labels");
+  if (config.labels_per_class > 0) {
+    EQUIVAE_CHECK(config.labels_per_class >= 2,
+                  "train: {} label(s) per class: a complementary set needs another labelled image of the class",
+                  config.labels_per_class);
+    labelled_rows_ = data::balanced_label_subset(t, config.labels_per_class, config.seed);
+    train_classes_ = data::ClassIndex(t.labels, t.num_classes, labelled_rows_);
+    std::vector<bool> labelled(size_t(t.n), false);
+    for (int64_t row : labelled_rows_) labelled[size_t(row)] = true;
+    epoch_rows_.clear();
+    for (int64_t i = 0; i < t.n; ++i)
+      if (!labelled[size_t(i)]) epoch_rows_.push_back(i);
+    log_prior_.assign(size_t(t.num_classes), -std::log(double(t.num_classes)));  // a balanced subset
+  } else {
+    for (double p : data::class_frequencies(t)) log_prior_.push_back(std::log(p));
+  }
   model_ = std::make_unique<EquiVAE>(model, params_);
   params_.allocate(config.seed, DType::f32, config.device);
   adam_ = std::make_unique<Adam>(params_, AdamConfig{.lr = config.lr});
@@ -95,10 +118,76 @@ Trainer::StepResult Trainer::objective(const data::Dataset& d, const data::Class
   return {loss, loglik.value().item(), kl.value().item(), log_prior_sum, n};
 }
 
+Trainer::StepResult Trainer::semi_objective(const std::vector<int64_t>& unlabelled, uint64_t step) {
+  const data::Dataset& d = data_.train;
+  const uint64_t seed = config_.seed;
+  const int64_t n_l = int64_t(labelled_rows_.size()), n_u = int64_t(epoch_rows_.size());
+  const int64_t b_u = int64_t(unlabelled.size()), b_l = std::min(b_u, n_l);
+  // Labelled rows: positions step * b_l .. of an endless sequence of shuffled passes.
+  std::vector<int64_t> labelled, pass_order;
+  uint64_t pass = ~0ull;
+  for (int64_t j = 0; j < b_l; ++j) {
+    const uint64_t k = step * uint64_t(b_l) + uint64_t(j);
+    if (k / uint64_t(n_l) != pass) {
+      pass = k / uint64_t(n_l);
+      pass_order = data::shuffled(labelled_rows_, seed ^ kLabelledOrderSalt, pass);
+    }
+    labelled.push_back(pass_order[size_t(k % uint64_t(n_l))]);
+  }
+  StepResult s = objective(d, train_classes_, labelled, seed, step);  // loss = -mean L_lab
+  const Tensor y = Tensor::from_indices(
+      [&] { std::vector<int32_t> v; for (int64_t r : labelled) v.push_back(d.labels[size_t(r)]); return v; }(),
+      config_.device);
+  RandomStream labelled_dropout{seed ^ kLabelledDropoutSalt, step << 32};
+  const Var log_q = sum(pick(log_softmax(model_->class_logits(Var(gather(d, labelled)), labelled_dropout, true)), y));
+
+  // Unlabelled rows: one set of m labelled images of class y for every (row, y) pair.
+  const int K = model_config_.num_classes;
+  data::Draws m_draw{seed ^ kSetSizeSalt, data::Stream::ClassSets, step << 32};
+  const int m = 1 + int(m_draw.below(std::min(config_.m_max, config_.labels_per_class)));
+  std::vector<int32_t> set_classes;
+  for (int64_t i = 0; i < b_u; ++i)
+    for (int y_ = 0; y_ < K; ++y_) set_classes.push_back(y_);
+  const data::ComplementarySets sets = data::sample_class_sets(set_classes, train_classes_, m, seed, step);
+  const Var r_pairs = model_->class_latent(Var(gather(d, sets.images)), Tensor::from_indices(sets.offsets, config_.device),
+                                           Tensor::from_indices(sets.members, config_.device));
+  const Tensor x_u = gather(d, unlabelled);
+  RandomStream unlabelled_dropout{seed ^ kUnlabelledDropoutSalt, step << 32};
+  RandomStream unlabelled_noise{seed ^ kUnlabelledNoiseSalt, step << 32};
+  const Tensor log_prior = Tensor::from(log_prior_, {K}, DType::f32).to(config_.device);
+  const Var u = sum(model_->unlabelled_elbo(Var(x_u), x_u, r_pairs,
+                                            model_->class_logits(Var(x_u), unlabelled_dropout, true), log_prior,
+                                            unlabelled_noise));
+  // -(N_l (mean L_lab) + N_l / b_l sum log q + N_u / b_u sum L_unlab) / (N_l + N_u)
+  const double total = double(n_l + n_u);
+  s.loss = sub(scale(s.loss, double(n_l) / total),
+               add(scale(log_q, double(n_l) / double(b_l) / total), scale(u, double(n_u) / double(b_u) / total)));
+  s.unlabelled_sum = u.value().item();
+  return s;
+}
+
+double Trainer::classifier_error(const data::Dataset& d) {
+  NoGradGuard no_grad;
+  RandomStream unused;
+  int64_t wrong = 0;
+  for (int64_t begin = 0; begin < d.n; begin += config_.eval_batch_size) {
+    std::vector<int64_t> rows;
+    for (int64_t i = begin; i < std::min(d.n, begin + config_.eval_batch_size); ++i) rows.push_back(i);
+    const std::vector<double> logits = model_->class_logits(Var(gather(d, rows)), unused, false).value().to_vector();
+    const int64_t K = model_config_.num_classes;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto row = logits.begin() + int64_t(i) * K;
+      wrong += std::max_element(row, row + K) - row != d.labels[size_t(rows[i])];
+    }
+  }
+  return double(wrong) / double(d.n);
+}
+
 std::map<std::string, std::string> Trainer::metadata() const {
   return {{"format", "equivae-checkpoint-1"},      {"model", model_json(model_config_)},
           {"epoch", std::to_string(epoch_)},         {"step", std::to_string(step_)},
           {"seed", std::to_string(config_.seed)},    {"m_max", std::to_string(config_.m_max)},
+          {"labels_per_class", std::to_string(config_.labels_per_class)},
           {"data", data_.train.name}};
 }
 
@@ -118,35 +207,42 @@ void Trainer::resume(const std::string& path) {
 }
 
 void Trainer::train() {
-  const data::Dataset& train = data_.train;
-  std::vector<int64_t> all(size_t(train.n));
-  for (int64_t i = 0; i < train.n; ++i) all[size_t(i)] = i;
+  const std::vector<int64_t>& all = epoch_rows_;
+  const int64_t epoch_size = int64_t(all.size());
+  const bool semi = config_.labels_per_class > 0;
   std::ofstream metrics;
   // A fresh run starts a new log; a resumed one continues its own.
   if (!config_.out_dir.empty())
     metrics.open(config_.out_dir + "/metrics.jsonl", epoch_ > 0 ? std::ios::app : std::ios::trunc);
 
   const bool quiet_steps = config_.device == Device::cuda;
+  auto step = [&](const std::vector<int64_t>& rows) {
+    return semi ? semi_objective(rows, step_) : objective(data_.train, train_classes_, rows, config_.seed, step_);
+  };
   for (; epoch_ < config_.epochs;) {
     const int64_t batch = config_.batch_size_for(epoch_);
     const std::vector<int64_t> order = data::shuffled(all, config_.seed, uint64_t(epoch_));
-    const int64_t batches = (train.n + batch - 1) / batch;
+    const int64_t batches = (epoch_size + batch - 1) / batch;
     ElboStats stats;
+    double unlabelled_sum = 0;
+    int64_t unlabelled_n = 0;
     ProgressBar bar(fmt::format("epoch {}/{}", epoch_ + 1, config_.epochs), batches, config_.progress);
     const auto start = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < batches; ++b) {
-      const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(train.n, (b + 1) * batch));
+      const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(epoch_size, (b + 1) * batch));
       StepResult s;
       try {
         {
           // On a GPU every value check is a host wait. The step reads its two loss terms anyway
           // (one wait each), so there the checks run only to name the op of a step gone NaN.
           const ValueChecks checks(!quiet_steps);
-          s = objective(train, train_classes_, rows, config_.seed, step_);
+          s = step(rows);
         }
-        if (!std::isfinite(s.loglik_sum) || !std::isfinite(s.kl_sum)) {
-          if (quiet_steps) objective(train, train_classes_, rows, config_.seed, step_);  // the same step, checked
-          throw NumericError(fmt::format("{} is not finite", std::isfinite(s.loglik_sum) ? "the KL term" : "log p(x|r,v)"));
+        if (!std::isfinite(s.loglik_sum) || !std::isfinite(s.kl_sum) || !std::isfinite(s.unlabelled_sum)) {
+          if (quiet_steps) step(rows);  // the same step, checked
+          throw NumericError(fmt::format("{} is not finite", !std::isfinite(s.loglik_sum) ? "log p(x|r,v)"
+                                                             : !std::isfinite(s.kl_sum) ? "the KL term"
+                                                                                        : "L_unlab"));
         }
       } catch (const NumericError& e) {
         throw std::runtime_error(fmt::format(
@@ -158,6 +254,7 @@ void Trainer::train() {
       adam_->step();
       ++step_;
       stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
+      unlabelled_sum += s.unlabelled_sum, unlabelled_n += semi ? int64_t(rows.size()) : 0;
       bar.update(b + 1, fmt::format("elbo {:.2f} rec {:.2f} kl {:.2f} {:.0f} img/s", stats.elbo, stats.loglik, stats.kl,
                                     double(stats.n) / seconds_since(start)));
     }
@@ -169,14 +266,20 @@ void Trainer::train() {
 
     const ElboStats val = evaluate_elbo(data_.validation);
     const double val_error = distance_error(data_.validation);
-    fmt::print(stderr, "epoch {}: batch {}, validation elbo {:.2f} (rec {:.2f}, kl {:.2f}), distance error {:.2f} %\n",
-               epoch_, batch, val.elbo, val.loglik, val.kl, 100 * val_error);
+    const double val_classifier = semi ? classifier_error(data_.validation) : 0.0;
+    fmt::print(stderr, "epoch {}: batch {}, validation elbo {:.2f} (rec {:.2f}, kl {:.2f}), distance error {:.2f} %{}\n",
+               epoch_, batch, val.elbo, val.loglik, val.kl, 100 * val_error,
+               semi ? fmt::format(", q(y|x) error {:.2f} %", 100 * val_classifier) : "");
     if (!config_.out_dir.empty()) {
-      const nlohmann::json line = {
+      nlohmann::json line = {
           {"epoch", epoch_}, {"step", step_}, {"batch_size", batch},
           {"train", {{"elbo", stats.elbo}, {"recon", stats.loglik}, {"kl", stats.kl}}},
           {"validation", {{"elbo", val.elbo}, {"recon", val.loglik}, {"kl", val.kl}, {"distance_error", val_error}}},
           {"train_seconds", train_seconds}, {"images_per_s", images_per_s}};
+      if (semi) {
+        line["train"]["unlabelled_elbo"] = unlabelled_sum / double(std::max<int64_t>(1, unlabelled_n));
+        line["validation"]["classifier_error"] = val_classifier;
+      }
       metrics << line.dump() << std::endl;
       save(checkpoint_path());
     }
@@ -213,14 +316,12 @@ std::vector<std::vector<double>> Trainer::centroids() {
   const std::vector<float> r = represent(data_.train);
   const int64_t dr = model_config_.d_r;
   std::vector<std::vector<double>> c(size_t(model_config_.num_classes), std::vector<double>(size_t(dr), 0.0));
-  std::vector<int64_t> count(c.size(), 0);
-  for (int64_t i = 0; i < data_.train.n; ++i) {
-    const size_t y = size_t(data_.train.labels[size_t(i)]);
-    ++count[y];
-    for (int64_t k = 0; k < dr; ++k) c[y][size_t(k)] += r[size_t(i * dr + k)];
+  // Over the labelled rows only: a semi-supervised model knows no other labels.
+  for (size_t y = 0; y < c.size(); ++y) {
+    for (int64_t i : train_classes_.rows[y])
+      for (int64_t k = 0; k < dr; ++k) c[y][size_t(k)] += r[size_t(i * dr + k)];
+    for (double& v : c[y]) v /= double(std::max<size_t>(1, train_classes_.rows[y].size()));
   }
-  for (size_t y = 0; y < c.size(); ++y)
-    for (double& v : c[y]) v /= double(std::max<int64_t>(1, count[y]));
   return c;
 }
 

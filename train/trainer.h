@@ -19,6 +19,9 @@ struct TrainConfig {
   int double_every = 10;        // 0: never
   int64_t max_batch_size = 256;
   int m_max = 7;
+  // > 0: semi-supervised (SPEC.md section 2) with this many labelled training images per class
+  // (a balanced subset drawn with the seed); the model must be semi_supervised.
+  int labels_per_class = 0;
   double lr = 1e-3;
   uint64_t seed = 1;
   Device device = Device::cpu;
@@ -50,6 +53,10 @@ class Trainer {
   double distance_error(const data::Dataset& d);
   // The objective on d, with complementary sets drawn within d (no gradient).
   ElboStats evaluate_elbo(const data::Dataset& d);
+  // Semi-supervised models: the error rate of argmax q(y | x) on d.
+  double classifier_error(const data::Dataset& d);
+  // The training rows whose labels the model sees (all of them unless semi-supervised).
+  const std::vector<int64_t>& labelled_rows() const { return labelled_rows_; }
 
   const EquiVAE& model() const { return *model_; }
   ParameterStore& params() { return params_; }
@@ -58,9 +65,18 @@ class Trainer {
   std::string checkpoint_path() const;
 
  private:
-  struct StepResult { Var loss; double loglik_sum, kl_sum, log_prior_sum; int64_t n; };
+  struct StepResult {
+    Var loss;
+    double loglik_sum, kl_sum, log_prior_sum;
+    int64_t n;
+    double unlabelled_sum = 0;  // semi-supervised: the sum of L_unlab over the step's unlabelled rows
+  };
   StepResult objective(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
                        uint64_t seed, uint64_t step);
+  // Semi-supervised step: these unlabelled rows and as many labelled ones (cycling through the
+  // labelled set), weighted so that the loss estimates the whole objective of SPEC.md section 2
+  // (sum over labelled of L_lab + log q(y|x), plus sum over unlabelled of L_unlab) per image.
+  StepResult semi_objective(const std::vector<int64_t>& unlabelled, uint64_t step);
   Tensor gather(const data::Dataset& d, const std::vector<int64_t>& rows) const;
   std::vector<std::vector<double>> centroids();
   void save(const std::string& path);
@@ -69,7 +85,9 @@ class Trainer {
   ModelConfig model_config_;
   TrainConfig config_;
   const data::Splits& data_;
-  data::ClassIndex train_classes_;
+  data::ClassIndex train_classes_;      // of the labelled rows
+  std::vector<int64_t> labelled_rows_;  // all training rows unless semi-supervised
+  std::vector<int64_t> epoch_rows_;     // what an epoch passes over: all rows, or the unlabelled ones
   std::vector<double> log_prior_;
   ParameterStore params_;
   std::unique_ptr<EquiVAE> model_;
