@@ -195,7 +195,8 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
   const double before = t.classifier_error(s.validation);
   t.train();
   const double after = t.classifier_error(s.validation);
-  CHECK(after < 0.65);  // chance is 3/4: a weak bound, as r learns slowly on this problem (see the supervised test)
+  CHECK(before >= 0.7);  // chance is 3/4
+  CHECK(after < 0.65);   // a weak bound: r learns slowly on this problem (see the supervised test)
   CHECK(t.steps_done() == 40 * ((320 - 80 + 15) / 16));  // an epoch passes over the 308 unlabelled rows
 
   Trainer straight(semi_trainable(), semi_training(a, 2), s);
