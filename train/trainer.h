@@ -74,8 +74,8 @@ class Trainer {
   StepResult objective(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
                        uint64_t seed, uint64_t step);
   // Semi-supervised step: these unlabelled rows and as many labelled ones (cycling through the
-  // labelled set), weighted so that the loss estimates the whole objective of SPEC.md section 2
-  // (sum over labelled of L_lab + log q(y|x), plus sum over unlabelled of L_unlab) per image.
+  // labelled set); the loss is the objective of SPEC.md section 2 with no weight on any term,
+  // each of its two sums taken as a mean over its own batch.
   StepResult semi_objective(const std::vector<int64_t>& unlabelled, uint64_t step);
   Tensor gather(const data::Dataset& d, const std::vector<int64_t>& rows) const;
   std::vector<std::vector<double>> centroids();
