@@ -43,6 +43,17 @@ inline Tensor random_uniform(Shape shape, std::mt19937_64& rng, double lo, doubl
 
 using GraphFn = std::function<Var(const std::vector<Var>&)>;
 
+// (f with *x + eps - f with *x - eps) / (2 eps); *x is left as it was.
+inline double central_difference(double* x, const std::function<double()>& f) {
+  const double saved = *x;
+  *x = saved + kGradEps;
+  const double plus = f();
+  *x = saved - kGradEps;
+  const double minus = f();
+  *x = saved;
+  return (plus - minus) / (2 * kGradEps);
+}
+
 // Checks d sum(W * f(inputs)) / d inputs[i] for every input; at most `max_coords` sampled
 // coordinates per input. Returns the worst error as a fraction of its allowed bound.
 inline double check_gradients(const std::string& name, const GraphFn& f, const std::vector<Tensor>& inputs,
@@ -76,13 +87,7 @@ inline double check_gradients(const std::string& name, const GraphFn& f, const s
       coords.resize(size_t(max_coords));
     }
     for (int64_t j : coords) {
-      const double saved = x[j];
-      x[j] = saved + kGradEps;
-      const double plus = eval();
-      x[j] = saved - kGradEps;
-      const double minus = eval();
-      x[j] = saved;
-      const double numeric = (plus - minus) / (2 * kGradEps);
+      const double numeric = central_difference(x + j, eval);
       const double bound = kGradAtol + kGradRtol * std::abs(numeric);
       const double err = std::abs(analytic[size_t(j)] - numeric);
       worst = std::max(worst, err / bound);
@@ -91,6 +96,26 @@ inline double check_gradients(const std::string& name, const GraphFn& f, const s
     }
   }
   return worst;
+}
+
+// Checks a model's parameter gradients: `grads` (from one backward of the objective) against
+// central differences of `objective()` (evaluated without gradients) at `samples` random elements
+// of the double parameter buffer `values`. Returns the elements it checked.
+inline std::vector<int64_t> check_parameter_gradients(Tensor& values, const Tensor& grads,
+                                                      const std::function<double()>& objective, int samples,
+                                                      uint64_t seed) {
+  const std::vector<double> analytic = grads.to_vector();
+  double* w = values.data<double>();
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> checked;
+  for (int k = 0; k < samples; ++k) {
+    const int64_t j = std::uniform_int_distribution<int64_t>(0, values.numel() - 1)(rng);
+    const double numeric = central_difference(w + j, objective);
+    INFO("parameter element " << j << ": analytic " << analytic[size_t(j)] << " numeric " << numeric);
+    CHECK(std::abs(analytic[size_t(j)] - numeric) <= kGradAtol + kGradRtol * std::abs(numeric));
+    checked.push_back(j);
+  }
+  return checked;
 }
 
 // Reproducible random sizes: each test draws its shapes from its own seeded generator.

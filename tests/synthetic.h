@@ -1,6 +1,7 @@
 // A small synthetic data set, model and schedule for training tests (tests/test_model.cpp on the
 // CPU, tests/gpu/test_train.cpp on the GPU): seconds to train, yet a real EquiVAE problem.
 #pragma once
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -59,6 +60,15 @@ inline TrainConfig small_training(const std::string& out, int epochs) {
   t.progress = false;
   t.eval_batch_size = 20;
   return t;
+}
+
+// How many parameter values of two trainers differ (0: bit for bit the same run).
+inline size_t differing_parameters(Trainer& a, Trainer& b) {
+  const auto x = a.params().values().to_vector(), y = b.params().values().to_vector();
+  if (x.size() != y.size()) return std::max(x.size(), y.size());
+  size_t differing = 0;
+  for (size_t i = 0; i < x.size(); ++i) differing += x[i] != y[i];
+  return differing;
 }
 
 inline std::string temp_dir(const std::string& name) {

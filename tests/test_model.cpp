@@ -79,21 +79,7 @@ TEST_CASE("model: gradient check of the whole EquiVAE objective (small config, d
     const auto t = model.terms(Var(x), x, r, noise);
     return sum(sub(t.loglik, t.kl)).value().item();
   };
-  const std::vector<double> analytic = p.grads().to_vector();
-  double* w = p.values().data<double>();
-  std::mt19937_64 pick(7);
-  for (int k = 0; k < 150; ++k) {
-    const int64_t j = std::uniform_int_distribution<int64_t>(0, p.numel() - 1)(pick);
-    const double saved = w[j];
-    w[j] = saved + testing::kGradEps;
-    const double plus = eval();
-    w[j] = saved - testing::kGradEps;
-    const double minus = eval();
-    w[j] = saved;
-    const double numeric = (plus - minus) / (2 * testing::kGradEps);
-    INFO("parameter element " << j << ": analytic " << analytic[size_t(j)] << " numeric " << numeric);
-    CHECK(std::abs(analytic[size_t(j)] - numeric) <= testing::kGradAtol + testing::kGradRtol * std::abs(numeric));
-  }
+  testing::check_parameter_gradients(p.values(), p.grads(), eval, 150, 7);
 }
 
 TEST_CASE("train: the objective improves and v is used (KL stays above 0)", "[train]") {
@@ -138,11 +124,7 @@ TEST_CASE("train: resume continues bit for bit", "[train]") {
   CHECK(resumed.epochs_done() == 1);
   resumed.train();
   CHECK(resumed.steps_done() == straight.steps_done());
-  const auto x = straight.params().values().to_vector(), y = resumed.params().values().to_vector();
-  REQUIRE(x.size() == y.size());
-  size_t differing = 0;
-  for (size_t i = 0; i < x.size(); ++i) differing += x[i] != y[i];
-  CHECK(differing == 0);
+  CHECK(differing_parameters(straight, resumed) == 0);
   std::filesystem::remove_all(a);
   std::filesystem::remove_all(b);
 }

@@ -75,23 +75,9 @@ TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd ba
     NoGradGuard g;
     return objective().value().item();
   };
-  const std::vector<double> analytic = p.grads().to_vector();
-  double* w = p.values().data<double>();
-  std::mt19937_64 pick_rng(13);
   int classifier_checked = 0;
-  for (int k = 0; k < 250; ++k) {
-    const int64_t j = std::uniform_int_distribution<int64_t>(0, p.numel() - 1)(pick_rng);
-    const double saved = w[j];
-    w[j] = saved + kGradEps;
-    const double plus = eval();
-    w[j] = saved - kGradEps;
-    const double minus = eval();
-    w[j] = saved;
-    const double numeric = (plus - minus) / (2 * kGradEps);
-    INFO("parameter element " << j << ": analytic " << analytic[size_t(j)] << " numeric " << numeric);
-    CHECK(std::abs(analytic[size_t(j)] - numeric) <= kGradAtol + kGradRtol * std::abs(numeric));
+  for (int64_t j : check_parameter_gradients(p.values(), p.grads(), eval, 250, 13))
     classifier_checked += j >= p.find("q_y.conv0.weight").offset;
-  }
   CHECK(classifier_checked > 20);  // both the classifier and the rest were sampled
   CHECK(classifier_checked < 230);
 }
@@ -208,11 +194,7 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
   Trainer resumed(semi_trainable(), semi_training(b, 2), s);
   resumed.resume(b + "/checkpoint.safetensors");
   resumed.train();
-  const auto x = straight.params().values().to_vector(), y = resumed.params().values().to_vector();
-  REQUIRE(x.size() == y.size());
-  size_t differing = 0;
-  for (size_t i = 0; i < x.size(); ++i) differing += x[i] != y[i];
-  CHECK(differing == 0);
+  CHECK(differing_parameters(straight, resumed) == 0);
   std::filesystem::remove_all(a);
   std::filesystem::remove_all(b);
 }
