@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -69,6 +70,37 @@ inline size_t differing_parameters(Trainer& a, Trainer& b) {
   size_t differing = 0;
   for (size_t i = 0; i < x.size(); ++i) differing += x[i] != y[i];
   return differing;
+}
+
+inline std::string temp_dir(const std::string& name);
+
+// A run of `epochs` epochs straight, against the same run stopped after epoch 1 and resumed from
+// its checkpoint in a fresh trainer.
+struct ResumeComparison {
+  int epochs_after_resume = 0;
+  uint64_t steps_straight = 0, steps_resumed = 0;
+  size_t differing = 0;  // parameter values that differ at the end
+};
+inline ResumeComparison compare_resumed_run(const ModelConfig& model,
+                                            const std::function<TrainConfig(const std::string&, int)>& training,
+                                            const data::Splits& s, int epochs, const std::string& name) {
+  const std::string a = temp_dir(name + "_a"), b = temp_dir(name + "_b");
+  Trainer straight(model, training(a, epochs), s);
+  straight.train();
+  {
+    Trainer first(model, training(b, 1), s);
+    first.train();
+  }
+  Trainer resumed(model, training(b, epochs), s);
+  resumed.resume(b + "/checkpoint.safetensors");
+  ResumeComparison c;
+  c.epochs_after_resume = resumed.epochs_done();
+  resumed.train();
+  c.steps_straight = straight.steps_done(), c.steps_resumed = resumed.steps_done();
+  c.differing = differing_parameters(straight, resumed);
+  std::filesystem::remove_all(a);
+  std::filesystem::remove_all(b);
+  return c;
 }
 
 inline std::string temp_dir(const std::string& name) {

@@ -111,22 +111,10 @@ TEST_CASE("train: the batch size doubles on schedule up to its cap", "[train]") 
 }
 
 TEST_CASE("train: resume continues bit for bit", "[train]") {
-  const data::Splits s = synthetic_splits();
-  const std::string a = temp_dir("resume_a"), b = temp_dir("resume_b");
-  Trainer straight(small_model(), small_training(a, 3), s);
-  straight.train();
-  {
-    Trainer first(small_model(), small_training(b, 1), s);
-    first.train();
-  }
-  Trainer resumed(small_model(), small_training(b, 3), s);
-  resumed.resume(b + "/checkpoint.safetensors");
-  CHECK(resumed.epochs_done() == 1);
-  resumed.train();
-  CHECK(resumed.steps_done() == straight.steps_done());
-  CHECK(differing_parameters(straight, resumed) == 0);
-  std::filesystem::remove_all(a);
-  std::filesystem::remove_all(b);
+  const ResumeComparison c = compare_resumed_run(small_model(), small_training, synthetic_splits(), 3, "resume");
+  CHECK(c.epochs_after_resume == 1);
+  CHECK(c.steps_resumed == c.steps_straight);
+  CHECK(c.differing == 0);
 }
 
 TEST_CASE("train: checkpoints round-trip and corrupt ones are refused", "[train][checkpoint]") {

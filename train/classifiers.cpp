@@ -21,12 +21,7 @@ double error_rate(const Network& net, const Gather& gather, const std::vector<in
   for (int64_t begin = 0; begin < n; begin += 500) {
     std::vector<int64_t> rows;
     for (int64_t i = begin; i < std::min(n, begin + 500); ++i) rows.push_back(i);
-    const std::vector<double> logits = net(Var(gather(rows)), unused, false).value().to_vector();
-    const int64_t k = int64_t(logits.size() / rows.size());
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const auto row = logits.begin() + int64_t(i) * k;
-      wrong += std::max_element(row, row + k) - row != labels[size_t(rows[i])];
-    }
+    wrong += wrong_predictions(net(Var(gather(rows)), unused, false).value().to_vector(), labels, rows);
   }
   return double(wrong) / double(n);
 }
@@ -89,6 +84,17 @@ Gather image_gather(const data::Dataset& d, Device device) {
 }
 
 }  // namespace
+
+int64_t wrong_predictions(const std::vector<double>& logits, const std::vector<int32_t>& labels,
+                          const std::vector<int64_t>& rows) {
+  const int64_t k = int64_t(logits.size() / rows.size());
+  int64_t wrong = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto row = logits.begin() + int64_t(i) * k;
+    wrong += std::max_element(row, row + k) - row != labels[size_t(rows[i])];
+  }
+  return wrong;
+}
 
 ClassifierResult train_feature_classifier(const Features& train, const Features& validation, const Features& test,
                                           int classes, const ClassifierConfig& c) {

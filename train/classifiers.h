@@ -34,6 +34,11 @@ struct Features {
   int64_t n() const { return int64_t(y.size()); }
 };
 
+// How many rows of `logits` ([rows.size(), K], row-major) have their argmax away from
+// labels[rows[i]].
+int64_t wrong_predictions(const std::vector<double>& logits, const std::vector<int32_t>& labels,
+                          const std::vector<int64_t>& rows);
+
 ClassifierResult train_feature_classifier(const Features& train, const Features& validation, const Features& test,
                                           int classes, const ClassifierConfig& config);
 

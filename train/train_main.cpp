@@ -122,11 +122,7 @@ int main(int argc, char** argv) {
       };
       train.seed = std::stoull(field("seed"));
       train.epochs = std::stoi(field("epoch"));
-      const nlohmann::json saved = nlohmann::json::parse(field("model"));
-      model.filters = saved.at("filters").get<std::vector<int64_t>>();
-      model.hidden = saved.at("hidden"), model.d_r = saved.at("d_r"), model.d_v = saved.at("d_v");
-      model.semi_supervised = saved.value("semi_supervised", false);
-      model.classifier_dropout = saved.value("classifier_dropout", model.classifier_dropout);
+      model = model_from_json(field("model"));
       train.labels_per_class = meta.count("labels_per_class") ? std::stoi(meta.at("labels_per_class")) : 0;
       o.labels = 0;  // the checkpoint's own
       o.resume = o.evaluate;
@@ -199,8 +195,10 @@ int main(int argc, char** argv) {
     }
     if (o.classifier_epochs > 0) {
       auto features = [&](const data::Dataset& d) { return Features{trainer.represent(d), d.labels, model.d_r}; };
-      const data::Dataset labelled = splits.train.subset(trainer.labelled_rows());  // what the run knows
-      const ClassifierResult c = train_feature_classifier(features(labelled), features(splits.validation),
+      // What the run knows: the labelled rows only (a copy of them) when semi-supervised.
+      const Features train_features = model.semi_supervised ? features(splits.train.subset(trainer.labelled_rows()))
+                                                            : features(splits.train);
+      const ClassifierResult c = train_feature_classifier(train_features, features(splits.validation),
                                                           features(splits.test), model.num_classes, classifier);
       results["test_error_neural"] = c.test_error;
       results["neural_best_epoch"] = c.best_epoch;

@@ -12,6 +12,7 @@
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "train/checkpoint.h"
+#include "train/classifiers.h"
 #include "train/progress.h"
 
 namespace equivae {
@@ -30,6 +31,9 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+
+}  // namespace
+
 std::string model_json(const ModelConfig& m) {
   nlohmann::json j = {{"channels", m.channels}, {"image_size", m.image_size}, {"filters", m.filters},
                       {"hidden", m.hidden},     {"d_r", m.d_r},               {"d_v", m.d_v},
@@ -40,7 +44,17 @@ std::string model_json(const ModelConfig& m) {
   return j.dump();
 }
 
-}  // namespace
+ModelConfig model_from_json(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text);
+  ModelConfig m;
+  m.channels = j.at("channels"), m.image_size = j.at("image_size"), m.hidden = j.at("hidden");
+  m.filters = j.at("filters").get<std::vector<int64_t>>();
+  m.d_r = j.at("d_r"), m.d_v = j.at("d_v"), m.num_classes = j.at("num_classes");
+  m.likelihood = j.at("likelihood") == "gaussian" ? Likelihood::gaussian : Likelihood::bernoulli;
+  m.semi_supervised = j.value("semi_supervised", false);
+  m.classifier_dropout = j.value("classifier_dropout", m.classifier_dropout);
+  return m;
+}
 
 int64_t TrainConfig::batch_size_for(int epoch) const {
   int64_t b = batch_size;
@@ -174,12 +188,8 @@ double Trainer::classifier_error(const data::Dataset& d) {
   for (int64_t begin = 0; begin < d.n; begin += config_.eval_batch_size) {
     std::vector<int64_t> rows;
     for (int64_t i = begin; i < std::min(d.n, begin + config_.eval_batch_size); ++i) rows.push_back(i);
-    const std::vector<double> logits = model_->class_logits(Var(gather(d, rows)), unused, false).value().to_vector();
-    const int64_t K = model_config_.num_classes;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const auto row = logits.begin() + int64_t(i) * K;
-      wrong += std::max_element(row, row + K) - row != d.labels[size_t(rows[i])];
-    }
+    wrong += wrong_predictions(model_->class_logits(Var(gather(d, rows)), unused, false).value().to_vector(), d.labels,
+                               rows);
   }
   return double(wrong) / double(d.n);
 }

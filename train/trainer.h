@@ -31,6 +31,10 @@ struct TrainConfig {
   int64_t batch_size_for(int epoch) const;  // epoch counts from 0
 };
 
+// The model configuration as a checkpoint's metadata holds it (JSON), and back.
+std::string model_json(const ModelConfig& m);
+ModelConfig model_from_json(const std::string& text);
+
 // One pass of the objective over some rows, averaged per example.
 struct ElboStats {
   double elbo = 0, loglik = 0, kl = 0;
