@@ -28,12 +28,15 @@
 #include "engine/ops.h"
 #include "engine/params.h"
 #include "kernels/cuda_backend.h"
+#include "tests/parity.h"
 
 using namespace equivae;
+using equivae::testing::compare;
+using equivae::testing::kAbs;
+using equivae::testing::kRel;
 
 namespace {
 
-constexpr double kRel = 1e-4, kAbs = 1e-5;
 // The whole-model step chains ~20 ops between the loss and the first layer's weights; each
 // adds its float32 rounding, so its bounds are 10x the per-op ones.
 constexpr double kModelRel = 1e-3, kModelAbs = 1e-4;
@@ -66,25 +69,6 @@ Pair output(const Shape& shape) {
 
 Pair indices(const std::vector<int32_t>& v) { return {Tensor::from_indices(v), Tensor::from_indices(v, Device::cuda)}; }
 
-// Worst |got - want| as a fraction of its allowed error; prints it and checks it is <= 1.
-double compare(const std::string& what, const Tensor& got_t, const Tensor& want_t, double rel = kRel,
-               double abs = kAbs) {
-  const std::vector<double> got = got_t.to_vector(), want = want_t.to_vector();
-  REQUIRE(got.size() == want.size());
-  double max_abs = 0;
-  for (double w : want) max_abs = std::max(max_abs, std::abs(w));
-  double worst = 0;
-  size_t worst_at = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::abs(got[i] - want[i]), bound = rel * std::abs(want[i]) + abs * max_abs;
-    const double frac = std::isnan(err) ? std::numeric_limits<double>::infinity() : err == 0 ? 0 : err / bound;
-    if (frac > worst) worst = frac, worst_at = i;
-  }
-  std::printf("  %-64s worst %.3g of threshold (element %zu of %zu)\n", what.c_str(), worst, worst_at, got.size());
-  INFO(what << ": element " << worst_at << " got " << got[worst_at] << " want " << want[worst_at]);
-  CHECK(worst <= 1.0);
-  return worst;
-}
 double compare(const std::string& what, const Pair& p, double rel = kRel, double abs = kAbs) {
   return compare(what, p.gpu, p.cpu, rel, abs);
 }

@@ -1,0 +1,497 @@
+// The fast float32 convolutions of the CPU backend: direct convolutions on AVX2 + FMA registers,
+// compiled with -mavx2 -mfma for this file only and chosen at run time (engine/cpu/cpu_features.h),
+// so one binary still runs, on the im2col + GEMM path of conv2d.cpp, where AVX2 is missing.
+//
+// Why direct: the model's layers are small (16-64 channels, 28x28 down to 2x2, 5x5 kernels).
+// im2col + GEMM spent four fifths of its time moving data (the column matrix is 25x the input
+// for stride 1, about 6x for stride 2, and the GEMM packs it again). Here every multiply-add
+// happens in a register tile that reads its inputs once from a padded copy of the input:
+//
+//   forward / backward-data  one tile = R output pixels x 8V output channels, in ymm registers;
+//                            the reduction runs over taps x input channels, each step one weight
+//                            vector load per V and one broadcast per pixel. Backward-data is the
+//                            same loop over dy: with stride 1 the flipped kernel, with stride 2
+//                            one pass per output parity class (its taps are every other tap).
+//   backward-weight          one tile = 5 kx taps x 8V output channels of dW for one (ci, ky);
+//                            the reduction runs over every output pixel of the thread's images.
+//
+// Tensors stay NCHW at the interface (the reference path's layout, so parity is exact about
+// layout and nothing else changes): the broadcast operand is read straight from padded NCHW
+// planes, the vector operand is the packed weight (forward, backward-data) or dy transposed to
+// pixel-major (backward-weight). Results go to NCHW from the registers.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu/conv2d_fast.h"
+
+namespace equivae::avx2 {
+namespace {
+
+constexpr int kLanes = 8;
+
+// Per-thread scratch that grows and is then reused: no allocation or page faults per call.
+float* scratch(int slot, size_t n) {
+  thread_local std::vector<float> buffers[3];
+  if (buffers[slot].size() < n) buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
+// Scratch shared by all threads of a call (packed weights), filled before the parallel region.
+float* shared_scratch(size_t n) {
+  static std::vector<float> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
+struct Range { int64_t first, count; };
+Range thread_images(int64_t n) {
+  const int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
+  return {n * t / threads, n * (t + 1) / threads - n * t / threads};
+}
+
+// Floats between two padded planes: at least hp * wp, and an odd number of 64-byte lines, so
+// that the same pixel of consecutive planes falls in different L1 sets (planes 4 KiB apart,
+// e.g. 32 x 32, would all share one set and evict each other).
+int64_t plane_stride(int64_t hp, int64_t wp) {
+  int64_t lines = (hp * wp + 15) / 16;
+  if (lines % 2 == 0) ++lines;
+  return lines * 16;
+}
+
+// Copies `planes` planes of h x w into zero-padded planes of hp x wp (`stride` floats apart),
+// the source at row `top`, column `left`; rows or columns beyond hp/wp are dropped (never read).
+void pad_planes(const float* src, int64_t planes, int64_t h, int64_t w, float* dst, int64_t hp, int64_t wp,
+                int64_t stride, int64_t top, int64_t left) {
+  const int64_t rows = std::min(h, hp - top), cols = std::min(w, wp - left);
+  for (int64_t p = 0; p < planes; ++p) {
+    float* out = dst + p * stride;
+    const float* in = src + p * h * w;
+    std::fill_n(out, top * wp, 0.f);
+    for (int64_t y = 0; y < rows; ++y) {
+      float* row = out + (top + y) * wp;
+      std::fill_n(row, left, 0.f);
+      std::memcpy(row + left, in + y * w, size_t(cols) * sizeof(float));
+      std::fill(row + left + cols, row + wp, 0.f);
+    }
+    std::fill(out + (top + rows) * wp, out + stride, 0.f);
+  }
+}
+
+// 8 x 8 block transpose: rows[i] (8 floats each, `in_stride` apart) -> columns, `out_stride` apart.
+inline void transpose8(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
+  __m256 r[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(in + i * in_stride);
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(out + 0 * out_stride, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(out + 1 * out_stride, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(out + 2 * out_stride, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(out + 3 * out_stride, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(out + 4 * out_stride, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(out + 5 * out_stride, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(out + 6 * out_stride, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(out + 7 * out_stride, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+// Images [count][c][h][w] -> zero-padded pixel-major images [count][hp][wp][c], the source at
+// row `top`, column `left` (rows or columns beyond hp/wp are dropped: never read).
+void to_padded_nhwc(const float* src, int64_t count, int64_t c, int64_t h, int64_t w, float* dst, int64_t hp,
+                    int64_t wp, int64_t top, int64_t left) {
+  const int64_t rows = std::min(h, hp - top), cols = std::min(w, wp - left);
+  for (int64_t n = 0; n < count; ++n) {
+    const float* in = src + n * c * h * w;
+    float* out = dst + n * hp * wp * c;
+    std::fill_n(out, top * wp * c, 0.f);
+    std::fill(out + (top + rows) * wp * c, out + hp * wp * c, 0.f);
+    for (int64_t y = 0; y < rows; ++y) {
+      float* row = out + (top + y) * wp * c;
+      std::fill_n(row, left * c, 0.f);
+      std::fill(row + (left + cols) * c, row + wp * c, 0.f);
+      row += left * c;
+      int64_t c0 = 0;
+      for (; c0 + kLanes <= c; c0 += kLanes) {
+        int64_t x = 0;
+        for (; x + kLanes <= cols; x += kLanes) transpose8(in + (c0 * h + y) * w + x, h * w, row + x * c + c0, c);
+        for (; x < cols; ++x)
+          for (int64_t ch = c0; ch < c0 + kLanes; ++ch) row[x * c + ch] = in[(ch * h + y) * w + x];
+      }
+      for (; c0 < c; ++c0)
+        for (int64_t x = 0; x < cols; ++x) row[x * c + c0] = in[(c0 * h + y) * w + x];
+    }
+  }
+}
+
+// One pass of the tap-list direct convolution over a grid of output pixels.
+//   src: padded planes of the thread's images, `reduce` planes of `plane` floats per image
+//   pixel (n, qy, qx): window origin n * src_image + qy * origin_sy + qx * origin_sx in src;
+//                      output n * out_image + (out0 + qy * out_sy + qx * out_sx) + channel * out_plane
+//   taps: offsets from the origin; weights packed [tap][reduce][out_c]
+struct Pass {
+  const float* src;
+  int64_t src_image, plane, reduce;
+  int64_t qh, qw, origin_sy, origin_sx;
+  float* out;
+  int64_t out_image, out_plane, out0, out_sy, out_sx, out_c;
+  std::vector<int64_t> taps;
+  const float* weights;
+  const float* bias;  // or null
+  bool relu;
+};
+
+template <int R, int V>
+void tile(const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_at) {
+  // Every loop over r and v is unrolled, so that every index of acc is a constant: one loop
+  // with a variable index, even after the reduction, and GCC keeps acc on the stack.
+  __m256 acc[R][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  const int64_t ntaps = int64_t(p.taps.size()), reduce = p.reduce, plane = p.plane, out_c = p.out_c;
+  const int64_t* taps = p.taps.data();
+  const float* src = p.src;
+  for (int64_t t = 0; t < ntaps; ++t) {
+    const float* q[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) q[r] = src + origin[r] + taps[t];
+    const float* w = p.weights + t * reduce * out_c + co0;
+    for (int64_t c = 0; c < reduce; ++c) {
+      __m256 b[V];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) b[v] = _mm256_loadu_ps(w + v * kLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 x = _mm256_broadcast_ss(q[r] + c * plane);
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(x, b[v], acc[r][v]);
+      }
+      w += out_c;
+    }
+  }
+  alignas(32) float lanes[kLanes];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    const __m256 bias = p.bias ? _mm256_loadu_ps(p.bias + co0 + v * kLanes) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      __m256 y = _mm256_add_ps(acc[r][v], bias);
+      if (p.relu) y = _mm256_max_ps(y, _mm256_setzero_ps());
+      _mm256_store_ps(lanes, y);
+      float* dst = p.out + out_at[r] + (co0 + v * kLanes) * p.out_plane;
+      for (int l = 0; l < kLanes; ++l) dst[l * p.out_plane] = lanes[l];
+    }
+  }
+}
+
+// Register tiles: R pixels x V vectors, at most 12 accumulators (16 ymm registers in all).
+template <int V> constexpr int kTilePixels = V == 1 ? 6 : V == 2 ? 6 : 3;
+
+template <int V, int R = kTilePixels<V>>
+void tail_tile(int rest, const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_at) {
+  if constexpr (R > 0) {
+    if (rest == R) return tile<R, V>(p, co0, origin, out_at);
+    tail_tile<V, R - 1>(rest, p, co0, origin, out_at);
+  }
+}
+
+template <int V>
+void run_pass_v(const Pass& p, int64_t images) {
+  constexpr int R = kTilePixels<V>;
+  const int64_t total = images * p.qh * p.qw;
+  for (int64_t co0 = 0; co0 < p.out_c; co0 += V * kLanes) {
+    int64_t n = 0, qy = 0, qx = 0;  // the next pixel, walked in order (no divisions per pixel)
+    for (int64_t j = 0; j < total; j += R) {
+      const int rest = int(std::min<int64_t>(R, total - j));
+      int64_t origin[R], out_at[R];
+      for (int r = 0; r < rest; ++r) {
+        origin[r] = n * p.src_image + qy * p.origin_sy + qx * p.origin_sx;
+        out_at[r] = n * p.out_image + p.out0 + qy * p.out_sy + qx * p.out_sx;
+        if (++qx == p.qw) {
+          qx = 0;
+          if (++qy == p.qh) qy = 0, ++n;
+        }
+      }
+      if (rest == R) tile<R, V>(p, co0, origin, out_at);
+      else tail_tile<V>(rest, p, co0, origin, out_at);
+    }
+  }
+}
+
+void run_pass(const Pass& p, int64_t images) {
+  if (p.out_c % (4 * kLanes) == 0) run_pass_v<4>(p, images);
+  else if (p.out_c % (2 * kLanes) == 0) run_pass_v<2>(p, images);
+  else run_pass_v<1>(p, images);
+}
+
+}  // namespace
+
+bool conv_supported(const ConvShape& s) {
+  return s.out_c % kLanes == 0 && s.in_c >= 1 && s.stride >= 1 && s.stride <= 2 && s.pad < s.k;
+}
+bool conv_backward_data_supported(const ConvShape& s) {
+  const bool channels = s.in_c % kLanes == 0 || (s.in_c == 1 && s.stride == 1);
+  return channels && s.out_c >= 1 && s.stride >= 1 && s.stride <= 2 && s.pad < s.k;
+}
+
+void conv_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s) {
+  // Weights [out_c][in_c][ky][kx] -> [tap = (ky, kx)][in_c][out_c].
+  const int64_t taps = s.k * s.k, wn = s.weight_numel();
+  float* packed = shared_scratch(size_t(wn));
+  for (int64_t co = 0; co < s.out_c; ++co)
+    for (int64_t ci = 0; ci < s.in_c; ++ci)
+      for (int64_t t = 0; t < taps; ++t) packed[(t * s.in_c + ci) * s.out_c + co] = w[(co * s.in_c + ci) * taps + t];
+  const int64_t hp = (s.out_h - 1) * s.stride + s.k, wp = (s.out_w - 1) * s.stride + s.k, c = s.in_c;
+#pragma omp parallel
+  {
+    const Range r = thread_images(s.n);
+    if (r.count > 0) {
+      // Pixel-major input: for a kernel row ky the k taps x c channels of a window are one run of
+      // contiguous floats, the reduction of one step of the tile.
+      float* xp = scratch(0, size_t(r.count * hp * wp * c));
+      to_padded_nhwc(x + r.first * c * s.in_h * s.in_w, r.count, c, s.in_h, s.in_w, xp, hp, wp, s.pad, s.pad);
+      Pass p{xp, hp * wp * c, 1, s.k * c, s.out_h, s.out_w, s.stride * wp * c, s.stride * c,
+             y + r.first * s.out_c * s.out_h * s.out_w, s.out_c * s.out_h * s.out_w, s.out_h * s.out_w, 0, s.out_w, 1,
+             s.out_c, {}, packed, b, relu};
+      for (int64_t ky = 0; ky < s.k; ++ky) p.taps.push_back(ky * wp * c);
+      run_pass(p, r.count);
+    }
+  }
+}
+
+namespace {
+
+// Backward-data into one input channel with stride 1 (the decoder's last transposed conv):
+// vectors run along 8 pixels of an input row, so no lane is idle. Tile: 3 rows x 4 vectors of
+// dx; each step broadcasts one weight and loads 12 shifted vectors of a dy row.
+constexpr int kRows = 3, kVecs = 4;
+
+template <int Rows>
+void single_channel_rows(const float* dp, int64_t plane, int64_t wp, int64_t out_c, const float* wflip, int64_t k,
+                         int64_t iy0, int64_t ix0, int64_t in_w, float* dx_image) {
+  __m256 acc[Rows][kVecs];
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 8
+    for (int u = 0; u < kVecs; ++u) acc[r][u] = _mm256_setzero_ps();
+  for (int64_t co = 0; co < out_c; ++co)
+    for (int64_t ay = 0; ay < k; ++ay)
+      for (int64_t ax = 0; ax < k; ++ax) {
+        // dx[iy][ix] += w[co][0][ky][kx] * dy_pad[co][iy + ky'][ix + kx'] with the flipped tap (ay, ax)
+        const __m256 wv = _mm256_broadcast_ss(wflip + (co * k + ay) * k + ax);
+        const float* row = dp + co * plane + (iy0 + ay) * wp + ix0 + ax;
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 8
+          for (int u = 0; u < kVecs; ++u)
+            acc[r][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row + r * wp + u * kLanes), acc[r][u]);
+      }
+  // The last vector of a row may run past in_w: masked store.
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 8
+    for (int u = 0; u < kVecs; ++u) {
+      const int64_t left = in_w - ix0 - u * kLanes;
+      if (left <= 0) continue;
+      float* dst = dx_image + (iy0 + r) * in_w + ix0 + u * kLanes;
+      if (left >= kLanes) {
+        _mm256_storeu_ps(dst, acc[r][u]);
+      } else {
+        alignas(32) int32_t mask[kLanes];
+        for (int l = 0; l < kLanes; ++l) mask[l] = l < left ? -1 : 0;
+        _mm256_maskstore_ps(dst, _mm256_load_si256(reinterpret_cast<const __m256i*>(mask)), acc[r][u]);
+      }
+    }
+}
+
+void backward_data_single_channel(const float* dy, const float* w, float* dx, const ConvShape& s) {
+  // dx[iy][ix] = sum over co, ky, kx of dy[co][iy + pad - ky][ix + pad - kx] w[co][0][ky][kx]. With
+  // dy padded by k - 1 - pad before, that is dy_pad[co][iy + ay][ix + ax] with ay = k - 1 - ky.
+  const int64_t k = s.k, lo = k - 1 - s.pad, cols = (s.in_w + kVecs * kLanes - 1) / (kVecs * kLanes) * kVecs * kLanes;
+  const int64_t hp = s.in_h + k - 1, wp = cols + k - 1, plane = plane_stride(hp, wp);
+  float* wflip = shared_scratch(size_t(s.out_c * k * k));
+  for (int64_t co = 0; co < s.out_c; ++co)
+    for (int64_t t = 0; t < k * k; ++t) wflip[co * k * k + t] = w[co * k * k + (k * k - 1 - t)];
+#pragma omp parallel
+  {
+    const Range r = thread_images(s.n);
+    if (r.count > 0) {
+      float* dp = scratch(0, size_t(r.count * s.out_c * plane));
+      pad_planes(dy + r.first * s.out_c * s.out_h * s.out_w, r.count * s.out_c, s.out_h, s.out_w, dp, hp, wp, plane, lo,
+                 lo);
+      for (int64_t n = 0; n < r.count; ++n) {
+        const float* src = dp + n * s.out_c * plane;
+        float* out = dx + (r.first + n) * s.in_h * s.in_w;
+        for (int64_t iy = 0; iy < s.in_h; iy += kRows)
+          for (int64_t ix = 0; ix < s.in_w; ix += kVecs * kLanes) {
+            const int64_t rows = std::min<int64_t>(kRows, s.in_h - iy);
+            if (rows == 3) single_channel_rows<3>(src, plane, wp, s.out_c, wflip, k, iy, ix, s.in_w, out);
+            else if (rows == 2) single_channel_rows<2>(src, plane, wp, s.out_c, wflip, k, iy, ix, s.in_w, out);
+            else single_channel_rows<1>(src, plane, wp, s.out_c, wflip, k, iy, ix, s.in_w, out);
+          }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void conv_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+  if (s.in_c == 1 && s.stride == 1) return backward_data_single_channel(dy, w, dx, s);
+  // dx[i] gathers dy[o] * w[kk] over i = o * stride - pad + kk. Per axis, the inputs i with
+  // (i + pad) % stride = ph take the taps kk = ph + stride * a, from o = q - a, q = (i + pad) / stride:
+  // a stride-1 convolution of dy with every stride-th tap, one pass per parity class (ph_y, ph_x).
+  // dy is padded by `lo` = (k - 1) / stride before, so q - a + lo >= 0, and pixel-major, so the taps
+  // a = A - 1 .. 0 along x (columns q - A + 1 .. q) and the channels form one contiguous run.
+  const int64_t st = s.stride, lo = (s.k - 1) / st, co = s.out_c;
+  const int64_t qmax_h = (s.in_h - 1 + s.pad) / st, qmax_w = (s.in_w - 1 + s.pad) / st;
+  const int64_t hp = lo + std::max(s.out_h, qmax_h + 1), wp = lo + std::max(s.out_w, qmax_w + 1);
+  const int64_t classes = st * st, most = (s.k + st - 1) / st, per_class = most * most * co * s.in_c;
+  // Packed weights per class: [a_y][column position (a_x descending)][out_c][in_c].
+  float* packed = shared_scratch(size_t(classes * per_class));
+  for (int64_t ph = 0; ph < classes; ++ph) {
+    const int64_t phy = ph / st, phx = ph % st, ax_n = (s.k - phx + st - 1) / st;
+    float* dst = packed + ph * per_class;
+    for (int64_t ky = phy; ky < s.k; ky += st)
+      for (int64_t pos = 0; pos < ax_n; ++pos) {
+        const int64_t kx = phx + st * (ax_n - 1 - pos);
+        for (int64_t o = 0; o < co; ++o)
+          for (int64_t ci = 0; ci < s.in_c; ++ci) dst[o * s.in_c + ci] = w[((o * s.in_c + ci) * s.k + ky) * s.k + kx];
+        dst += co * s.in_c;
+      }
+  }
+#pragma omp parallel
+  {
+    const Range r = thread_images(s.n);
+    if (r.count > 0) {
+      float* dp = scratch(0, size_t(r.count * hp * wp * co));
+      to_padded_nhwc(dy + r.first * co * s.out_h * s.out_w, r.count, co, s.out_h, s.out_w, dp, hp, wp, lo, lo);
+      for (int64_t ph = 0; ph < classes; ++ph) {
+        const int64_t phy = ph / st, phx = ph % st, ax_n = (s.k - phx + st - 1) / st;
+        // q ranges of this class: inputs i = q * st - pad + ph in [0, in).
+        const int64_t qy0 = (s.pad - phy + st - 1) / st, qx0 = (s.pad - phx + st - 1) / st;
+        const int64_t qh = s.in_h - 1 + s.pad - phy < 0 ? 0 : (s.in_h - 1 + s.pad - phy) / st + 1 - qy0;
+        const int64_t qw = s.in_w - 1 + s.pad - phx < 0 ? 0 : (s.in_w - 1 + s.pad - phx) / st + 1 - qx0;
+        if (qh <= 0 || qw <= 0) continue;
+        Pass p{dp + ((qy0 + lo) * wp + (qx0 + lo - (ax_n - 1))) * co, hp * wp * co, 1, ax_n * co, qh, qw, wp * co, co,
+               dx + r.first * s.in_c * s.in_h * s.in_w, s.in_c * s.in_h * s.in_w, s.in_h * s.in_w,
+               (qy0 * st - s.pad + phy) * s.in_w + (qx0 * st - s.pad + phx), st * s.in_w, st, s.in_c,
+               {}, packed + ph * per_class, nullptr, false};
+        for (int64_t ky = phy; ky < s.k; ky += st) p.taps.push_back(-((ky - phy) / st) * wp * co);
+        run_pass(p, r.count);
+      }
+    }
+  }
+}
+
+namespace {
+
+// dW tile of one image for one (ci, ky): acc[kx][v] += sum over the image's output pixels of
+// x(ci, oy * stride + ky, ox * stride + kx) * dyt[pixel][co0 + 8v], into dw_t[ci][ky][kx][out_c].
+// One image at a time keeps its dy (pixel-major) and padded input in cache for all the tiles.
+template <int V>
+void weight_tile(const float* x_plane, int64_t wp, const float* dyt, const ConvShape& s, int64_t ky, int64_t co0,
+                 float* dw_t) {
+  constexpr int K = 5;
+  float* at = dw_t + co0;  // + kx * out_c
+  __m256 acc[K][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < K; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_loadu_ps(at + r * s.out_c + v * kLanes);
+  const int64_t out_h = s.out_h, out_w = s.out_w, out_c = s.out_c, stride = s.stride;
+  const float* g = dyt + co0;
+  for (int64_t oy = 0; oy < out_h; ++oy) {
+    const float* xq = x_plane + (oy * stride + ky) * wp;
+    for (int64_t ox = 0; ox < out_w; ++ox, g += out_c, xq += stride) {
+      __m256 b[V];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) b[v] = _mm256_loadu_ps(g + v * kLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < K; ++r) {
+        const __m256 xv = _mm256_broadcast_ss(xq + r);
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(xv, b[v], acc[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < K; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(at + r * s.out_c + v * kLanes, acc[r][v]);
+}
+
+}  // namespace
+
+bool conv_backward_weight_supported(const ConvShape& s) { return conv_supported(s) && s.k == 5; }
+
+void conv_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s) {
+  const int64_t hp = (s.out_h - 1) * s.stride + s.k, wp = (s.out_w - 1) * s.stride + s.k, wn = s.weight_numel();
+  const int64_t plane = plane_stride(hp, wp), taps = s.k * s.k;
+  const int threads = omp_get_max_threads();
+  // Per-thread partial sums in [ci][ky][kx][out_c], added in thread order (deterministic).
+  float* partial = shared_scratch(size_t(threads * wn));
+  std::fill_n(partial, threads * wn, 0.f);
+  int used = 1;
+#pragma omp parallel
+  {
+#pragma omp single
+    used = omp_get_num_threads();
+    const Range r = thread_images(s.n);
+    if (r.count > 0) {
+      const int64_t pixels = s.out_h * s.out_w;
+      float* xp = scratch(0, size_t(s.in_c * plane));
+      float* dyt = scratch(1, size_t(pixels * s.out_c));
+      float* mine = partial + omp_get_thread_num() * wn;
+      const int64_t V = s.out_c % (2 * kLanes) == 0 ? 2 : 1;
+      for (int64_t n = r.first; n < r.first + r.count; ++n) {
+        pad_planes(x + n * s.in_c * s.in_h * s.in_w, s.in_c, s.in_h, s.in_w, xp, hp, wp, plane, s.pad, s.pad);
+        // dy of image n, pixel-major: dyt[pixel][out_c]
+        to_padded_nhwc(dy + n * s.out_c * pixels, 1, s.out_c, 1, pixels, dyt, 1, pixels, 0, 0);
+        for (int64_t ci = 0; ci < s.in_c; ++ci)
+          for (int64_t ky = 0; ky < s.k; ++ky)
+            for (int64_t co0 = 0; co0 < s.out_c; co0 += V * kLanes) {
+              float* at = mine + (ci * taps + ky * s.k) * s.out_c;
+              if (V == 2) weight_tile<2>(xp + ci * plane, wp, dyt, s, ky, co0, at);
+              else weight_tile<1>(xp + ci * plane, wp, dyt, s, ky, co0, at);
+            }
+      }
+    }
+  }
+  for (int t = 1; t < used; ++t)
+    for (int64_t j = 0; j < wn; ++j) partial[j] += partial[t * wn + j];
+  for (int64_t ci = 0; ci < s.in_c; ++ci)
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t co = 0; co < s.out_c; ++co) dw[(co * s.in_c + ci) * taps + t] = partial[(ci * taps + t) * s.out_c + co];
+}
+
+void channel_sum(const float* dy, int64_t n, int64_t c, int64_t hw, float* db) {
+  // Each plane summed in 8 float lanes, the planes added in double (as the reference does).
+  std::vector<double> acc(size_t(c), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float* p = dy + (i * c + ch) * hw;
+      __m256 v = _mm256_setzero_ps();
+      int64_t j = 0;
+      for (; j + kLanes <= hw; j += kLanes) v = _mm256_add_ps(v, _mm256_loadu_ps(p + j));
+      alignas(32) float lanes[kLanes];
+      _mm256_store_ps(lanes, v);
+      double sum = 0;
+      for (float l : lanes) sum += double(l);
+      for (; j < hw; ++j) sum += double(p[j]);
+      acc[size_t(ch)] += sum;
+    }
+  for (int64_t ch = 0; ch < c; ++ch) db[ch] = float(acc[size_t(ch)]);
+}
+
+}  // namespace equivae::avx2

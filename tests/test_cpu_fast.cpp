@@ -1,0 +1,89 @@
+// The fast float32 CPU path (engine/cpu/conv2d_avx2.cpp and the other float32 kernels) against
+// the float64 reference of the same backend, op by op, forward and backward, on the model's
+// shapes and on awkward ones (batch 1, odd sizes, one input channel, strides 1 and 2, output
+// sizes that leave padding unread). Tolerances: tests/parity.h. float32 outputs start as NaN, so
+// an element a kernel forgets to write fails.
+#include <catch2/catch.hpp>
+
+#include <limits>
+#include <random>
+#include <string>
+
+#include "engine/backend.h"
+#include "engine/cpu/conv2d_fast.h"
+#include "tests/parity.h"
+
+using namespace equivae;
+using namespace equivae::testing;
+
+namespace {
+
+struct Pair {
+  Tensor f32, f64;
+};
+
+Pair uniform(const Shape& shape, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<double> v(size_t(shape_numel(shape)));
+  for (double& x : v) x = double(float(u(rng)));  // float32-representable: both sides see the same input
+  return {Tensor::from(v, shape, DType::f32), Tensor::from(v, shape, DType::f64)};
+}
+
+Pair output(const Shape& shape) {
+  return {Tensor::full(shape, std::numeric_limits<double>::quiet_NaN(), DType::f32), Tensor::empty(shape, DType::f64)};
+}
+
+ConvShape conv_shape(int64_t n, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t k, int64_t s, int64_t p) {
+  return ConvShape{n, c, h, w, oc, conv_out_size(h, k, s, p), conv_out_size(w, k, s, p), k, s, p};
+}
+
+std::string name(const char* op, const ConvShape& s) {
+  return std::string(op) + " n" + std::to_string(s.n) + " " + std::to_string(s.in_c) + "x" + std::to_string(s.in_h) +
+         "x" + std::to_string(s.in_w) + " -> " + std::to_string(s.out_c) + "x" + std::to_string(s.out_h) + "x" +
+         std::to_string(s.out_w) + " k" + std::to_string(s.k) + " s" + std::to_string(s.stride);
+}
+
+}  // namespace
+
+TEST_CASE("fast CPU path: conv2d forward, backward-data and backward-weight against the float64 reference",
+          "[conv][fast]") {
+  if (!cpu_has_avx2_fma()) WARN("this CPU has no AVX2 + FMA: float32 runs the im2col + GEMM path, checked here instead");
+  Backend& cpu = backend(Device::cpu);
+  std::mt19937_64 rng(11);
+  const ConvShape shapes[] = {
+      // the model's layers at batch 3 (encoder convs; the decoder's transposed convs are their backward-data)
+      conv_shape(3, 1, 28, 28, 16, 5, 1, 2), conv_shape(3, 16, 28, 28, 16, 5, 2, 2), conv_shape(3, 16, 14, 14, 32, 5, 2, 2),
+      conv_shape(3, 32, 7, 7, 32, 5, 2, 2), conv_shape(3, 32, 4, 4, 64, 5, 2, 2),
+      // batch 1, odd sizes, channel counts that are not multiples of the tiles
+      conv_shape(1, 1, 9, 11, 8, 5, 2, 2), conv_shape(1, 8, 5, 7, 24, 5, 1, 2), conv_shape(2, 24, 13, 9, 40, 5, 2, 2),
+      conv_shape(1, 3, 6, 6, 56, 5, 2, 2), conv_shape(2, 16, 3, 3, 8, 5, 2, 2), conv_shape(1, 5, 8, 8, 16, 3, 1, 1),
+      conv_shape(1, 8, 8, 10, 16, 3, 2, 1), conv_shape(2, 16, 7, 7, 8, 5, 1, 0),
+      // one input channel, stride 1: backward-data along rows (widths below, at and above a vector tile)
+      conv_shape(2, 1, 5, 3, 16, 5, 1, 2), conv_shape(1, 1, 7, 33, 8, 5, 1, 2), conv_shape(1, 1, 4, 9, 24, 3, 1, 1),
+      // shapes the fast path hands back to im2col (out_c or in_c not a multiple of 8)
+      conv_shape(2, 16, 9, 9, 3, 5, 1, 2), conv_shape(1, 3, 9, 9, 5, 5, 2, 2)};
+  for (const ConvShape& s : shapes) {
+    const Shape xs{s.n, s.in_c, s.in_h, s.in_w}, ys{s.n, s.out_c, s.out_h, s.out_w}, ws{s.out_c, s.in_c, s.k, s.k};
+    const Pair x = uniform(xs, rng), w = uniform(ws, rng), b = uniform({s.out_c}, rng), dy = uniform(ys, rng);
+    for (bool relu : {false, true}) {
+      Pair y = output(ys);
+      cpu.conv2d_forward(x.f32, w.f32, b.f32, relu, y.f32, s);
+      cpu.conv2d_forward(x.f64, w.f64, b.f64, relu, y.f64, s);
+      compare(name(relu ? "conv2d_forward+bias+relu" : "conv2d_forward+bias", s), y.f32, y.f64);
+    }
+    Pair y = output(ys), dx = output(xs), dw = output(ws);
+    cpu.conv2d_forward(x.f32, w.f32, Tensor(), false, y.f32, s);
+    cpu.conv2d_forward(x.f64, w.f64, Tensor(), false, y.f64, s);
+    compare(name("conv2d_forward", s), y.f32, y.f64);
+    cpu.conv2d_backward_data(dy.f32, w.f32, dx.f32, s);
+    cpu.conv2d_backward_data(dy.f64, w.f64, dx.f64, s);
+    compare(name("conv2d_backward_data", s), dx.f32, dx.f64);
+    cpu.conv2d_backward_weight(x.f32, dy.f32, dw.f32, s);
+    cpu.conv2d_backward_weight(x.f64, dy.f64, dw.f64, s);
+    compare(name("conv2d_backward_weight", s), dw.f32, dw.f64);
+    Pair db = output({s.out_c});
+    cpu.channel_sum(dy.f32, db.f32);
+    cpu.channel_sum(dy.f64, db.f64);
+    compare(name("channel_sum", s), db.f32, db.f64);
+  }
+}
