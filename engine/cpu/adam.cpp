@@ -14,11 +14,13 @@ void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor&
     const T* g = grad.data<T>();
     T* mm = m.data<T>();
     T* vv = v.data<T>();
-    for (int64_t i = 0, n = param.numel(); i < n; ++i) {
-      mm[i] = b1 * mm[i] + (1 - b1) * g[i];
-      vv[i] = b2 * vv[i] + (1 - b2) * g[i] * g[i];
-      w[i] -= step * mm[i] / (std::sqrt(vv[i]) / bc2_sqrt + T(p.eps));
-    }
+    parallel_range(param.numel(), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        mm[i] = b1 * mm[i] + (1 - b1) * g[i];
+        vv[i] = b2 * vv[i] + (1 - b2) * g[i] * g[i];
+        w[i] -= step * mm[i] / (std::sqrt(vv[i]) / bc2_sqrt + T(p.eps));
+      }
+    });
   });
 }
 

@@ -1,7 +1,7 @@
-#include <malloc.h>
-
 #include <cmath>
 #include <cstdlib>
+#include <malloc.h>
+
 #include <cstring>
 
 #include "engine/cpu/cpu_backend.h"
@@ -21,6 +21,15 @@ const bool kHeapForLargeBlocks = [] {
 }  // namespace
 
 void* CpuBackend::allocate(size_t bytes) {
+  // A step frees and allocates the same activation sizes every time: keep freed blocks in the
+  // heap instead of returning them to the kernel (glibc maps large blocks afresh, and every page
+  // of a fresh mapping faults and is zeroed on first touch).
+  static const bool heap_kept = [] {
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)heap_kept;
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);  // 64 B: whole cache lines for SIMD
   if (!p) throw std::bad_alloc();
   return p;
@@ -34,7 +43,7 @@ void CpuBackend::fill(Tensor& x, double value) {
     std::fill_n(x.data<int32_t>(), n, int32_t(value));
     return;
   }
-  EQUIVAE_DISPATCH_FLOAT(x, "fill", std::fill_n(x.data<T>(), n, T(value)));
+  EQUIVAE_DISPATCH_FLOAT(x, "fill", parallel_range(n, [&](int64_t a, int64_t b) { std::fill(x.data<T>() + a, x.data<T>() + b, T(value)); }));
 }
 
 void CpuBackend::axpy(double alpha, const Tensor& x, Tensor& y) {
@@ -42,7 +51,9 @@ void CpuBackend::axpy(double alpha, const Tensor& x, Tensor& y) {
     const T* a = x.data<T>();
     T* b = y.data<T>();
     const T s = T(alpha);
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] += s * a[i];
+    parallel_range(x.numel(), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) b[i] += s * a[i];
+    });
   });
 }
 
@@ -50,7 +61,9 @@ void CpuBackend::scale(const Tensor& x, double alpha, Tensor& y) {
   EQUIVAE_DISPATCH_FLOAT(x, "scale", {
     const T* a = x.data<T>();
     T* b = y.data<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] = T(alpha) * a[i];
+    parallel_range(x.numel(), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) b[i] = T(alpha) * a[i];
+    });
   });
 }
 
@@ -59,12 +72,13 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& y
     const T* p = a.data<T>();
     const T* q = b.data<T>();
     T* r = y.data<T>();
-    const int64_t n = a.numel();
-    switch (op) {
-      case BinaryOp::add: for (int64_t i = 0; i < n; ++i) r[i] = p[i] + q[i]; break;
-      case BinaryOp::sub: for (int64_t i = 0; i < n; ++i) r[i] = p[i] - q[i]; break;
-      case BinaryOp::mul: for (int64_t i = 0; i < n; ++i) r[i] = p[i] * q[i]; break;
-    }
+    parallel_range(a.numel(), [&](int64_t lo, int64_t hi) {
+      switch (op) {
+        case BinaryOp::add: for (int64_t i = lo; i < hi; ++i) r[i] = p[i] + q[i]; break;
+        case BinaryOp::sub: for (int64_t i = lo; i < hi; ++i) r[i] = p[i] - q[i]; break;
+        case BinaryOp::mul: for (int64_t i = lo; i < hi; ++i) r[i] = p[i] * q[i]; break;
+      }
+    });
   });
 }
 
@@ -72,7 +86,9 @@ void CpuBackend::relu_forward(const Tensor& x, Tensor& y) {
   EQUIVAE_DISPATCH_FLOAT(x, "relu", {
     const T* a = x.data<T>();
     T* b = y.data<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) b[i] = a[i] < T(0) ? T(0) : a[i];  // NaN propagates
+    parallel_range(x.numel(), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) b[i] = a[i] < T(0) ? T(0) : a[i];  // NaN propagates
+    });
   });
 }
 
@@ -81,7 +97,9 @@ void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
     const T* out = y.data<T>();
     const T* g = dy.data<T>();
     T* d = dx.data<T>();
-    for (int64_t i = 0, n = y.numel(); i < n; ++i) d[i] = out[i] > T(0) ? g[i] : T(0);
+    parallel_range(y.numel(), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) d[i] = out[i] > T(0) ? g[i] : T(0);
+    });
   });
 }
 
