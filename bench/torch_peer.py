@@ -132,6 +132,7 @@ def main():
     ap.add_argument("--m-max", type=int, default=7)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the step's model (Inductor)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -142,6 +143,11 @@ def main():
     dev = torch.device(a.device)
     model = EquiVAE().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # torch.compile of the two functions a step calls (the set sizes vary, so dynamic shapes).
+    class_latent, loss_fn = model.class_latent, model.loss
+    if a.compile:
+        class_latent = torch.compile(model.class_latent, dynamic=True)
+        loss_fn = torch.compile(model.loss, dynamic=True)
     order = rng.permutation(len(x_all))
     images_done, start = 0, None
     for step in range(a.warmup + a.steps):
@@ -152,8 +158,8 @@ def main():
         batch = order[step * a.batch_size:(step + 1) * a.batch_size]
         images, offsets, members = complementary_sets(batch, y_all, by_class, a.m_max, rng)
         x = torch.from_numpy(x_all[batch]).to(dev)
-        r = model.class_latent(torch.from_numpy(x_all[images]).to(dev), offsets.to(dev), members.to(dev))
-        loss = model.loss(x, r)
+        r = class_latent(torch.from_numpy(x_all[images]).to(dev), offsets.to(dev), members.to(dev))
+        loss = loss_fn(x, r)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -162,7 +168,8 @@ def main():
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "device": a.device, "threads": a.threads,
+    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "compile": a.compile, "device": a.device,
+                      "threads": a.threads,
                       "batch_size": a.batch_size, "steps": a.steps, "images_per_s": images_done / seconds,
                       "parameters": sum(p.numel() for p in model.parameters()), "final_loss": float(loss)}))
 
