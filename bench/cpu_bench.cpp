@@ -201,6 +201,12 @@ int main(int argc, char** argv) {
   std::printf("FMA peak (12 chains of 256-bit FMAs): %.1f GFLOP/s on one thread, %.1f on %d threads\n", core_peak,
               machine_peak, threads);
   if (!no_convs) bench_convs(conv_batch, core_peak);
+  {
+    ParameterStore params;
+    const EquiVAE model(ModelConfig{}, params);
+    std::printf("\nFLOP per trained image (default model, each image encoded once by h): %.1f M\n",
+                step_flops_per_image(model, params) / 1e6);
+  }
   std::printf("\ntraining step of the default model, %d threads, best and median of --steps (%s convolutions)\n", threads, cpu_conv_path());
   for (int64_t b : batches) bench_step(b, threads, steps, machine_peak);
 }

@@ -1,25 +1,103 @@
 #!/usr/bin/env bash
-# CPU training speed of equivae against the PyTorch peer (bench/torch_peer.py: same model, same
-# step), measured one after the other in one run on the same cores. Ours: one full MNIST epoch
-# (55,000 images, batch 32) from train_mnist's own log, with validation and test error; the
-# peer: --steps batch-32 steps after a warm-up. Needs Debian's python3-torch
-# (EQUIVAE_WITH_PYTHON=1 bash tools/setup.sh installs it).
+# CPU training speed of equivae against the current PyTorch from PyPI (bench/torch_peer.py: the
+# same model, step and complementary-set scheme), eager and torch.compile, measured in the same
+# run on the same cores, interleaved over ROUNDS rounds (the median of the rounds is reported).
+#   ours:   train_mnist's own images/s (metrics.jsonl) over one epoch of TRAIN_LIMIT images
+#   peer:   torch_peer.py, STEPS steps after a warm-up (compile: after compiling)
+#   peak:   equivae_cpu_bench's FMA loop (12 chains of 256-bit FMAs per thread, all threads)
+#   memory: max RSS (GNU time) of a batch-256 run of each
+# Also the semi-supervised step (--labels): ours only, in unlabelled images/s.
+# The peer's venv (.venv-torch: torch and numpy from PyPI) is created on first use. Debian's
+# python3-torch (1.13) is never used: its convolutions are several times slower than a current
+# PyTorch's on this kind of CPU, so it is no peer.
+#   THREADS (default: all cores) BATCHES ("32 128 512") ROUNDS (2) TRAIN_LIMIT (8192) STEPS (40)
+#   OUT (runs/cpu_vs_torch): logs and summary.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${EQUIVAE_BUILD_DIR:-build}"
 threads="${THREADS:-$(nproc)}"
+batches="${BATCHES:-32 128 512}"
+rounds="${ROUNDS:-2}"
+limit="${TRAIN_LIMIT:-8192}"
+steps="${STEPS:-40}"
 out="${OUT:-runs/cpu_vs_torch}"
-python=python3
-$python -c "import torch" 2>/dev/null || python=/usr/bin/python3
+data="${EQUIVAE_DATA_DIR:-../shared/data/mnist}"
+mkdir -p "$out"
 
-start=$(date +%s)
-"$build/train/train_mnist" --epochs 1 --out "$out" --threads "$threads" --classifier-epochs 0 --no-progress
-ours=$($python -c "import json; print(json.loads(open('$out/metrics.jsonl').readline())['images_per_s'])")
-echo "equivae: one epoch in $(( $(date +%s) - start )) s wall (training and evaluation), $ours images/s training"
-peer=$($python bench/torch_peer.py --threads "$threads" --steps "${STEPS:-300}" --data-dir ../shared/data/mnist)
-echo "pytorch: $peer"
-$python - "$ours" "$peer" <<'PY'
-import json, sys
-ours, peer = float(sys.argv[1]), json.loads(sys.argv[2])["images_per_s"]
-print(f"ratio equivae / pytorch images/s: {ours / peer:.2f} ({ours:.0f} vs {peer:.0f})")
+venv=.venv-torch
+if ! "$venv/bin/python" -c "import torch, numpy" 2>/dev/null; then
+  echo "cpu_vs_torch: creating $venv with torch and numpy from PyPI"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch numpy
+fi
+py="$venv/bin/python"
+[[ -x /usr/bin/time ]] || { echo "cpu_vs_torch: needs GNU time (apt-get install time)"; exit 1; }
+
+"$build/bench/equivae_cpu_bench" --threads "$threads" --no-convs --batch 32 --steps 3 > "$out/peak.txt"
+cat "$out/peak.txt"
+
+ours() {  # batch round -> images/s
+  local dir="$out/ours-b$1-r$2"
+  rm -rf "$dir"
+  "$build/train/train_mnist" --train-limit "$limit" --epochs 1 --double-every 0 --batch-size "$1" \
+    --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" > "$dir.log" 2>&1
+  "$py" -c "import json; print(json.loads(open('$dir/metrics.jsonl').readline())['images_per_s'])"
+}
+peer() {  # batch round mode -> images/s
+  local flag=""
+  [[ "$3" == compile ]] && flag="--compile"
+  "$py" bench/torch_peer.py --threads "$threads" --batch-size "$1" --steps "$steps" --data-dir "$data" $flag \
+    2> "$out/torch-$3-b$1-r$2.err" | tee "$out/torch-$3-b$1-r$2.json" |
+    "$py" -c "import json, sys; print(json.loads(sys.stdin.read())['images_per_s'])"
+}
+
+results="$out/rows.tsv"
+: > "$results"
+for r in $(seq 1 "$rounds"); do
+  for b in $batches; do
+    o=$(ours "$b" "$r"); e=$(peer "$b" "$r" eager); c=$(peer "$b" "$r" compile)
+    printf "%s\t%s\t%s\t%s\t%s\n" "$b" "$r" "$o" "$e" "$c" | tee -a "$results"
+  done
+done
+
+# Semi-supervised step (ours): a tenth of the first TRAIN_LIMIT images labelled, the rest unlabelled.
+semi_dir="$out/ours-semi"
+rm -rf "$semi_dir"
+"$build/train/train_mnist" --train-limit "$limit" --labels $((limit / 100 * 10)) --epochs 1 --double-every 0 --batch-size 32 \
+  --classifier-epochs 0 --threads "$threads" --no-progress --out "$semi_dir" > "$semi_dir.log" 2>&1
+semi=$("$py" -c "import json; print(json.loads(open('$semi_dir/metrics.jsonl').readline())['images_per_s'])")
+
+# Max RSS of a batch-256 run of each (KiB).
+rm -rf "$out/rss"
+/usr/bin/time -f %M -o "$out/rss-ours.txt" "$build/train/train_mnist" --train-limit 2048 --epochs 1 --double-every 0 \
+  --batch-size 256 --classifier-epochs 0 --threads "$threads" --no-progress --out "$out/rss" > /dev/null 2>&1
+/usr/bin/time -f %M -o "$out/rss-torch.txt" "$py" bench/torch_peer.py --threads "$threads" --batch-size 256 \
+  --steps 8 --data-dir "$data" > /dev/null 2>&1
+
+"$py" - "$results" "$out/peak.txt" "$semi" "$out/rss-ours.txt" "$out/rss-torch.txt" "$out/summary.json" <<'PY'
+import json, re, statistics, sys
+rows, peak_txt, semi, rss_ours, rss_torch, summary = sys.argv[1:]
+text = open(peak_txt).read()
+peak = float(re.search(r"([0-9.]+) on \d+ threads", text).group(1))
+flop = float(re.search(r"FLOP per trained image .*: ([0-9.]+) M", text).group(1)) * 1e6
+by_batch = {}
+for line in open(rows):
+    b, _, o, e, c = line.split()
+    by_batch.setdefault(int(b), []).append((float(o), float(e), float(c)))
+out = {"peak_gflops": peak, "flop_per_image": flop, "batches": {}}
+print(f"\nmedian over rounds; peak {peak:.1f} GFLOP/s (FMA loop), {flop / 1e6:.1f} MFLOP per image")
+print(f"{'batch':>6} {'equivae':>9} {'eager':>9} {'compile':>9} {'vs eager':>9} {'vs compile':>11} {'peak':>6}")
+for b in sorted(by_batch):
+    o, e, c = (statistics.median(x[i] for x in by_batch[b]) for i in range(3))
+    frac = o * flop / 1e9 / peak
+    out["batches"][b] = {"equivae": o, "torch_eager": e, "torch_compile": c, "ratio_eager": o / e,
+                         "ratio_compile": o / c, "fraction_of_peak": frac}
+    print(f"{b:>6} {o:>9.0f} {e:>9.0f} {c:>9.0f} {o / e:>8.2f}x {o / c:>10.2f}x {100 * frac:>5.0f}%")
+out["semi_supervised_unlabelled_images_per_s"] = float(semi)
+out["max_rss_kib_batch256"] = {"equivae": int(open(rss_ours).read().split()[-1]),
+                               "torch": int(open(rss_torch).read().split()[-1])}
+print(f"semi-supervised step (equivae, a tenth labelled, batch 32): {float(semi):.0f} unlabelled images/s")
+print(f"max RSS at batch 256: equivae {out['max_rss_kib_batch256']['equivae'] / 1024:.0f} MiB, "
+      f"PyTorch {out['max_rss_kib_batch256']['torch'] / 1024:.0f} MiB")
+json.dump(out, open(summary, "w"), indent=1)
 PY

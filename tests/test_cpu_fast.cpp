@@ -87,3 +87,30 @@ TEST_CASE("fast CPU path: conv2d forward, backward-data and backward-weight agai
     compare(name("channel_sum", s), db.f32, db.f64);
   }
 }
+
+TEST_CASE("fast CPU path: NaN and Inf pass through the fused conv ReLU as in the reference", "[conv][fast]") {
+  Backend& cpu = backend(Device::cpu);
+  std::mt19937_64 rng(12);
+  const ConvShape s = conv_shape(2, 16, 9, 9, 16, 5, 2, 2);
+  Pair x = uniform({s.n, s.in_c, s.in_h, s.in_w}, rng);
+  const Pair w = uniform({s.out_c, s.in_c, s.k, s.k}, rng);
+  for (Tensor* t : {&x.f32, &x.f64}) {
+    t->dtype() == DType::f32 ? void(t->data<float>()[5] = std::numeric_limits<float>::quiet_NaN())
+                             : void(t->data<double>()[5] = std::numeric_limits<double>::quiet_NaN());
+    t->dtype() == DType::f32 ? void(t->data<float>()[500] = std::numeric_limits<float>::infinity())
+                             : void(t->data<double>()[500] = std::numeric_limits<double>::infinity());
+  }
+  Pair y = output({s.n, s.out_c, s.out_h, s.out_w});
+  cpu.conv2d_forward(x.f32, w.f32, Tensor(), true, y.f32, s);
+  cpu.conv2d_forward(x.f64, w.f64, Tensor(), true, y.f64, s);
+  const std::vector<double> got = y.f32.to_vector(), want = y.f64.to_vector();
+  int64_t nonfinite = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("element " << i << ": got " << got[i] << ", want " << want[i]);
+    REQUIRE(std::isnan(got[i]) == std::isnan(want[i]));
+    REQUIRE(std::isinf(got[i]) == std::isinf(want[i]));
+    nonfinite += !std::isfinite(want[i]);
+  }
+  CHECK(nonfinite > 0);
+  CHECK(cpu.has_nonfinite(y.f32));
+}

@@ -186,7 +186,7 @@ void tile(const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       __m256 y = _mm256_add_ps(acc[r][v], bias);
-      if (p.relu) y = _mm256_max_ps(y, _mm256_setzero_ps());
+      if (p.relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);  // this operand order keeps NaN, as the reference does
       _mm256_store_ps(lanes, y);
       float* dst = p.out + out_at[r] + (co0 + v * kLanes) * p.out_plane;
       for (int l = 0; l < kLanes; ++l) dst[l * p.out_plane] = lanes[l];
