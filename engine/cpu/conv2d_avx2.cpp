@@ -53,6 +53,14 @@ Range thread_images(int64_t n) {
   return {n * t / threads, n * (t + 1) / threads - n * t / threads};
 }
 
+// Calls fn(first, count) over the thread's images in chunks whose padded copy (`floats` per
+// image) stays within about a quarter MiB, half of a core's L2: the tiles then read it from cache
+// at any batch size.
+template <class Fn> void for_image_chunks(const Range& r, int64_t floats, Fn&& fn) {
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, floats));
+  for (int64_t f = r.first; f < r.first + r.count; f += chunk) fn(f, std::min(chunk, r.first + r.count - f));
+}
+
 // Floats between two padded planes: at least hp * wp, and an odd number of 64-byte lines, so
 // that the same pixel of consecutive planes falls in different L1 sets (planes 4 KiB apart,
 // e.g. 32 x 32, would all share one set and evict each other).
@@ -237,14 +245,136 @@ void run_pass(const Pass& p, int64_t images) {
 }  // namespace
 
 bool conv_supported(const ConvShape& s) {
-  return s.out_c % kLanes == 0 && s.in_c >= 1 && s.stride >= 1 && s.stride <= 2 && s.pad < s.k;
+  const bool channels = s.out_c % kLanes == 0 || (s.in_c == 1 && s.stride == 1);
+  return channels && s.stride >= 1 && s.stride <= 2 && s.pad < s.k;
 }
 bool conv_backward_data_supported(const ConvShape& s) {
   const bool channels = s.in_c % kLanes == 0 || (s.in_c == 1 && s.stride == 1);
   return channels && s.out_c >= 1 && s.stride >= 1 && s.stride <= 2 && s.pad < s.k;
 }
 
+namespace {
+
+// Stride-1 convolutions with one channel on one side (the first conv's forward, one input
+// channel; the decoder's last transposed conv, one output channel): vectors run along 8 pixels
+// of an output row, so no lane idles on a missing channel. Tile: 3 rows x 4 vectors of one output
+// plane; each step broadcasts one weight and loads 12 shifted vectors of a padded source row.
+constexpr int kRows = 3, kVecs = 4;
+
+struct RowConv {
+  const float* src;  // padded source planes of the thread's images: [images][reduce] planes of `plane` floats
+  int64_t src_image, plane, wp, reduce, k;
+  const float* weights;  // [out_c][reduce][k][k], tap (ay, ax) reads src[iy + ay][ix + ax]
+  const float* bias;     // or null
+  bool relu;
+  float* out;            // [images][out_c][out_h][out_w]
+  int64_t out_c, out_h, out_w;
+};
+
+template <int Rows>
+void row_tile(const RowConv& c, const float* src, const float* w, float bias, int64_t iy0, int64_t ix0, float* out) {
+  __m256 acc[Rows][kVecs];
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 8
+    for (int u = 0; u < kVecs; ++u) acc[r][u] = _mm256_set1_ps(bias);
+  const int64_t k = c.k, wp = c.wp;
+  for (int64_t ch = 0; ch < c.reduce; ++ch)
+    for (int64_t ay = 0; ay < k; ++ay)
+      for (int64_t ax = 0; ax < k; ++ax) {
+        const __m256 wv = _mm256_broadcast_ss(w + (ch * k + ay) * k + ax);
+        const float* row = src + ch * c.plane + (iy0 + ay) * wp + ix0 + ax;
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 8
+          for (int u = 0; u < kVecs; ++u)
+            acc[r][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row + r * wp + u * kLanes), acc[r][u]);
+      }
+  // The last vector of a row may run past out_w: masked store.
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 8
+    for (int u = 0; u < kVecs; ++u) {
+      const int64_t left = c.out_w - ix0 - u * kLanes;
+      if (left <= 0) continue;
+      const __m256 y = c.relu ? _mm256_max_ps(_mm256_setzero_ps(), acc[r][u]) : acc[r][u];  // keeps NaN
+      float* dst = out + (iy0 + r) * c.out_w + ix0 + u * kLanes;
+      if (left >= kLanes) {
+        _mm256_storeu_ps(dst, y);
+      } else {
+        alignas(32) int32_t mask[kLanes];
+        for (int l = 0; l < kLanes; ++l) mask[l] = l < left ? -1 : 0;
+        _mm256_maskstore_ps(dst, _mm256_load_si256(reinterpret_cast<const __m256i*>(mask)), y);
+      }
+    }
+}
+
+void run_row_conv(const RowConv& c, int64_t images) {
+  for (int64_t n = 0; n < images; ++n)
+    for (int64_t o = 0; o < c.out_c; ++o) {
+      const float* src = c.src + n * c.src_image;
+      const float* w = c.weights + o * c.reduce * c.k * c.k;
+      const float bias = c.bias ? c.bias[o] : 0.f;
+      float* out = c.out + (n * c.out_c + o) * c.out_h * c.out_w;
+      for (int64_t iy = 0; iy < c.out_h; iy += kRows)
+        for (int64_t ix = 0; ix < c.out_w; ix += kVecs * kLanes) {
+          const int64_t rows = std::min<int64_t>(kRows, c.out_h - iy);
+          if (rows == 3) row_tile<3>(c, src, w, bias, iy, ix, out);
+          else if (rows == 2) row_tile<2>(c, src, w, bias, iy, ix, out);
+          else row_tile<1>(c, src, w, bias, iy, ix, out);
+        }
+    }
+}
+
+// Padded source geometry of a row convolution with output h x w: columns up to whole tiles.
+struct RowGeometry {
+  int64_t hp, wp, plane;
+};
+RowGeometry row_geometry(int64_t out_h, int64_t out_w, int64_t k) {
+  const int64_t cols = (out_w + kVecs * kLanes - 1) / (kVecs * kLanes) * kVecs * kLanes;
+  const int64_t hp = out_h + k - 1, wp = cols + k - 1;
+  return {hp, wp, plane_stride(hp, wp)};
+}
+
+void forward_single_channel(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s) {
+  const RowGeometry g = row_geometry(s.out_h, s.out_w, s.k);
+#pragma omp parallel
+  {
+    for_image_chunks(thread_images(s.n), g.plane, [&](int64_t first, int64_t count) {
+      float* xp = scratch(0, size_t(count * g.plane));
+      pad_planes(x + first * s.in_h * s.in_w, count, s.in_h, s.in_w, xp, g.hp, g.wp, g.plane, s.pad, s.pad);
+      run_row_conv({xp, g.plane, g.plane, g.wp, 1, s.k, w, b, relu, y + first * s.out_c * s.out_h * s.out_w, s.out_c,
+                    s.out_h, s.out_w},
+                   count);
+    });
+  }
+}
+
+void backward_data_single_channel(const float* dy, const float* w, float* dx, const ConvShape& s) {
+  // dx[iy][ix] = sum over co, ky, kx of dy[co][iy + pad - ky][ix + pad - kx] w[co][0][ky][kx]. With
+  // dy padded by k - 1 - pad before, that is dy_pad[co][iy + ay][ix + ax] with ay = k - 1 - ky.
+  const int64_t k = s.k;
+  const RowGeometry g = row_geometry(s.in_h, s.in_w, k);
+  float* wflip = shared_scratch(size_t(s.out_c * k * k));
+  for (int64_t co = 0; co < s.out_c; ++co)
+    for (int64_t t = 0; t < k * k; ++t) wflip[co * k * k + t] = w[co * k * k + (k * k - 1 - t)];
+#pragma omp parallel
+  {
+    for_image_chunks(thread_images(s.n), s.out_c * g.plane, [&](int64_t first, int64_t count) {
+      float* dp = scratch(0, size_t(count * s.out_c * g.plane));
+      pad_planes(dy + first * s.out_c * s.out_h * s.out_w, count * s.out_c, s.out_h, s.out_w, dp, g.hp, g.wp, g.plane,
+                 k - 1 - s.pad, k - 1 - s.pad);
+      run_row_conv({dp, s.out_c * g.plane, g.plane, g.wp, s.out_c, k, wflip, nullptr, false, dx + first * s.in_h * s.in_w,
+                    1, s.in_h, s.in_w},
+                   count);
+    });
+  }
+}
+
+}  // namespace
+
 void conv_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s) {
+  if (s.in_c == 1 && s.stride == 1) return forward_single_channel(x, w, b, relu, y, s);
   // Weights [out_c][in_c][ky][kx] -> [tap = (ky, kx)][in_c][out_c].
   const int64_t taps = s.k * s.k, wn = s.weight_numel();
   float* packed = shared_scratch(size_t(wn));
@@ -254,97 +384,19 @@ void conv_forward(const float* x, const float* w, const float* b, bool relu, flo
   const int64_t hp = (s.out_h - 1) * s.stride + s.k, wp = (s.out_w - 1) * s.stride + s.k, c = s.in_c;
 #pragma omp parallel
   {
-    const Range r = thread_images(s.n);
-    if (r.count > 0) {
-      // Pixel-major input: for a kernel row ky the k taps x c channels of a window are one run of
-      // contiguous floats, the reduction of one step of the tile.
-      float* xp = scratch(0, size_t(r.count * hp * wp * c));
-      to_padded_nhwc(x + r.first * c * s.in_h * s.in_w, r.count, c, s.in_h, s.in_w, xp, hp, wp, s.pad, s.pad);
+    // Pixel-major input: for a kernel row ky the k taps x c channels of a window are one run of
+    // contiguous floats, the reduction of one step of the tile.
+    for_image_chunks(thread_images(s.n), hp * wp * c, [&](int64_t first, int64_t count) {
+      float* xp = scratch(0, size_t(count * hp * wp * c));
+      to_padded_nhwc(x + first * c * s.in_h * s.in_w, count, c, s.in_h, s.in_w, xp, hp, wp, s.pad, s.pad);
       Pass p{xp, hp * wp * c, 1, s.k * c, s.out_h, s.out_w, s.stride * wp * c, s.stride * c,
-             y + r.first * s.out_c * s.out_h * s.out_w, s.out_c * s.out_h * s.out_w, s.out_h * s.out_w, 0, s.out_w, 1,
+             y + first * s.out_c * s.out_h * s.out_w, s.out_c * s.out_h * s.out_w, s.out_h * s.out_w, 0, s.out_w, 1,
              s.out_c, {}, packed, b, relu};
       for (int64_t ky = 0; ky < s.k; ++ky) p.taps.push_back(ky * wp * c);
-      run_pass(p, r.count);
-    }
+      run_pass(p, count);
+    });
   }
 }
-
-namespace {
-
-// Backward-data into one input channel with stride 1 (the decoder's last transposed conv):
-// vectors run along 8 pixels of an input row, so no lane is idle. Tile: 3 rows x 4 vectors of
-// dx; each step broadcasts one weight and loads 12 shifted vectors of a dy row.
-constexpr int kRows = 3, kVecs = 4;
-
-template <int Rows>
-void single_channel_rows(const float* dp, int64_t plane, int64_t wp, int64_t out_c, const float* wflip, int64_t k,
-                         int64_t iy0, int64_t ix0, int64_t in_w, float* dx_image) {
-  __m256 acc[Rows][kVecs];
-#pragma GCC unroll 8
-  for (int r = 0; r < Rows; ++r)
-#pragma GCC unroll 8
-    for (int u = 0; u < kVecs; ++u) acc[r][u] = _mm256_setzero_ps();
-  for (int64_t co = 0; co < out_c; ++co)
-    for (int64_t ay = 0; ay < k; ++ay)
-      for (int64_t ax = 0; ax < k; ++ax) {
-        // dx[iy][ix] += w[co][0][ky][kx] * dy_pad[co][iy + ky'][ix + kx'] with the flipped tap (ay, ax)
-        const __m256 wv = _mm256_broadcast_ss(wflip + (co * k + ay) * k + ax);
-        const float* row = dp + co * plane + (iy0 + ay) * wp + ix0 + ax;
-#pragma GCC unroll 8
-        for (int r = 0; r < Rows; ++r)
-#pragma GCC unroll 8
-          for (int u = 0; u < kVecs; ++u)
-            acc[r][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row + r * wp + u * kLanes), acc[r][u]);
-      }
-  // The last vector of a row may run past in_w: masked store.
-#pragma GCC unroll 8
-  for (int r = 0; r < Rows; ++r)
-#pragma GCC unroll 8
-    for (int u = 0; u < kVecs; ++u) {
-      const int64_t left = in_w - ix0 - u * kLanes;
-      if (left <= 0) continue;
-      float* dst = dx_image + (iy0 + r) * in_w + ix0 + u * kLanes;
-      if (left >= kLanes) {
-        _mm256_storeu_ps(dst, acc[r][u]);
-      } else {
-        alignas(32) int32_t mask[kLanes];
-        for (int l = 0; l < kLanes; ++l) mask[l] = l < left ? -1 : 0;
-        _mm256_maskstore_ps(dst, _mm256_load_si256(reinterpret_cast<const __m256i*>(mask)), acc[r][u]);
-      }
-    }
-}
-
-void backward_data_single_channel(const float* dy, const float* w, float* dx, const ConvShape& s) {
-  // dx[iy][ix] = sum over co, ky, kx of dy[co][iy + pad - ky][ix + pad - kx] w[co][0][ky][kx]. With
-  // dy padded by k - 1 - pad before, that is dy_pad[co][iy + ay][ix + ax] with ay = k - 1 - ky.
-  const int64_t k = s.k, lo = k - 1 - s.pad, cols = (s.in_w + kVecs * kLanes - 1) / (kVecs * kLanes) * kVecs * kLanes;
-  const int64_t hp = s.in_h + k - 1, wp = cols + k - 1, plane = plane_stride(hp, wp);
-  float* wflip = shared_scratch(size_t(s.out_c * k * k));
-  for (int64_t co = 0; co < s.out_c; ++co)
-    for (int64_t t = 0; t < k * k; ++t) wflip[co * k * k + t] = w[co * k * k + (k * k - 1 - t)];
-#pragma omp parallel
-  {
-    const Range r = thread_images(s.n);
-    if (r.count > 0) {
-      float* dp = scratch(0, size_t(r.count * s.out_c * plane));
-      pad_planes(dy + r.first * s.out_c * s.out_h * s.out_w, r.count * s.out_c, s.out_h, s.out_w, dp, hp, wp, plane, lo,
-                 lo);
-      for (int64_t n = 0; n < r.count; ++n) {
-        const float* src = dp + n * s.out_c * plane;
-        float* out = dx + (r.first + n) * s.in_h * s.in_w;
-        for (int64_t iy = 0; iy < s.in_h; iy += kRows)
-          for (int64_t ix = 0; ix < s.in_w; ix += kVecs * kLanes) {
-            const int64_t rows = std::min<int64_t>(kRows, s.in_h - iy);
-            if (rows == 3) single_channel_rows<3>(src, plane, wp, s.out_c, wflip, k, iy, ix, s.in_w, out);
-            else if (rows == 2) single_channel_rows<2>(src, plane, wp, s.out_c, wflip, k, iy, ix, s.in_w, out);
-            else single_channel_rows<1>(src, plane, wp, s.out_c, wflip, k, iy, ix, s.in_w, out);
-          }
-      }
-    }
-  }
-}
-
-}  // namespace
 
 void conv_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
   if (s.in_c == 1 && s.stride == 1) return backward_data_single_channel(dy, w, dx, s);
@@ -372,10 +424,9 @@ void conv_backward_data(const float* dy, const float* w, float* dx, const ConvSh
   }
 #pragma omp parallel
   {
-    const Range r = thread_images(s.n);
-    if (r.count > 0) {
-      float* dp = scratch(0, size_t(r.count * hp * wp * co));
-      to_padded_nhwc(dy + r.first * co * s.out_h * s.out_w, r.count, co, s.out_h, s.out_w, dp, hp, wp, lo, lo);
+    for_image_chunks(thread_images(s.n), hp * wp * co, [&](int64_t first, int64_t count) {
+      float* dp = scratch(0, size_t(count * hp * wp * co));
+      to_padded_nhwc(dy + first * co * s.out_h * s.out_w, count, co, s.out_h, s.out_w, dp, hp, wp, lo, lo);
       for (int64_t ph = 0; ph < classes; ++ph) {
         const int64_t phy = ph / st, phx = ph % st, ax_n = (s.k - phx + st - 1) / st;
         // q ranges of this class: inputs i = q * st - pad + ph in [0, in).
@@ -384,13 +435,13 @@ void conv_backward_data(const float* dy, const float* w, float* dx, const ConvSh
         const int64_t qw = s.in_w - 1 + s.pad - phx < 0 ? 0 : (s.in_w - 1 + s.pad - phx) / st + 1 - qx0;
         if (qh <= 0 || qw <= 0) continue;
         Pass p{dp + ((qy0 + lo) * wp + (qx0 + lo - (ax_n - 1))) * co, hp * wp * co, 1, ax_n * co, qh, qw, wp * co, co,
-               dx + r.first * s.in_c * s.in_h * s.in_w, s.in_c * s.in_h * s.in_w, s.in_h * s.in_w,
+               dx + first * s.in_c * s.in_h * s.in_w, s.in_c * s.in_h * s.in_w, s.in_h * s.in_w,
                (qy0 * st - s.pad + phy) * s.in_w + (qx0 * st - s.pad + phx), st * s.in_w, st, s.in_c,
                {}, packed + ph * per_class, nullptr, false};
         for (int64_t ky = phy; ky < s.k; ky += st) p.taps.push_back(-((ky - phy) / st) * wp * co);
-        run_pass(p, r.count);
+        run_pass(p, count);
       }
-    }
+    });
   }
 }
 
@@ -433,7 +484,9 @@ void weight_tile(const float* x_plane, int64_t wp, const float* dyt, const ConvS
 
 }  // namespace
 
-bool conv_backward_weight_supported(const ConvShape& s) { return conv_supported(s) && s.k == 5; }
+bool conv_backward_weight_supported(const ConvShape& s) {
+  return s.out_c % kLanes == 0 && s.stride >= 1 && s.stride <= 2 && s.pad < s.k && s.k == 5;
+}
 
 void conv_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s) {
   const int64_t hp = (s.out_h - 1) * s.stride + s.k, wp = (s.out_w - 1) * s.stride + s.k, wn = s.weight_numel();
