@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/backend.h"
+#include "engine/cpu/conv2d_fast.h"
 #include "train/checkpoint.h"
 #include "train/classifiers.h"
 #include "train/figures.h"
@@ -149,8 +150,11 @@ int main(int argc, char** argv) {
       train.labels_per_class = o.labels / model.num_classes;
     }
     model.semi_supervised = train.labels_per_class > 0;
+    const std::string device =
+        o.device == "cpu" ? fmt::format("cpu ({} convolutions, {} threads)", cpu_conv_path(), omp_get_max_threads())
+                          : o.device;
     fmt::print(stderr, "equivae: {} on {} ({} train / {} validation / {} test), {}, seed {}\n", model.describe(),
-               o.dataset, splits.train.n, splits.validation.n, splits.test.n, o.device, train.seed);
+               o.dataset, splits.train.n, splits.validation.n, splits.test.n, device, train.seed);
 
     ClassifierConfig classifier{.epochs = o.classifier_epochs, .batch_size = 64, .lr = 1e-3, .dropout = 0.5,
                                 .seed = train.seed, .device = train.device, .progress = train.progress};
