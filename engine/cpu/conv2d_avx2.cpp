@@ -246,12 +246,15 @@ void run_pass(const Pass& p, int64_t images) {
 
 }  // namespace
 
+// The shapes the row kernels take: one input channel, stride 1, 5x5 (the model's first layer).
+bool single_channel_rows(const ConvShape& s) { return s.in_c == 1 && s.stride == 1 && s.k == 5; }
+
 bool conv_supported(const ConvShape& s) {
-  const bool channels = s.out_c % kLanes == 0 || (s.in_c == 1 && s.stride == 1);
+  const bool channels = s.out_c % kLanes == 0 || single_channel_rows(s);
   return channels && s.stride >= 1 && s.stride <= 2 && s.pad < s.k;
 }
 bool conv_backward_data_supported(const ConvShape& s) {
-  const bool channels = s.in_c % kLanes == 0 || (s.in_c == 1 && s.stride == 1);
+  const bool channels = s.in_c % kLanes == 0 || single_channel_rows(s);
   return channels && s.out_c >= 1 && s.stride >= 1 && s.stride <= 2 && s.pad < s.k;
 }
 
@@ -259,9 +262,9 @@ namespace {
 
 // Stride-1 convolutions with one channel on one side (the first conv's forward, one input
 // channel; the decoder's last transposed conv, one output channel): vectors run along 8 pixels
-// of an output row, so no lane idles on a missing channel. Tile: 3 rows x 4 vectors of one output
-// plane; each step broadcasts one weight and loads 12 shifted vectors of a padded source row.
-constexpr int kRows = 3, kVecs = 4;
+// of an output row, so no lane idles on a missing channel. Tile: 2 rows x 4 vectors of one output
+// plane; each loaded row of 4 vectors serves both output rows (with two kernel rows).
+constexpr int kRows = 2, kVecs = 4, kRowKernel = 5;  // 8 accumulators + 4 row vectors + 1 weight
 
 struct RowConv {
   const float* src;  // padded source planes of the thread's images: [images][reduce] planes of `plane` floats
@@ -275,24 +278,34 @@ struct RowConv {
 
 template <int Rows>
 void row_tile(const RowConv& c, const float* src, const float* w, float bias, int64_t iy0, int64_t ix0, float* out) {
+  constexpr int K = kRowKernel;
   __m256 acc[Rows][kVecs];
 #pragma GCC unroll 8
   for (int r = 0; r < Rows; ++r)
 #pragma GCC unroll 8
     for (int u = 0; u < kVecs; ++u) acc[r][u] = _mm256_set1_ps(bias);
-  const int64_t k = c.k, wp = c.wp;
+  const int64_t wp = c.wp;
   for (int64_t ch = 0; ch < c.reduce; ++ch)
-    for (int64_t ay = 0; ay < k; ++ay)
-      for (int64_t ax = 0; ax < k; ++ax) {
-        const __m256 wv = _mm256_broadcast_ss(w + (ch * k + ay) * k + ax);
-        const float* row = src + ch * c.plane + (iy0 + ay) * wp + ix0 + ax;
+    for (int ax = 0; ax < K; ++ax) {
+      // Source row s feeds output row r through kernel row s - r: each loaded vector serves up
+      // to Rows output rows (7 row loads instead of 15 for 3 rows of a 5x5 kernel).
+      const float* col = src + ch * c.plane + iy0 * wp + ix0 + ax;
 #pragma GCC unroll 8
-        for (int r = 0; r < Rows; ++r)
+      for (int sr = 0; sr < Rows + K - 1; ++sr) {
+        __m256 v[kVecs];
 #pragma GCC unroll 8
-          for (int u = 0; u < kVecs; ++u)
-            acc[r][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row + r * wp + u * kLanes), acc[r][u]);
+        for (int u = 0; u < kVecs; ++u) v[u] = _mm256_loadu_ps(col + sr * wp + u * kLanes);
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r) {
+          const int ay = sr - r;
+          if (ay < 0 || ay >= K) continue;
+          const __m256 wv = _mm256_broadcast_ss(w + (ch * K + ay) * K + ax);
+#pragma GCC unroll 8
+          for (int u = 0; u < kVecs; ++u) acc[r][u] = _mm256_fmadd_ps(wv, v[u], acc[r][u]);
+        }
       }
-  // The last vector of a row may run past out_w: masked store.
+    }
+  // The last vector of a row may run past out_w: only its first `left` lanes are stored.
 #pragma GCC unroll 8
   for (int r = 0; r < Rows; ++r)
 #pragma GCC unroll 8
@@ -303,10 +316,10 @@ void row_tile(const RowConv& c, const float* src, const float* w, float bias, in
       float* dst = out + (iy0 + r) * c.out_w + ix0 + u * kLanes;
       if (left >= kLanes) {
         _mm256_storeu_ps(dst, y);
-      } else {
-        alignas(32) int32_t mask[kLanes];
-        for (int l = 0; l < kLanes; ++l) mask[l] = l < left ? -1 : 0;
-        _mm256_maskstore_ps(dst, _mm256_load_si256(reinterpret_cast<const __m256i*>(mask)), y);
+      } else {  // through memory: vmaskmovps stores are microcoded and slow on AMD
+        alignas(32) float lanes[kLanes];
+        _mm256_store_ps(lanes, y);
+        std::copy_n(lanes, left, dst);
       }
     }
 }
@@ -320,9 +333,7 @@ void run_row_conv(const RowConv& c, int64_t images) {
       float* out = c.out + (n * c.out_c + o) * c.out_h * c.out_w;
       for (int64_t iy = 0; iy < c.out_h; iy += kRows)
         for (int64_t ix = 0; ix < c.out_w; ix += kVecs * kLanes) {
-          const int64_t rows = std::min<int64_t>(kRows, c.out_h - iy);
-          if (rows == 3) row_tile<3>(c, src, w, bias, iy, ix, out);
-          else if (rows == 2) row_tile<2>(c, src, w, bias, iy, ix, out);
+          if (c.out_h - iy >= kRows) row_tile<kRows>(c, src, w, bias, iy, ix, out);
           else row_tile<1>(c, src, w, bias, iy, ix, out);
         }
     }
@@ -376,7 +387,7 @@ void backward_data_single_channel(const float* dy, const float* w, float* dx, co
 }  // namespace
 
 void conv_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s) {
-  if (s.in_c == 1 && s.stride == 1) return forward_single_channel(x, w, b, relu, y, s);
+  if (single_channel_rows(s)) return forward_single_channel(x, w, b, relu, y, s);
   // Weights [out_c][in_c][ky][kx] -> [tap = (ky, kx)][in_c][out_c].
   const int64_t taps = s.k * s.k, wn = s.weight_numel();
   float* packed = shared_scratch(size_t(wn));
@@ -401,7 +412,7 @@ void conv_forward(const float* x, const float* w, const float* b, bool relu, flo
 }
 
 void conv_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-  if (s.in_c == 1 && s.stride == 1) return backward_data_single_channel(dy, w, dx, s);
+  if (single_channel_rows(s)) return backward_data_single_channel(dy, w, dx, s);
   // dx[i] gathers dy[o] * w[kk] over i = o * stride - pad + kk. Per axis, the inputs i with
   // (i + pad) % stride = ph take the taps kk = ph + stride * a, from o = q - a, q = (i + pad) / stride:
   // a stride-1 convolution of dy with every stride-th tap, one pass per parity class (ph_y, ph_x).
