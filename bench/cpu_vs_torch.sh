@@ -12,6 +12,7 @@
 # PyTorch's on this kind of CPU, so it is no peer.
 #   THREADS (default: all cores) BATCHES ("32 128 512") ROUNDS (2) TRAIN_LIMIT (8192) STEPS (40)
 #   OUT (runs/cpu_vs_torch): logs and summary.json
+#   BEFORE: another build's train_mnist (e.g. of an older commit), timed in the same rounds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${EQUIVAE_BUILD_DIR:-build}"
@@ -36,10 +37,10 @@ py="$venv/bin/python"
 "$build/bench/equivae_cpu_bench" --threads "$threads" --no-convs --batch 32 --steps 3 > "$out/peak.txt"
 cat "$out/peak.txt"
 
-ours() {  # batch round -> images/s
-  local dir="$out/ours-b$1-r$2"
+ours() {  # batch round [binary] -> images/s
+  local dir="$out/ours${3:+-before}-b$1-r$2"
   rm -rf "$dir"
-  "$build/train/train_mnist" --train-limit "$limit" --epochs 1 --double-every 0 --batch-size "$1" \
+  "${3:-$build/train/train_mnist}" --train-limit "$limit" --epochs 1 --double-every 0 --batch-size "$1" \
     --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" > "$dir.log" 2>&1
   "$py" -c "import json; print(json.loads(open('$dir/metrics.jsonl').readline())['images_per_s'])"
 }
@@ -56,7 +57,9 @@ results="$out/rows.tsv"
 for r in $(seq 1 "$rounds"); do
   for b in $batches; do
     o=$(ours "$b" "$r"); e=$(peer "$b" "$r" eager); c=$(peer "$b" "$r" compile)
-    printf "%s\t%s\t%s\t%s\t%s\n" "$b" "$r" "$o" "$e" "$c" | tee -a "$results"
+    before=0
+    [[ -n "${BEFORE:-}" ]] && before=$(ours "$b" "$r" "$BEFORE")
+    printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$b" "$r" "$o" "$e" "$c" "$before" | tee -a "$results"
   done
 done
 
@@ -66,6 +69,13 @@ rm -rf "$semi_dir"
 "$build/train/train_mnist" --train-limit "$limit" --labels $((limit / 100 * 10)) --epochs 1 --double-every 0 --batch-size 32 \
   --classifier-epochs 0 --threads "$threads" --no-progress --out "$semi_dir" > "$semi_dir.log" 2>&1
 semi=$("$py" -c "import json; print(json.loads(open('$semi_dir/metrics.jsonl').readline())['images_per_s'])")
+semi_before=0
+if [[ -n "${BEFORE:-}" ]]; then
+  rm -rf "$semi_dir-before"
+  "$BEFORE" --train-limit "$limit" --labels $((limit / 100 * 10)) --epochs 1 --double-every 0 --batch-size 32 \
+    --classifier-epochs 0 --threads "$threads" --no-progress --out "$semi_dir-before" > "$semi_dir-before.log" 2>&1
+  semi_before=$("$py" -c "import json; print(json.loads(open('$semi_dir-before/metrics.jsonl').readline())['images_per_s'])")
+fi
 
 # Max RSS of a batch-256 run of each (KiB).
 rm -rf "$out/rss"
@@ -73,31 +83,42 @@ rm -rf "$out/rss"
   --batch-size 256 --classifier-epochs 0 --threads "$threads" --no-progress --out "$out/rss" > /dev/null 2>&1
 /usr/bin/time -f %M -o "$out/rss-torch.txt" "$py" bench/torch_peer.py --threads "$threads" --batch-size 256 \
   --steps 8 --data-dir "$data" > /dev/null 2>&1
+echo 0 > "$out/rss-before.txt"
+if [[ -n "${BEFORE:-}" ]]; then
+  rm -rf "$out/rss-before"
+  /usr/bin/time -f %M -o "$out/rss-before.txt" "$BEFORE" --train-limit 2048 --epochs 1 --double-every 0 \
+    --batch-size 256 --classifier-epochs 0 --threads "$threads" --no-progress --out "$out/rss-before" > /dev/null 2>&1
+fi
 
-"$py" - "$results" "$out/peak.txt" "$semi" "$out/rss-ours.txt" "$out/rss-torch.txt" "$out/summary.json" <<'PY'
+"$py" - "$results" "$out/peak.txt" "$semi" "$semi_before" "$out/rss-ours.txt" "$out/rss-torch.txt" "$out/rss-before.txt" \
+  "$out/summary.json" <<'PY'
 import json, re, statistics, sys
-rows, peak_txt, semi, rss_ours, rss_torch, summary = sys.argv[1:]
+rows, peak_txt, semi, semi_before, rss_ours, rss_torch, rss_before, summary = sys.argv[1:]
 text = open(peak_txt).read()
 peak = float(re.search(r"([0-9.]+) on \d+ threads", text).group(1))
 flop = float(re.search(r"FLOP per trained image .*: ([0-9.]+) M", text).group(1)) * 1e6
 by_batch = {}
 for line in open(rows):
-    b, _, o, e, c = line.split()
-    by_batch.setdefault(int(b), []).append((float(o), float(e), float(c)))
+    b, _, o, e, c, before = line.split()
+    by_batch.setdefault(int(b), []).append((float(o), float(e), float(c), float(before)))
 out = {"peak_gflops": peak, "flop_per_image": flop, "batches": {}}
 print(f"\nmedian over rounds; peak {peak:.1f} GFLOP/s (FMA loop), {flop / 1e6:.1f} MFLOP per image")
-print(f"{'batch':>6} {'equivae':>9} {'eager':>9} {'compile':>9} {'vs eager':>9} {'vs compile':>11} {'peak':>6}")
+print(f"{'batch':>6} {'equivae':>9} {'eager':>9} {'compile':>9} {'vs eager':>9} {'vs compile':>11} {'peak':>6} {'before':>8}")
 for b in sorted(by_batch):
-    o, e, c = (statistics.median(x[i] for x in by_batch[b]) for i in range(3))
+    o, e, c, before = (statistics.median(x[i] for x in by_batch[b]) for i in range(4))
     frac = o * flop / 1e9 / peak
     out["batches"][b] = {"equivae": o, "torch_eager": e, "torch_compile": c, "ratio_eager": o / e,
                          "ratio_compile": o / c, "fraction_of_peak": frac}
-    print(f"{b:>6} {o:>9.0f} {e:>9.0f} {c:>9.0f} {o / e:>8.2f}x {o / c:>10.2f}x {100 * frac:>5.0f}%")
-out["semi_supervised_unlabelled_images_per_s"] = float(semi)
+    if before:
+        out["batches"][b]["before"] = before
+    print(f"{b:>6} {o:>9.0f} {e:>9.0f} {c:>9.0f} {o / e:>8.2f}x {o / c:>10.2f}x {100 * frac:>5.0f}% {before:>8.0f}")
+out["semi_supervised_unlabelled_images_per_s"] = {"equivae": float(semi), "before": float(semi_before)}
 out["max_rss_kib_batch256"] = {"equivae": int(open(rss_ours).read().split()[-1]),
-                               "torch": int(open(rss_torch).read().split()[-1])}
-print(f"semi-supervised step (equivae, a tenth labelled, batch 32): {float(semi):.0f} unlabelled images/s")
+                               "torch": int(open(rss_torch).read().split()[-1]),
+                               "before": int(open(rss_before).read().split()[-1])}
+print(f"semi-supervised step (equivae, a tenth labelled, batch 32): {float(semi):.0f} unlabelled images/s"
+      f" (before: {float(semi_before):.0f})")
 print(f"max RSS at batch 256: equivae {out['max_rss_kib_batch256']['equivae'] / 1024:.0f} MiB, "
-      f"PyTorch {out['max_rss_kib_batch256']['torch'] / 1024:.0f} MiB")
+      f"PyTorch {out['max_rss_kib_batch256']['torch'] / 1024:.0f} MiB, before {out['max_rss_kib_batch256']['before'] / 1024:.0f} MiB")
 json.dump(out, open(summary, "w"), indent=1)
 PY
