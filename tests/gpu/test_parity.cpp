@@ -70,7 +70,7 @@ Pair output(const Shape& shape) {
 Pair indices(const std::vector<int32_t>& v) { return {Tensor::from_indices(v), Tensor::from_indices(v, Device::cuda)}; }
 
 double compare(const std::string& what, const Pair& p, double rel = kRel, double abs = kAbs) {
-  return compare(what, p.gpu, p.cpu, rel, abs);
+  return equivae::testing::compare(what, p.gpu, p.cpu, rel, abs);
 }
 
 // A class prior with p_j proportional to j + 1, as logs.
