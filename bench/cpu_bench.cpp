@@ -5,8 +5,7 @@
 //      backward-weight of the five conv frames), on one thread: ms, GFLOP/s, fraction of the peak;
 //   3. the whole training step (forward, backward, Adam) of the default model at each batch
 //      size on all threads: images/s and the fraction of the peak it reaches.
-// The step is train_step.cpp's (a fixed synthetic batch, class = row % 10, each point's set = 4
-// other rows of its class, each image encoded once by h); speed against PyTorch comes from
+// The step is bench/synthetic_step.h's, as in equivae_bench; speed against PyTorch comes from
 // bench/cpu_vs_torch.sh, which times train_mnist's own epochs. EQUIVAE_CPU_NO_AVX2=1 times the
 // portable im2col + GEMM path instead.
 #include <immintrin.h>
@@ -20,6 +19,7 @@
 #include <functional>
 #include <vector>
 
+#include "bench/synthetic_step.h"
 #include "engine/backend.h"
 #include "engine/cpu/conv2d_fast.h"
 #include "engine/ops.h"
@@ -139,7 +139,7 @@ void bench_convs(int64_t batch, double core_peak) {
 
 // FLOPs of one training step of the default model per image, with h encoding each image once:
 // the convs (3 products each, but no backward-data into the images) and the dense layers (3 each).
-double step_flops_per_image(const EquiVAE& model, ParameterStore& params) {
+double step_flops_per_image(const ParameterStore& params) {
   double flops = 0;
   for (const Frame& f : frames(1)) {
     const double c = conv_flops(f.s);
@@ -149,35 +149,15 @@ double step_flops_per_image(const EquiVAE& model, ParameterStore& params) {
   }
   for (const ParameterStore::Entry& e : params.entries())
     if (e.shape.size() == 2) flops += 3 * 2 * double(shape_numel(e.shape));  // dense weights
-  (void)model;
   return flops;
 }
 
 void bench_step(int64_t batch, int threads, int steps, double machine_peak) {
   omp_set_num_threads(threads);
-  ParameterStore params;
-  const EquiVAE model(ModelConfig{}, params);
-  params.allocate(1, DType::f32, Device::cpu);
-  Adam adam(params);
-  const Tensor x = filled({batch, 1, 28, 28}, 7);
-  std::vector<int32_t> offsets{0}, members;
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t k = 1; k <= 4; ++k) members.push_back(int32_t((b + 10 * k) % batch));
-    offsets.push_back(int32_t(members.size()));
-  }
-  const Tensor off = Tensor::from_indices(offsets), mem = Tensor::from_indices(members);
-  uint64_t step = 0;
-  auto train_step = [&] {
-    params.zero_grad();
-    RandomStream noise{1, step++ << 32};
-    const Var r = model.class_latent(Var(x), off, mem);
-    const EquiVAE::Terms t = model.terms(Var(x), x, r, noise);
-    scale(sub(sum(t.kl), sum(t.loglik)), 1.0 / double(batch)).backward();
-    adam.step();
-  };
-  const Timing t = time_calls(steps, train_step);
+  bench::SyntheticStep train_step(batch, Device::cpu);
+  const Timing t = time_calls(steps, [&] { train_step(); });
   const double best = double(batch) / t.best, median = double(batch) / t.median;
-  const double gflops = best * step_flops_per_image(model, params) / 1e9;
+  const double gflops = best * step_flops_per_image(train_step.params()) / 1e9;
   std::printf("  batch %4lld  %8.2f ms/step  %7.0f images/s (median %5.0f)  %6.1f GFLOP/s  %4.0f%% of the %d-thread peak\n",
               (long long)batch, t.best * 1e3, best, median, gflops, 100 * gflops / machine_peak, threads);
 }
@@ -205,7 +185,7 @@ int main(int argc, char** argv) {
     ParameterStore params;
     const EquiVAE model(ModelConfig{}, params);
     std::printf("\nFLOP per trained image (default model, each image encoded once by h): %.1f M\n",
-                step_flops_per_image(model, params) / 1e6);
+                step_flops_per_image(params) / 1e6);
   }
   std::printf("\ntraining step of the default model, %d threads, best and median of --steps (%s convolutions)\n", threads, cpu_conv_path());
   for (int64_t b : batches) bench_step(b, threads, steps, machine_peak);
