@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "train/data.h"
 #include "train/json_checks.h"
 
 namespace equivae {
@@ -103,6 +104,8 @@ Parsed parse(const std::string& path) {
   uint64_t header_len = 0;
   if (size < 8 || !in.read(reinterpret_cast<char*>(&header_len), 8)) fail(path, "too short to be a safetensors file");
   if (header_len > size - 8) fail(path, fmt::format("header length {} exceeds the file size {}", header_len, size));
+  // The whole file is read into memory: refuse one larger than the machine's memory by its figure.
+  data::require_memory("checkpoint", path, size, 1, "its contents");
   std::string text(header_len, '\0');
   in.read(text.data(), std::streamsize(header_len));
   json header;

@@ -428,6 +428,7 @@ std::vector<uint8_t> read_image_file(const std::string& what, const std::string&
 
 Dataset load_image_folder(const std::string& dir, std::vector<std::string>* class_names,
                           const std::string& name, int64_t max_pixels) {
+  if (max_pixels <= 0) throw std::invalid_argument(fmt::format("{}: max_pixels = {} must be positive", name, max_pixels));
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(name, dir, "not a directory");
   std::vector<fs::path> classes;

@@ -117,9 +117,9 @@ void jpeg_limit_scans(j_common_ptr cinfo) {
 }
 
 bool decode_jpeg(const std::vector<uint8_t>& bytes, int64_t max_pixels, DecodedImage& out, ErrorState& state) {
-  jpeg_decompress_struct cinfo;
-  JpegError error;
-  jpeg_progress_mgr progress;
+  jpeg_decompress_struct cinfo{};
+  JpegError error{};
+  jpeg_progress_mgr progress{};
   cinfo.err = jpeg_std_error(&error.manager);
   error.manager.error_exit = jpeg_fail;
   error.manager.emit_message = jpeg_message;

@@ -98,7 +98,7 @@ ModelConfig checkpoint_model(const std::string& path, const std::map<std::string
   ParameterStore declared;  // declared only: nothing is allocated
   try {
     m = model_from_json(found->second);
-    EquiVAE(m, declared);
+    const EquiVAE probe(m, declared);
   } catch (const std::exception& e) {
     throw std::runtime_error(fmt::format("checkpoint {}: metadata field {}", path, e.what()));
   }
