@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Short fuzzing runs of every file reader (tests/fuzz), for the test command (tools/test.sh):
+# builds the libFuzzer harnesses with clang, ASan and UBSan in their own folder, writes the seed
+# corpus with the test suite (test_fuzz_seeds.cpp), then runs each harness for a few seconds and
+# prints its executions and coverage (libFuzzer's cov: edges, ft: features). Prints "skipped"
+# and succeeds where clang is missing. A crash, a sanitizer report, an uncaught exception, a
+# single allocation above 1 GB or a 2 GB resident set fails the run; the input that did it is
+# kept in <fuzz build>/artifacts/.
+#   EQUIVAE_BUILD_DIR       the regular build, whose equivae_tests writes the seeds (default: build)
+#   EQUIVAE_FUZZ_BUILD_DIR  where the harnesses are built (default: build-fuzz)
+#   EQUIVAE_FUZZ_SECONDS    run length of each harness (default: 15)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v clang >/dev/null || ! command -v clang++ >/dev/null; then
+  echo "fuzz: skipped (clang/clang++ not installed; libFuzzer needs clang)"
+  exit 0
+fi
+build="${EQUIVAE_BUILD_DIR:-build}"
+fuzz="${EQUIVAE_FUZZ_BUILD_DIR:-build-fuzz}"
+seconds="${EQUIVAE_FUZZ_SECONDS:-15}"
+harnesses=(idx mat image_folder checkpoint)
+
+CC=clang CXX=clang++ cmake -S . -B "$fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQUIVAE_FUZZ=ON \
+  -DEQUIVAE_CUDA=OFF -DEQUIVAE_NATIVE=OFF >/dev/null
+cmake --build "$fuzz" -j "$(nproc)" --target equivae_fuzzers
+if [[ -f "$build/build.ninja" ]]; then cmake --build "$build" -j "$(nproc)" --target equivae_tests
+else EQUIVAE_BUILD_DIR="$build" EQUIVAE_BUILD_TARGETS=equivae_tests bash tools/setup.sh; fi
+rm -rf "$fuzz/seeds"
+EQUIVAE_FUZZ_CORPUS="$fuzz/seeds" "$build/tests/equivae_tests" "fuzz: seed corpus*" >/dev/null
+
+mkdir -p "$fuzz/artifacts"
+for h in "${harnesses[@]}"; do
+  mkdir -p "$fuzz/corpus/$h"  # what the fuzzer finds; kept between runs, so coverage grows
+  log="$fuzz/fuzz_$h.log"
+  if ! "$fuzz/tests/fuzz/fuzz_$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+       -artifact_prefix="$fuzz/artifacts/${h}-" -print_final_stats=1 "$fuzz/corpus/$h" "$fuzz/seeds/$h" >"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "fuzz: fuzz_$h FAILED (log: $log, input: $fuzz/artifacts/)"
+    exit 1
+  fi
+  done_line=$(grep -E "^#[0-9]+ +DONE" "$log" | tail -n 1)
+  runs=$(grep -E "stat::number_of_executed_units" "$log" | awk '{print $2}')
+  echo "fuzz: fuzz_$h ran ${seconds} s, ${runs} executions: $(grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+" <<<"$done_line")"
+done
