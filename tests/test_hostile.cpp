@@ -363,3 +363,45 @@ TEST_CASE("hostile: image folders read PNG and JPEG with maintained decoders and
   CHECK_THROWS_WITH(load_one(dir, "junk.jpg", {0xff, 0xd8, 0xff, 0x00, 0x01, 0x02}),
                     Contains("junk.jpg: cannot decode JPEG image"));
 }
+
+TEST_CASE("hostile: .mat variable headers are checked before matio reads them", "[hostile][data]") {
+  TempDir dir;
+  const std::string path = dir / "head.mat";
+  REQUIRE(write_mat(path, MAT_FT_MAT5, MAT_COMPRESSION_NONE, {svhn_x(2), svhn_y({1, 2})}));
+  const std::vector<uint8_t> good = read_bytes(path);
+  CHECK(data::load_svhn_mat(path, "svhn/x").n == 2);
+  // y's dimensions tag (miINT32, 8 bytes: 2 x 1) made to claim 4148819730 bytes, as the fuzzer
+  // did: matio would allocate 8 GB for the dimensions before reading them.
+  const uint8_t y_dims[16] = {5, 0, 0, 0, 8, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0};
+  std::vector<uint8_t> bytes = good;
+  const auto at = std::search(bytes.begin(), bytes.end(), y_dims, y_dims + 16);
+  REQUIRE(at != bytes.end());
+  const uint32_t claim = 4148819730u;
+  std::memcpy(&*at + 4, &claim, 4);
+  write_bytes(path, bytes, false);
+  CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"),
+                    Contains("svhn/x: " + path) && Contains("variable 1: its dimensions claim 4148819730 bytes"));
+  // A top-level variable past the end of the file.
+  bytes = good;
+  const uint32_t too_long = uint32_t(bytes.size());
+  std::memcpy(bytes.data() + 128 + 4, &too_long, 4);
+  write_bytes(path, bytes, false);
+  CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"), Contains("variable 0") && Contains("past the end"));
+  // Cell arrays are allocated per declared cell while matio reads their headers: refused.
+  fs::remove(path);
+  {
+    mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
+    REQUIRE(mat != nullptr);
+    size_t dims[2] = {1, 1};
+    matvar_t* cells[2] = {Mat_VarCreate(nullptr, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, nullptr, 0), nullptr};
+    matvar_t* cell = Mat_VarCreate("c", MAT_C_CELL, MAT_T_CELL, 2, dims, cells, 0);
+    REQUIRE(Mat_VarWrite(mat, cell, MAT_COMPRESSION_NONE) == 0);
+    Mat_VarFree(cell);
+    Mat_Close(mat);
+  }
+  CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"), Contains("variable 0 is a cell array"));
+  // MAT 4: matio allocates its name length as declared; SVHN files are never MAT 4.
+  fs::remove(path);
+  if (write_mat(path, MAT_FT_MAT4, MAT_COMPRESSION_NONE, {svhn_y({1, 2})}))
+    CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"), Contains("a MAT 4 file"));
+}

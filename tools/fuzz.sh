@@ -32,13 +32,13 @@ mkdir -p "$fuzz/artifacts"
 for h in "${harnesses[@]}"; do
   mkdir -p "$fuzz/corpus/$h"  # what the fuzzer finds; kept between runs, so coverage grows
   log="$fuzz/fuzz_$h.log"
-  if ! "$fuzz/tests/fuzz/fuzz_$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+  if ! "$fuzz/tests/fuzz/fuzz_$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -len_control=0 \
        -artifact_prefix="$fuzz/artifacts/${h}-" -print_final_stats=1 "$fuzz/corpus/$h" "$fuzz/seeds/$h" >"$log" 2>&1; then
     tail -n 40 "$log"
     echo "fuzz: fuzz_$h FAILED (log: $log, input: $fuzz/artifacts/)"
     exit 1
   fi
-  done_line=$(grep -E "^#[0-9]+ +DONE" "$log" | tail -n 1)
-  runs=$(grep -E "stat::number_of_executed_units" "$log" | awk '{print $2}')
-  echo "fuzz: fuzz_$h ran ${seconds} s, ${runs} executions: $(grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+" <<<"$done_line")"
+  runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
+  coverage=$(grep -E "DONE|INITED" "$log" | tail -n 1 | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+" || true)
+  echo "fuzz: fuzz_$h ran ${seconds} s, ${runs:-?} executions, ${coverage:-no coverage line in $log}"
 done

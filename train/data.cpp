@@ -238,6 +238,104 @@ bool read_numeric(const matvar_t* v, std::vector<double>& out) {
   }
 }
 
+// matio trusts the sizes in a MAT5 variable's header: a dimensions tag claiming 4 GB (in a
+// 6 KB file) makes Mat_VarReadInfo allocate 8 GB before reading anything, and cell or struct
+// variables allocate per declared element. So the header of every top-level variable is checked
+// here first, from the file's bytes. MAT5: a 128-byte header (bytes 126-127 read "IM" when the
+// file's byte order is ours, "MI" when swapped), then data elements, each an 8-byte tag (uint32
+// type, uint32 size) and its bytes. A variable is a miMATRIX (14) element, or a miCOMPRESSED (15)
+// one holding a deflated miMATRIX. Its payload starts with sub-elements: array flags (class in
+// the low byte), dimensions, name; a small one packs its size into the tag's upper 16 bits.
+class Mat5HeaderCheck {
+ public:
+  Mat5HeaderCheck(std::string what, std::string path) : what_(std::move(what)), path_(std::move(path)) {}
+
+  void run() {
+    std::ifstream in(path_, std::ios::binary);
+    const uint64_t size = fs::file_size(path_);
+    uint8_t header[128];
+    if (!in.read(reinterpret_cast<char*>(header), 128)) return;  // matio has refused it already
+    swap_ = header[126] == 'M' && header[127] == 'I';
+    int index = 0;
+    for (uint64_t at = 128; at + 8 <= size; ++index) {
+      uint8_t tag[8];
+      in.seekg(std::streamoff(at));
+      if (!in.read(reinterpret_cast<char*>(tag), 8)) break;
+      const uint32_t type = word(tag), bytes = word(tag + 4);
+      if (bytes > size - at - 8)
+        fail(what_, path_, fmt::format("variable {}: {} bytes declared, past the end of the {}-byte file", index,
+                                       bytes, size));
+      if (type == 14 || type == 15) {
+        std::vector<uint8_t> payload(std::min<uint64_t>(bytes, kHeadBytes));
+        in.read(reinterpret_cast<char*>(payload.data()), std::streamsize(payload.size()));
+        if (type == 14) check_matrix(index, payload, bytes);
+        else check_compressed(index, payload, bytes);
+      }
+      at += 8 + uint64_t(bytes);
+    }
+  }
+
+ private:
+  // Enough of a variable to hold its flags, dimensions and name.
+  static constexpr uint64_t kHeadBytes = 1 << 16;
+  static constexpr uint32_t kMaxRank = 32, kMaxNameBytes = 4096;
+
+  uint32_t word(const uint8_t* p) const {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return swap_ ? __builtin_bswap32(v) : v;
+  }
+
+  // The first bytes `head` of a miMATRIX payload of `size` bytes.
+  void check_matrix(int index, const std::vector<uint8_t>& head, uint64_t size) const {
+    uint64_t at = 0;
+    for (const char* part : {"array flags", "dimensions", "name"}) {
+      if (at + 8 > head.size()) return;  // a short variable: matio reports it
+      const uint32_t w0 = word(head.data() + at), w1 = word(head.data() + at + 4);
+      const bool small = (w0 >> 16) != 0;
+      const uint64_t bytes = small ? w0 >> 16 : w1, end = at + 8 + (small ? 0 : (bytes + 7) / 8 * 8);
+      const uint64_t limit = std::string_view(part) == "dimensions" ? 4 * kMaxRank
+                             : std::string_view(part) == "name"     ? kMaxNameBytes
+                                                                    : 16;
+      if (bytes > limit || (!small && at + 8 + bytes > size))
+        fail(what_, path_, fmt::format("variable {}: its {} claim {} bytes (at most {} in a {}-byte variable)", index,
+                                       part, bytes, std::min(limit, size), size));
+      if (std::string_view(part) == "array flags" && !small && bytes >= 4 && at + 12 <= head.size()) {
+        // Numeric and char variables only: matio allocates per element of cell, struct,
+        // object and sparse variables while reading their headers, and SVHN files hold none.
+        const uint32_t cls = word(head.data() + at + 8) & 0xff;
+        if (cls != MAT_C_CHAR && (cls < MAT_C_DOUBLE || cls > MAT_C_UINT64))
+          fail(what_, path_, fmt::format("variable {} is a {} array; an SVHN file holds numeric X and y only", index,
+                                         class_text(matio_classes(cls))));
+      }
+      at = end;
+    }
+  }
+
+  // A miCOMPRESSED payload: the start of its inflated miMATRIX is checked like an uncompressed one.
+  void check_compressed(int index, const std::vector<uint8_t>& head, uint64_t size) const {
+    std::vector<uint8_t> out(kHeadBytes);
+    z_stream z{};
+    if (inflateInit(&z) != Z_OK) return;
+    z.next_in = const_cast<Bytef*>(head.data());
+    z.avail_in = uInt(head.size());
+    z.next_out = out.data();
+    z.avail_out = uInt(out.size());
+    inflate(&z, Z_SYNC_FLUSH);
+    out.resize(out.size() - z.avail_out);
+    inflateEnd(&z);
+    if (out.size() < 8) return;  // not deflate data: matio reports it
+    const uint32_t type = word(out.data()), bytes = word(out.data() + 4);
+    if (type == 14 && bytes / kMaxDeflateRatio > size)
+      fail(what_, path_, fmt::format("variable {}: {} bytes declared, more than its {} compressed bytes can hold",
+                                     index, bytes, size));
+    if (type == 14) check_matrix(index, std::vector<uint8_t>(out.begin() + 8, out.end()), bytes);
+  }
+
+  std::string what_, path_;
+  bool swap_ = false;
+};
+
 }  // namespace
 
 // ---- Dataset -----------------------------------------------------------------------------------
@@ -328,9 +426,14 @@ Dataset load_svhn_mat(const std::string& path, const std::string& name) {
     fail(name, path,
          fmt::format("not a readable MAT file{}",
                      matio_last_message.empty() ? std::string() : " (" + matio_last_message + ")"));
-  // The variables' headers first: their declared sizes are checked against what the file can
-  // hold before matio reads (and allocates) the data. (matio's own header parsing, e.g. of cell
-  // arrays stored before X, is beyond our reach.)
+  // MAT4 headers are read by matio with no bound at all (a name length allocates as declared);
+  // SVHN files are MAT5 or MAT 7.3 (HDF5, whose library bounds its own headers).
+  const mat_ft version = Mat_GetVersion(mat.get());
+  if (version != MAT_FT_MAT5 && version != MAT_FT_MAT73)
+    fail(name, path, "a MAT 4 file: only MAT 5 (v6, v7) and MAT 7.3 files are read");
+  if (version == MAT_FT_MAT5) Mat5HeaderCheck(name, path).run();
+  // Then X's and y's headers: their declared sizes are checked against what the file can hold
+  // before matio reads (and allocates) the data.
   const MatVar x_info(Mat_VarReadInfo(mat.get(), "X"));
   if (!x_info) fail(name, path, "no variable X (the 32x32x3xN uint8 images)");
   const MatVar y_info(Mat_VarReadInfo(mat.get(), "y"));
