@@ -204,7 +204,8 @@ std::string dims_text(const matvar_t* v) {
   return s;
 }
 
-const char* class_text(matio_classes c) {
+// Takes the number, not the enum: a class byte read from a file may be no matio_classes value.
+const char* class_text(uint32_t c) {
   static const char* const names[] = {"empty",  "cell",   "struct", "object", "char",     "sparse",
                                       "double", "single", "int8",   "uint8",  "int16",    "uint16",
                                       "int32",  "uint32", "int64",  "uint64", "function", "opaque"};
@@ -305,8 +306,8 @@ class Mat5HeaderCheck {
         // object and sparse variables while reading their headers, and SVHN files hold none.
         const uint32_t cls = word(head.data() + at + 8) & 0xff;
         if (cls != MAT_C_CHAR && (cls < MAT_C_DOUBLE || cls > MAT_C_UINT64))
-          fail(what_, path_, fmt::format("variable {} is a {} array; an SVHN file holds numeric X and y only", index,
-                                         class_text(matio_classes(cls))));
+          fail(what_, path_, fmt::format("variable {} has class {} ({}); an SVHN file holds numeric X and y only",
+                                         index, cls, class_text(cls)));
       }
       at = end;
     }

@@ -5,6 +5,7 @@
 //   fuzz_image_folder  two image files, in class folders a/ and b/ (pack_two)
 //   fuzz_checkpoint    one safetensors checkpoint of fuzz_model()
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -16,9 +17,10 @@ namespace equivae::fuzz {
 // Two files in one input: the first one's length (2 bytes, little-endian), it, then the second.
 inline std::vector<uint8_t> pack_two(const std::vector<uint8_t>& first, const std::vector<uint8_t>& second) {
   const size_t n = first.size() < 0xffff ? first.size() : 0xffff;
-  std::vector<uint8_t> out = {uint8_t(n & 0xff), uint8_t(n >> 8)};
-  out.insert(out.end(), first.begin(), first.begin() + long(n));
-  out.insert(out.end(), second.begin(), second.end());
+  std::vector<uint8_t> out(2 + n + second.size());
+  out[0] = uint8_t(n & 0xff), out[1] = uint8_t(n >> 8);
+  std::copy_n(first.begin(), n, out.begin() + 2);
+  std::copy(second.begin(), second.end(), out.begin() + 2 + long(n));
   return out;
 }
 inline std::pair<std::vector<uint8_t>, std::vector<uint8_t>> split_two(const uint8_t* data, size_t size) {
