@@ -12,11 +12,14 @@ Init Init::fan_in(int64_t fan_in) { return {uniform, 1.0 / std::sqrt(double(fan_
 Var ParameterStore::declare(const std::string& name, Shape shape, Init init) {
   EQUIVAE_CHECK(!allocated(), "parameters: cannot declare {} after allocate()", name);
   for (const Entry& e : entries_) EQUIVAE_CHECK(e.name != name, "parameters: {} declared twice", name);
-  const int64_t n = shape_numel(shape);
+  const int64_t n = shape_numel(shape);  // throws on a negative dimension or overflow
+  int64_t total = 0;
+  EQUIVAE_CHECK(!__builtin_add_overflow(total_, n, &total), "parameters: {} {} makes more than 2^63 parameters",
+                name, shape_str(shape));
   // Placeholder value (shape only matters) until allocate() points it into the buffer.
   Var var(Tensor(), true);
   entries_.push_back({name, total_, std::move(shape), init, var});
-  total_ += n;
+  total_ = total;
   return var;
 }
 

@@ -33,8 +33,13 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+  // Shapes come from files too (checkpoints, data headers): a negative dimension or a product
+  // past int64 is an error, never a wrapped (negative or small) count.
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    EQUIVAE_CHECK(d >= 0, "tensor: negative dimension in shape {}", shape_str(s));
+    EQUIVAE_CHECK(!__builtin_mul_overflow(n, d, &n), "tensor: shape {} has more than 2^63 elements", shape_str(s));
+  }
   return n;
 }
 
@@ -44,7 +49,9 @@ Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_)
 Storage::~Storage() { backend(device).deallocate(ptr); }
 
 Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
-  for (int64_t d : shape) EQUIVAE_CHECK(d >= 0, "tensor: negative dimension in shape {}", shape_str(shape));
+  const int64_t n = shape_numel(shape);  // throws on a negative dimension or overflow
+  EQUIVAE_CHECK(uint64_t(n) <= SIZE_MAX / dtype_size(dtype), "tensor: {} {} elements do not fit in memory",
+                shape_str(shape), dtype_name(dtype));
   Tensor t;
   t.shape_ = std::move(shape);
   t.dtype_ = dtype;
@@ -107,7 +114,8 @@ Tensor Tensor::reshape(Shape shape) const {
       known *= shape[i];
     }
   }
-  if (infer >= 0 && known > 0) shape[size_t(infer)] = numel() / known;
+  EQUIVAE_CHECK(infer < 0 || known > 0, "reshape: cannot view {} as {}", describe(), shape_str(shape));
+  if (infer >= 0) shape[size_t(infer)] = numel() / known;
   EQUIVAE_CHECK(shape_numel(shape) == numel(), "reshape: cannot view {} as {}", describe(), shape_str(shape));
   Tensor t = *this;
   t.shape_ = std::move(shape);

@@ -1,5 +1,7 @@
 #include "model/equivae.h"
 
+#include <algorithm>
+
 #include "engine/shapes.h"
 
 namespace equivae {
@@ -13,8 +15,9 @@ std::string ModelConfig::describe() const {
 }
 
 EquiVAE::EquiVAE(const ModelConfig& config, ParameterStore& params) : config_(config) {
-  EQUIVAE_CHECK(!config.filters.empty() && config.image_size > 0 && config.channels > 0 && config.hidden > 0 &&
-                    config.d_r > 0 && config.d_v > 0 && config.num_classes > 1,
+  const bool filters_positive = std::all_of(config.filters.begin(), config.filters.end(), [](int64_t f) { return f > 0; });
+  EQUIVAE_CHECK(!config.filters.empty() && filters_positive && config.image_size > 0 && config.channels > 0 &&
+                    config.hidden > 0 && config.d_r > 0 && config.d_v > 0 && config.num_classes > 1,
                 "equivae: bad model configuration: {}", config.describe());
   sizes_ = conv_stack_sizes(config.image_size, config.filters.size());
   // The decoder retraces them: output padding makes each stride-2 transposed conv land on the

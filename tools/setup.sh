@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev catch2 libfmt-dev zlib1g-dev
-          libmatio-dev libcli11-dev libstb-dev nlohmann-json3-dev)
+          libmatio-dev libcli11-dev libstb-dev nlohmann-json3-dev libpng-dev libjpeg62-turbo-dev)
 # Optional Python: EQUIVAE_WITH_FIGURES=1 adds what tools/figures.py draws with (the main job and
 # the test suite ask for it); EQUIVAE_WITH_PYTHON=1 adds that and the PyTorch peer of bench/.
 if [[ "${EQUIVAE_WITH_FIGURES:-0}" == 1 || "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then

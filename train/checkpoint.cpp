@@ -2,12 +2,18 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
+
+#include "engine/backend.h"
+#include "train/data.h"
+#include "train/json_checks.h"
 
 namespace equivae {
 namespace {
@@ -32,10 +38,62 @@ std::vector<char> host_bytes(const Tensor& t) {
   throw std::runtime_error(fmt::format("checkpoint {}: {}", path, what));
 }
 
+// One tensor entry of the header, checked: a known dtype, a shape of non-negative integers whose
+// byte count matches its range, and a range inside the data section.
+struct TensorEntry {
+  std::string dtype;
+  Shape shape;
+  uint64_t begin = 0, end = 0;
+};
+
 struct Parsed {
-  json header;
+  std::map<std::string, std::string> metadata;
+  std::map<std::string, TensorEntry> tensors;
   std::vector<char> data;
 };
+
+size_t st_dtype_size(const std::string& dtype) { return dtype == "F64" ? 8 : dtype == "F32" || dtype == "I32" ? 4 : 0; }
+
+// Throws std::runtime_error without the path (parse() adds it).
+TensorEntry parse_tensor_entry(const std::string& name, const json& e, uint64_t data_size) {
+  const std::string what = "tensor " + name;
+  TensorEntry t;
+  const json& dtype = json_member(e, what, "dtype");
+  if (!dtype.is_string() || st_dtype_size(dtype.get<std::string>()) == 0)
+    throw std::runtime_error(fmt::format("{}: dtype {} is not one of \"F32\", \"F64\", \"I32\"", what, json_brief(dtype)));
+  t.dtype = dtype.get<std::string>();
+  const json& shape = json_member(e, what, "shape");
+  if (!shape.is_array() || shape.size() > 8)
+    throw std::runtime_error(fmt::format("{}: shape {} is not an array of at most 8 dimensions", what, json_brief(shape)));
+  for (const json& d : shape) t.shape.push_back(json_integer(d, what + ": a dimension of its shape", 0, INT64_MAX));
+  const json& range = json_member(e, what, "data_offsets");
+  if (!range.is_array() || range.size() != 2)
+    throw std::runtime_error(fmt::format("{}: data_offsets {} is not [begin, end]", what, json_brief(range)));
+  t.begin = uint64_t(json_integer(range[0], what + ": data_offsets begin", 0, int64_t(data_size)));
+  t.end = uint64_t(json_integer(range[1], what + ": data_offsets end", 0, int64_t(data_size)));
+  uint64_t bytes = 0;
+  try {
+    bytes = uint64_t(shape_numel(t.shape));
+  } catch (const ShapeError&) {
+    throw std::runtime_error(fmt::format("{}: shape {} has more than 2^63 elements", what, shape_str(t.shape)));
+  }
+  if (t.begin > t.end || __builtin_mul_overflow(bytes, st_dtype_size(t.dtype), &bytes) || t.end - t.begin != bytes)
+    throw std::runtime_error(fmt::format("{}: data_offsets [{}, {}] do not hold its {} {} values", what, t.begin,
+                                         t.end, shape_str(t.shape), t.dtype));
+  return t;
+}
+
+// Refuses two tensors sharing bytes: each value in the file belongs to one tensor.
+void check_disjoint(const std::string& path, const std::map<std::string, TensorEntry>& tensors) {
+  std::vector<std::pair<const TensorEntry*, const std::string*>> by_begin;
+  for (const auto& [name, t] : tensors)
+    if (t.end > t.begin) by_begin.push_back({&t, &name});
+  std::sort(by_begin.begin(), by_begin.end(), [](auto a, auto b) { return a.first->begin < b.first->begin; });
+  for (size_t i = 1; i < by_begin.size(); ++i)
+    if (by_begin[i].first->begin < by_begin[i - 1].first->end)
+      fail(path, fmt::format("tensors {} and {} overlap in the data section", *by_begin[i - 1].second,
+                             *by_begin[i].second));
+}
 
 Parsed parse(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -46,46 +104,54 @@ Parsed parse(const std::string& path) {
   uint64_t header_len = 0;
   if (size < 8 || !in.read(reinterpret_cast<char*>(&header_len), 8)) fail(path, "too short to be a safetensors file");
   if (header_len > size - 8) fail(path, fmt::format("header length {} exceeds the file size {}", header_len, size));
-  std::string header(header_len, '\0');
-  in.read(header.data(), std::streamsize(header_len));
-  Parsed p;
+  // The whole file is read into memory: refuse one larger than the machine's memory by its figure.
+  data::require_memory("checkpoint", path, size, 1, "its contents");
+  std::string text(header_len, '\0');
+  in.read(text.data(), std::streamsize(header_len));
+  json header;
   try {
-    p.header = json::parse(header);
+    header = json::parse(text);
   } catch (const json::exception& e) {
     fail(path, fmt::format("header is not valid JSON ({})", e.what()));
   }
+  Parsed p;
   p.data.resize(size - 8 - header_len);
   in.read(p.data.data(), std::streamsize(p.data.size()));
   if (!in) fail(path, "truncated data section");
-  if (!p.header.is_object() || !p.header.contains("__metadata__")) fail(path, "no __metadata__ in the header");
-  const json& meta = p.header["__metadata__"];
-  if (!meta.contains("crc32")) fail(path, "no crc32 in the metadata");
-  const uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(p.data.data()), uInt(p.data.size()));
-  if (std::to_string(crc) != meta["crc32"].get<std::string>())
-    fail(path, "data CRC-32 mismatch: the file is corrupt");
+  try {
+    if (!header.is_object()) throw std::runtime_error(fmt::format("header is a JSON {}, expected an object", header.type_name()));
+    const json& meta = json_member(header, "header", "__metadata__");
+    if (!meta.is_object()) throw std::runtime_error(fmt::format("__metadata__ is {}, expected an object", json_brief(meta)));
+    for (const auto& [field, v] : meta.items()) {
+      if (!v.is_string()) throw std::runtime_error(fmt::format("metadata field {} is {}, expected a string", field, json_brief(v)));
+      p.metadata[field] = v.get<std::string>();
+    }
+    for (const auto& [name, entry] : header.items())
+      if (name != "__metadata__") p.tensors[name] = parse_tensor_entry(name, entry, p.data.size());
+  } catch (const std::runtime_error& e) {
+    fail(path, e.what());
+  }
+  check_disjoint(path, p.tensors);
+  if (!p.metadata.count("crc32")) fail(path, "no crc32 in the metadata");
+  const uLong crc = crc32_z(0L, reinterpret_cast<const Bytef*>(p.data.data()), p.data.size());
+  if (std::to_string(crc) != p.metadata.at("crc32")) fail(path, "data CRC-32 mismatch: the file is corrupt");
   return p;
 }
 
-std::map<std::string, std::string> metadata_of(const Parsed& p) {
-  std::map<std::string, std::string> out;
-  for (auto& [k, v] : p.header["__metadata__"].items()) out[k] = v.get<std::string>();
-  return out;
-}
-
-// Copies tensor `name` of the file into `dst` (same shape, file dtype must match).
+// Copies tensor `name` of the file into `dst` (same shape, file dtype must match), refusing NaN
+// and Inf: a checkpoint holds the weights of a finished step, which are finite.
 void read_into(const std::string& path, const Parsed& p, const std::string& name, Tensor& dst) {
-  if (!p.header.contains(name)) fail(path, fmt::format("tensor {} is missing", name));
-  const json& e = p.header[name];
-  const Shape shape = e["shape"].get<Shape>();
-  if (shape != dst.shape())
-    fail(path, fmt::format("tensor {} has shape {}, the model expects {}", name, shape_str(shape), shape_str(dst.shape())));
-  if (e["dtype"].get<std::string>() != st_dtype(dst.dtype()))
-    fail(path, fmt::format("tensor {} has dtype {}, expected {}", name, e["dtype"].get<std::string>(), st_dtype(dst.dtype())));
-  const auto range = e["data_offsets"].get<std::vector<uint64_t>>();
-  if (range.size() != 2 || range[1] < range[0] || range[1] > p.data.size() || range[1] - range[0] != dst.bytes())
-    fail(path, fmt::format("tensor {} has a bad byte range", name));
+  const auto found = p.tensors.find(name);
+  if (found == p.tensors.end()) fail(path, fmt::format("tensor {} is missing", name));
+  const TensorEntry& e = found->second;
+  if (e.shape != dst.shape())
+    fail(path, fmt::format("tensor {} has shape {}, the model expects {}", name, shape_str(e.shape), shape_str(dst.shape())));
+  if (e.dtype != st_dtype(dst.dtype()))
+    fail(path, fmt::format("tensor {} has dtype {}, expected {}", name, e.dtype, st_dtype(dst.dtype())));
   Tensor host = Tensor::empty(dst.shape(), dst.dtype(), Device::cpu);
-  std::memcpy(host.raw(), p.data.data() + range[0], dst.bytes());
+  std::memcpy(host.raw(), p.data.data() + e.begin, dst.bytes());
+  if (dst.dtype() != DType::i32 && backend(Device::cpu).has_nonfinite(host))
+    fail(path, fmt::format("tensor {} holds NaN or Inf", name));
   dst.copy_from(host);
 }
 
@@ -110,7 +176,7 @@ void save_checkpoint(const std::string& path, const ParameterStore& params, Adam
   json meta = json::object();
   for (const auto& [k, v] : metadata) meta[k] = v;
   if (adam) meta["adam_step"] = std::to_string(adam->steps());
-  meta["crc32"] = std::to_string(crc32(0L, reinterpret_cast<const Bytef*>(data.data()), uInt(data.size())));
+  meta["crc32"] = std::to_string(crc32_z(0L, reinterpret_cast<const Bytef*>(data.data()), data.size()));
   header["__metadata__"] = meta;
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned, as the format recommends
@@ -129,7 +195,7 @@ void save_checkpoint(const std::string& path, const ParameterStore& params, Adam
   std::filesystem::rename(tmp, path);  // atomic on POSIX: a reader sees the old or the new file
 }
 
-std::map<std::string, std::string> read_checkpoint_metadata(const std::string& path) { return metadata_of(parse(path)); }
+std::map<std::string, std::string> read_checkpoint_metadata(const std::string& path) { return parse(path).metadata; }
 
 std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam) {
   const Parsed p = parse(path);
@@ -139,19 +205,31 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Para
     Tensor view = values.rows(e.offset, e.offset + shape_numel(e.shape)).reshape(e.shape);
     read_into(path, p, e.name, view);
   }
-  std::map<std::string, std::string> meta = metadata_of(p);
+  const std::map<std::string, std::string>& meta = p.metadata;
   if (adam) {
     Tensor m = Tensor::empty(adam->first_moment().shape(), values.dtype(), values.device());
     Tensor v = Tensor::empty(adam->second_moment().shape(), values.dtype(), values.device());
     read_into(path, p, "adam.m", m);
     read_into(path, p, "adam.v", v);
-    if (!meta.count("adam_step")) fail(path, "no adam_step in the metadata");
+    const int64_t steps = int64_t(metadata_count(path, meta, "adam_step", INT64_MAX));
     adam->first_moment().copy_from(m);
     adam->second_moment().copy_from(v);
-    adam->set_steps(std::stoll(meta["adam_step"]));
+    adam->set_steps(steps);
   }
   params.values().copy_from(values);
   return meta;
+}
+
+uint64_t metadata_count(const std::string& path, const std::map<std::string, std::string>& metadata,
+                        const std::string& field, uint64_t max) {
+  const auto found = metadata.find(field);
+  if (found == metadata.end()) fail(path, fmt::format("no {} in the metadata", field));
+  const std::string& text = found->second;
+  uint64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value > max)
+    fail(path, fmt::format("metadata field {} is \"{}\", expected an integer in [0, {}]", field, text, max));
+  return value;
 }
 
 }  // namespace equivae

@@ -5,6 +5,7 @@
 // flat Adam moments "adam.m" and "adam.v" in parameter-buffer order. String metadata carries the
 // training state and a CRC-32 of the data, so a corrupt or truncated file is refused.
 #pragma once
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -23,9 +24,16 @@ void save_checkpoint(const std::string& path, const ParameterStore& params, Adam
 // Loads parameter values (and Adam's moments and step count when `adam` is given) into
 // already-declared, allocated parameters. Throws std::runtime_error naming the file and the
 // problem: not a safetensors file, truncated, CRC mismatch, a missing tensor or a wrong shape.
+// Every header entry is checked before use (a known dtype, integer shapes and byte ranges that
+// match, lie inside the file and do not overlap); NaN or Inf values are refused.
 std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam);
 
 // Only the metadata (to rebuild the model configuration before loading).
 std::map<std::string, std::string> read_checkpoint_metadata(const std::string& path);
+
+// The decimal integer of metadata `field`, in [0, max]; throws std::runtime_error naming the file
+// and the field when it is missing, not an integer or out of range.
+uint64_t metadata_count(const std::string& path, const std::map<std::string, std::string>& metadata,
+                        const std::string& field, uint64_t max);
 
 }  // namespace equivae

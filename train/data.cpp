@@ -2,18 +2,20 @@
 
 #include <fmt/format.h>
 #include <matio.h>
-#include <stb_image.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iterator>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 
+#include "train/image_decode.h"
 #include "train/sampler.h"
 
 namespace equivae::data {
@@ -26,6 +28,10 @@ namespace {
   throw std::runtime_error(fmt::format("{}: {}: {}", what, path, why));
 }
 
+// Deflate (gzip, zlib in MAT5, HDF5's filter in MAT 7.3) expands at most 1032:1: the most data a
+// compressed file of a given size can hold, known before inflating any of it.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
 // A file that must exist and be a regular file (gzopen would happily open a directory).
 void require_file(const std::string& what, const std::string& path) {
   std::error_code ec;
@@ -33,6 +39,20 @@ void require_file(const std::string& what, const std::string& path) {
   if (!fs::exists(st)) fail(what, path, "file not found");
   if (!fs::is_regular_file(st)) fail(what, path, "not a regular file");
 }
+
+}  // namespace
+
+void require_memory(const std::string& what, const std::string& path, uint64_t count, uint64_t bytes_each,
+                    const std::string& purpose) {
+  const uint64_t memory = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGE_SIZE));
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(count, bytes_each, &bytes)) bytes = UINT64_MAX;
+  if (bytes > memory)
+    fail(what, path, fmt::format("{} need {} bytes ({:.1f} GiB), more than this machine's {:.1f} GiB of memory", purpose,
+                                 bytes, double(bytes) / double(1 << 30), double(memory) / double(1 << 30)));
+}
+
+namespace {
 
 // ---- IDX ---------------------------------------------------------------------------------------
 
@@ -105,12 +125,23 @@ IdxFile read_idx(const std::string& what, const std::string& path, int rank, con
   for (int i = 0; i < rank; ++i) {
     const uint32_t dim = big_endian(header.data() + 4 * i);
     // Rows and columns beyond 2^16 are no image anyone trains on; the bound keeps the product
-    // of the dims far from overflow.
+    // of the dims below 2^64 (2^32 x 2^16 x 2^16).
     if (i > 0 && (dim == 0 || dim > 65536))
       fail(what, path, fmt::format("bad dimension {} = {} in the header", i, dim));
     out.dims.push_back(dim);
     count *= dim;
   }
+  // Before inflating anything: the bytes, then a float per byte, must fit in memory, and the
+  // file must be able to hold them.
+  require_memory(what, path, count, 1 + sizeof(float), fmt::format("its {} values", count));
+  // A raw file holds what it holds, and a small .gz cannot hold gigabytes.
+  const uint64_t file_bytes = fs::file_size(path), header_bytes = 4 + 4 * uint64_t(rank);
+  if (gzdirect(f.get()) && count > file_bytes - header_bytes)
+    fail(what, path, fmt::format("truncated: the header promises {} bytes of data, the file has {}", count,
+                                 file_bytes - header_bytes));
+  if (!gzdirect(f.get()) && count / kMaxDeflateRatio > file_bytes)
+    fail(what, path, fmt::format("the header promises {} bytes of data, more than a {}-byte gzip file can hold "
+                                 "(deflate expands at most {}:1)", count, file_bytes, kMaxDeflateRatio));
   out.data = gz_read(f.get(), count, what, path);
   if (out.data.size() < count)
     fail(what, path,
@@ -173,7 +204,8 @@ std::string dims_text(const matvar_t* v) {
   return s;
 }
 
-const char* class_text(matio_classes c) {
+// Takes the number, not the enum: a class byte read from a file may be no matio_classes value.
+const char* class_text(uint32_t c) {
   static const char* const names[] = {"empty",  "cell",   "struct", "object", "char",     "sparse",
                                       "double", "single", "int8",   "uint8",  "int16",    "uint16",
                                       "int32",  "uint32", "int64",  "uint64", "function", "opaque"};
@@ -206,6 +238,104 @@ bool read_numeric(const matvar_t* v, std::vector<double>& out) {
     default: return false;
   }
 }
+
+// matio trusts the sizes in a MAT5 variable's header: a dimensions tag claiming 4 GB (in a
+// 6 KB file) makes Mat_VarReadInfo allocate 8 GB before reading anything, and cell or struct
+// variables allocate per declared element. So the header of every top-level variable is checked
+// here first, from the file's bytes. MAT5: a 128-byte header (bytes 126-127 read "IM" when the
+// file's byte order is ours, "MI" when swapped), then data elements, each an 8-byte tag (uint32
+// type, uint32 size) and its bytes. A variable is a miMATRIX (14) element, or a miCOMPRESSED (15)
+// one holding a deflated miMATRIX. Its payload starts with sub-elements: array flags (class in
+// the low byte), dimensions, name; a small one packs its size into the tag's upper 16 bits.
+class Mat5HeaderCheck {
+ public:
+  Mat5HeaderCheck(std::string what, std::string path) : what_(std::move(what)), path_(std::move(path)) {}
+
+  void run() {
+    std::ifstream in(path_, std::ios::binary);
+    const uint64_t size = fs::file_size(path_);
+    uint8_t header[128];
+    if (!in.read(reinterpret_cast<char*>(header), 128)) return;  // matio has refused it already
+    swap_ = header[126] == 'M' && header[127] == 'I';
+    int index = 0;
+    for (uint64_t at = 128; at + 8 <= size; ++index) {
+      uint8_t tag[8];
+      in.seekg(std::streamoff(at));
+      if (!in.read(reinterpret_cast<char*>(tag), 8)) break;
+      const uint32_t type = word(tag), bytes = word(tag + 4);
+      if (bytes > size - at - 8)
+        fail(what_, path_, fmt::format("variable {}: {} bytes declared, past the end of the {}-byte file", index,
+                                       bytes, size));
+      if (type == 14 || type == 15) {
+        std::vector<uint8_t> payload(std::min<uint64_t>(bytes, kHeadBytes));
+        in.read(reinterpret_cast<char*>(payload.data()), std::streamsize(payload.size()));
+        if (type == 14) check_matrix(index, payload, bytes);
+        else check_compressed(index, payload, bytes);
+      }
+      at += 8 + uint64_t(bytes);
+    }
+  }
+
+ private:
+  // Enough of a variable to hold its flags, dimensions and name.
+  static constexpr uint64_t kHeadBytes = 1 << 16;
+  static constexpr uint32_t kMaxRank = 32, kMaxNameBytes = 4096;
+
+  uint32_t word(const uint8_t* p) const {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return swap_ ? __builtin_bswap32(v) : v;
+  }
+
+  // The first bytes `head` of a miMATRIX payload of `size` bytes.
+  void check_matrix(int index, const std::vector<uint8_t>& head, uint64_t size) const {
+    uint64_t at = 0;
+    for (const char* part : {"array flags", "dimensions", "name"}) {
+      if (at + 8 > head.size()) return;  // a short variable: matio reports it
+      const uint32_t w0 = word(head.data() + at), w1 = word(head.data() + at + 4);
+      const bool small = (w0 >> 16) != 0;
+      const uint64_t bytes = small ? w0 >> 16 : w1, end = at + 8 + (small ? 0 : (bytes + 7) / 8 * 8);
+      const uint64_t limit = std::string_view(part) == "dimensions" ? 4 * kMaxRank
+                             : std::string_view(part) == "name"     ? kMaxNameBytes
+                                                                    : 16;
+      if (bytes > limit || (!small && at + 8 + bytes > size))
+        fail(what_, path_, fmt::format("variable {}: its {} claim {} bytes (at most {} in a {}-byte variable)", index,
+                                       part, bytes, std::min(limit, size), size));
+      if (std::string_view(part) == "array flags" && !small && bytes >= 4 && at + 12 <= head.size()) {
+        // Numeric and char variables only: matio allocates per element of cell, struct,
+        // object and sparse variables while reading their headers, and SVHN files hold none.
+        const uint32_t cls = word(head.data() + at + 8) & 0xff;
+        if (cls != MAT_C_CHAR && (cls < MAT_C_DOUBLE || cls > MAT_C_UINT64))
+          fail(what_, path_, fmt::format("variable {} has class {} ({}); an SVHN file holds numeric X and y only",
+                                         index, cls, class_text(cls)));
+      }
+      at = end;
+    }
+  }
+
+  // A miCOMPRESSED payload: the start of its inflated miMATRIX is checked like an uncompressed one.
+  void check_compressed(int index, const std::vector<uint8_t>& head, uint64_t size) const {
+    std::vector<uint8_t> out(kHeadBytes);
+    z_stream z{};
+    if (inflateInit(&z) != Z_OK) return;
+    z.next_in = const_cast<Bytef*>(head.data());
+    z.avail_in = uInt(head.size());
+    z.next_out = out.data();
+    z.avail_out = uInt(out.size());
+    inflate(&z, Z_SYNC_FLUSH);
+    out.resize(out.size() - z.avail_out);
+    inflateEnd(&z);
+    if (out.size() < 8) return;  // not deflate data: matio reports it
+    const uint32_t type = word(out.data()), bytes = word(out.data() + 4);
+    if (type == 14 && bytes / kMaxDeflateRatio > size)
+      fail(what_, path_, fmt::format("variable {}: {} bytes declared, more than its {} compressed bytes can hold",
+                                     index, bytes, size));
+    if (type == 14) check_matrix(index, std::vector<uint8_t>(out.begin() + 8, out.end()), bytes);
+  }
+
+  std::string what_, path_;
+  bool swap_ = false;
+};
 
 }  // namespace
 
@@ -297,31 +427,54 @@ Dataset load_svhn_mat(const std::string& path, const std::string& name) {
     fail(name, path,
          fmt::format("not a readable MAT file{}",
                      matio_last_message.empty() ? std::string() : " (" + matio_last_message + ")"));
-  const MatVar x(Mat_VarRead(mat.get(), "X"));
-  if (!x) fail(name, path, "no variable X (the 32x32x3xN uint8 images)");
-  const MatVar y(Mat_VarRead(mat.get(), "y"));
-  if (!y) fail(name, path, "no variable y (the Nx1 labels)");
-
+  // MAT4 headers are read by matio with no bound at all (a name length allocates as declared);
+  // SVHN files are MAT5 or MAT 7.3 (HDF5, whose library bounds its own headers).
+  const mat_ft version = Mat_GetVersion(mat.get());
+  if (version != MAT_FT_MAT5 && version != MAT_FT_MAT73)
+    fail(name, path, "a MAT 4 file: only MAT 5 (v6, v7) and MAT 7.3 files are read");
+  if (version == MAT_FT_MAT5) Mat5HeaderCheck(name, path).run();
+  // Then X's and y's headers: their declared sizes are checked against what the file can hold
+  // before matio reads (and allocates) the data.
+  const MatVar x_info(Mat_VarReadInfo(mat.get(), "X"));
+  if (!x_info) fail(name, path, "no variable X (the 32x32x3xN uint8 images)");
+  const MatVar y_info(Mat_VarReadInfo(mat.get(), "y"));
+  if (!y_info) fail(name, path, "no variable y (the Nx1 labels)");
+  const matvar_t* x = x_info.get();
   // MATLAB drops trailing singleton dimensions, so a file with one image has a 32x32x3 X.
   if (x->rank < 3 || x->rank > 4 || x->dims[0] != 32 || x->dims[1] != 32 || x->dims[2] != 3)
-    fail(name, path, fmt::format("X is {}, expected 32x32x3xN", dims_text(x.get())));
-  const int64_t n = x->rank == 4 ? int64_t(x->dims[3]) : 1;
+    fail(name, path, fmt::format("X is {}, expected 32x32x3xN", dims_text(x)));
+  const uint64_t images = x->rank == 4 ? uint64_t(x->dims[3]) : 1;
   if (x->class_type != MAT_C_UINT8 || x->isComplex)
     fail(name, path,
          fmt::format("X is {}{}, expected real uint8", x->isComplex ? "complex " : "",
                      class_text(x->class_type)));
   const size_t image_size = 32 * 32 * 3;
+  const bool plain = Mat_GetVersion(mat.get()) != MAT_FT_MAT73 && x->compression == MAT_COMPRESSION_NONE;
+  const uint64_t file_bytes = fs::file_size(path), capacity = plain ? file_bytes : file_bytes * kMaxDeflateRatio;
+  if (images > capacity / image_size)
+    fail(name, path, fmt::format("X declares {} images ({}), more than the {}-byte file can hold", images,
+                                 dims_text(x), file_bytes));
+  require_memory(name, path, images * image_size, 1 + sizeof(float), fmt::format("its {} images", images));
+  const int64_t n = int64_t(images);
+  const matvar_t* y = y_info.get();
+  const bool column = y->rank == 2 && (y->dims[1] == 1 || y->dims[0] == 1);
+  if (!column || int64_t(y->dims[0] * y->dims[1]) != n)
+    fail(name, path,
+         fmt::format("y is {}, expected {}x1 (one label per image of X)", dims_text(y), n));
+
+  const MatVar x_data(Mat_VarRead(mat.get(), "X"));
+  const MatVar y_data(Mat_VarRead(mat.get(), "y"));
+  if (!x_data || !y_data)
+    fail(name, path, fmt::format("cannot read {}{}", x_data ? "y" : "X",
+                                 matio_last_message.empty() ? std::string() : " (" + matio_last_message + ")"));
+  x = x_data.get();
+  y = y_data.get();
   if (!x->data || x->data_type != MAT_T_UINT8 || x->nbytes != image_size * size_t(n))
     fail(name, path,
          fmt::format("X holds {} bytes of data, expected {} for {} images", x->nbytes,
                      image_size * size_t(n), n));
-
-  const bool column = y->rank == 2 && (y->dims[1] == 1 || y->dims[0] == 1);
-  if (!column || int64_t(y->dims[0] * y->dims[1]) != n)
-    fail(name, path,
-         fmt::format("y is {}, expected {}x1 (one label per image of X)", dims_text(y.get()), n));
   std::vector<double> raw(static_cast<size_t>(n));
-  if (!read_numeric(y.get(), raw))
+  if (!read_numeric(y, raw))
     fail(name, path,
          fmt::format("y is {}{}, expected a real numeric array", y->isComplex ? "complex " : "",
                      class_text(y->class_type)));
@@ -360,8 +513,26 @@ Splits load_svhn(const std::string& dir, int64_t validation_size) {
 
 // ---- image folders -----------------------------------------------------------------------------
 
+namespace {
+
+// The whole file, refused unheard when it is larger than any PNG or JPEG of max_pixels pixels
+// can be (4 bytes a pixel uncompressed, twice that for slack, plus 1 MB of metadata chunks).
+std::vector<uint8_t> read_image_file(const std::string& what, const std::string& path, int64_t max_pixels) {
+  const uint64_t size = fs::file_size(path), limit = uint64_t(max_pixels) * 8 + (uint64_t(1) << 20);
+  if (size > limit)
+    fail(what, path, fmt::format("{} bytes, more than an image of at most {} pixels needs (raise the limit with "
+                                 "--max-image-pixels)", size, max_pixels));
+  std::ifstream in(path, std::ios::binary);
+  std::vector<uint8_t> bytes(size);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size))) fail(what, path, "read error");
+  return bytes;
+}
+
+}  // namespace
+
 Dataset load_image_folder(const std::string& dir, std::vector<std::string>* class_names,
-                          const std::string& name) {
+                          const std::string& name, int64_t max_pixels) {
+  if (max_pixels <= 0) throw std::invalid_argument(fmt::format("{}: max_pixels = {} must be positive", name, max_pixels));
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(name, dir, "not a directory");
   std::vector<fs::path> classes;
@@ -370,42 +541,50 @@ Dataset load_image_folder(const std::string& dir, std::vector<std::string>* clas
   std::sort(classes.begin(), classes.end());
   if (classes.empty()) fail(name, dir, "no class folders (expected dir/<class>/<images>)");
 
+  // Every file first, so the memory the whole set needs is known from the first image.
+  std::vector<std::pair<fs::path, int32_t>> files;
+  for (size_t c = 0; c < classes.size(); ++c) {
+    std::vector<fs::path> in_class;
+    for (const auto& e : fs::directory_iterator(classes[c]))
+      if (e.is_regular_file() && e.path().filename().string()[0] != '.') in_class.push_back(e.path());
+    std::sort(in_class.begin(), in_class.end());
+    if (in_class.empty()) fail(name, classes[c].string(), "class folder has no images");
+    for (const fs::path& f : in_class) files.push_back({f, int32_t(c)});
+  }
   Dataset d;
   d.name = name;
   d.num_classes = int(classes.size());
+  if (class_names) {
+    class_names->clear();
+    for (const fs::path& c : classes) class_names->push_back(c.filename().string());
+  }
   std::string first;  // the file that fixed the size, for the mismatch message
-  if (class_names) class_names->clear();
-  for (size_t c = 0; c < classes.size(); ++c) {
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(classes[c]))
-      if (e.is_regular_file() && e.path().filename().string()[0] != '.') files.push_back(e.path());
-    std::sort(files.begin(), files.end());
-    if (files.empty()) fail(name, classes[c].string(), "class folder has no images");
-    for (const auto& file : files) {
-      int w = 0, h = 0, ch = 0;
-      const std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
-          stbi_load(file.c_str(), &w, &h, &ch, 0), stbi_image_free);
-      if (!pixels)
-        fail(name, file.string(), fmt::format("cannot decode image ({})", stbi_failure_reason()));
-      if (d.n == 0) {
-        d.channels = ch, d.height = h, d.width = w;
-        first = file.string();
-      } else if (ch != d.channels || h != d.height || w != d.width) {
-        fail(name, file.string(),
-             fmt::format("image is {}x{} with {} channel(s), but {} is {}x{} with {}", w, h, ch,
-                         first, d.width, d.height, d.channels));
-      }
-      // stb gives HWC interleaved; store CHW.
-      const size_t plane = size_t(h) * size_t(w), at = d.images.size();
-      d.images.resize(at + plane * size_t(ch));
-      for (size_t p = 0; p < plane; ++p)
-        for (int k = 0; k < ch; ++k)
-          d.images[at + size_t(k) * plane + p] =
-              float(pixels.get()[p * size_t(ch) + size_t(k)]) / 255.0f;
-      d.labels.push_back(int32_t(c));
-      ++d.n;
+  for (const auto& [file, label] : files) {
+    const std::vector<uint8_t> bytes = read_image_file(name, file.string(), max_pixels);
+    DecodedImage image;
+    try {
+      image = decode_image(bytes, max_pixels);
+    } catch (const std::runtime_error& e) {
+      fail(name, file.string(), e.what());
     }
-    if (class_names) class_names->push_back(classes[c].filename().string());
+    if (d.n == 0) {
+      d.channels = image.channels, d.height = image.height, d.width = image.width;
+      first = file.string();
+      require_memory(name, dir, files.size(), uint64_t(d.image_size()) * sizeof(float),
+                     fmt::format("its {} images of {}x{}x{}", files.size(), d.width, d.height, d.channels));
+      d.images.reserve(files.size() * size_t(d.image_size()));
+    } else if (image.channels != d.channels || image.height != d.height || image.width != d.width) {
+      fail(name, file.string(),
+           fmt::format("image is {}x{} with {} channel(s), but {} is {}x{} with {}", image.width, image.height,
+                       image.channels, first, d.width, d.height, d.channels));
+    }
+    // Decoded pixels are HWC interleaved; store CHW.
+    const size_t plane = size_t(image.height * image.width), at = d.images.size(), ch = size_t(image.channels);
+    d.images.resize(at + plane * ch);
+    for (size_t p = 0; p < plane; ++p)
+      for (size_t k = 0; k < ch; ++k) d.images[at + k * plane + p] = float(image.pixels[p * ch + k]) / 255.0f;
+    d.labels.push_back(label);
+    ++d.n;
   }
   return d;
 }

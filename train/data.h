@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "train/image_decode.h"
+
 namespace equivae::data {
 
 struct Dataset {
@@ -53,12 +55,20 @@ Dataset load_svhn_mat(const std::string& path, const std::string& name);
 // test = the test file. Pixels stay in [0, 1]: standardise with compute_channel_stats(train).
 Splits load_svhn(const std::string& dir, int64_t validation_size = 3257);
 
-// dir/<class name>/<image> for every image format stb_image reads. Classes are the sub-folders in
-// name order (label = position), images within a class in file-name order; hidden files (".*")
-// are skipped. All images must share size and channel count. Pixels in [0, 1]. `class_names`
-// may be null.
+// dir/<class name>/<image>, PNG or JPEG images (train/image_decode.h). Classes are the
+// sub-folders in name order (label = position), images within a class in file-name order; hidden
+// files (".*") are skipped. All images must share size and channel count. Pixels in [0, 1].
+// `class_names` may be null. An image of more than max_pixels pixels is refused before it is
+// decoded, and a folder whose images need more memory than the machine has before it is read.
 Dataset load_image_folder(const std::string& dir, std::vector<std::string>* class_names,
-                          const std::string& name);
+                          const std::string& name, int64_t max_pixels = kDefaultMaxImagePixels);
+
+// Throws std::runtime_error "<what>: <path>: <purpose> need N bytes (X GiB), more than this
+// machine's Y GiB of memory" when count x bytes_each (overflow counts as too much) exceed the
+// physical memory: a data set or model too large for the machine is refused with its figure
+// before the allocation, not by std::bad_alloc.
+void require_memory(const std::string& what, const std::string& path, uint64_t count, uint64_t bytes_each,
+                    const std::string& purpose);
 
 // Per-channel mean and (population) standard deviation over every pixel of `reference`, in
 // double. A constant channel gets stddev 1 so that standardising it cannot divide by zero.

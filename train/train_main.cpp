@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +24,7 @@ namespace {
 
 struct Options {
   std::string dataset = EQUIVAE_DEFAULT_DATASET, data_dir, out, device = "cpu", resume, evaluate;
-  int64_t train_limit = 0;
+  int64_t train_limit = 0, max_image_pixels = data::kDefaultMaxImagePixels;
   int threads = 0, classifier_epochs = 20, labels = 0;
   bool quick = false, no_progress = false, benchmark = false, tf32 = false;
 };
@@ -46,7 +47,7 @@ data::Splits load_splits(const Options& o) {
   }
   if (o.dataset == "folder") {
     // A user's own labelled images: 10 % validation, 10 % test, in a fixed shuffled order.
-    const data::Dataset all = data::load_image_folder(o.data_dir, nullptr, "folder");
+    const data::Dataset all = data::load_image_folder(o.data_dir, nullptr, "folder", o.max_image_pixels);
     std::vector<int64_t> rows(size_t(all.n));
     for (int64_t i = 0; i < all.n; ++i) rows[size_t(i)] = i;
     rows = data::shuffled(rows, 12345, 0);
@@ -94,6 +95,9 @@ int main(int argc, char** argv) {
   app.add_option("--hidden", model.hidden, "width H of the dense layers");
   app.add_option("--d-r", model.d_r, "invariant latent size");
   app.add_option("--d-v", model.d_v, "equivariant latent size");
+  app.add_option("--max-image-pixels", o.max_image_pixels,
+                 "--dataset folder: refuse images of more pixels than this, before decoding them")
+      ->check(CLI::PositiveNumber);
   app.add_option("--train-limit", o.train_limit, "train on the first N training images only (0: all)");
   app.add_option("--labels", o.labels,
                  "semi-supervised: keep the labels of only N training images, balanced over classes (0: all)");
@@ -117,14 +121,11 @@ int main(int argc, char** argv) {
       // The checkpoint's seed, epoch count (so nothing is trained) and architecture; the data
       // set's own sizes (channels, image size, classes) are checked against it on loading.
       const auto meta = read_checkpoint_metadata(o.evaluate);
-      auto field = [&](const std::string& key) {
-        if (!meta.count(key)) throw std::runtime_error("checkpoint " + o.evaluate + ": no '" + key + "' in its metadata");
-        return meta.at(key);
-      };
-      train.seed = std::stoull(field("seed"));
-      train.epochs = std::stoi(field("epoch"));
-      model = model_from_json(field("model"));
-      train.labels_per_class = meta.count("labels_per_class") ? std::stoi(meta.at("labels_per_class")) : 0;
+      train.seed = metadata_count(o.evaluate, meta, "seed", UINT64_MAX);
+      train.epochs = int(metadata_count(o.evaluate, meta, "epoch", INT_MAX));
+      model = checkpoint_model(o.evaluate, meta);
+      train.labels_per_class =
+          meta.count("labels_per_class") ? int(metadata_count(o.evaluate, meta, "labels_per_class", INT_MAX)) : 0;
       o.labels = 0;  // the checkpoint's own
       o.resume = o.evaluate;
     }

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "engine/ops.h"
 #include "train/checkpoint.h"
 #include "train/classifiers.h"
+#include "train/json_checks.h"
 #include "train/progress.h"
 
 namespace equivae {
@@ -44,15 +46,70 @@ std::string model_json(const ModelConfig& m) {
   return j.dump();
 }
 
+// Bounds on a model read from a file: no layer of this model is wider than 2^16 nor the stack
+// deeper than 16 convolutions, which keeps every product of sizes far from overflow. The
+// parameter count is bounded by the checkpoint's own size (checkpoint_model).
+constexpr int64_t kMaxWidth = 1 << 16, kMaxLayers = 16, kMaxChannels = 64;
+
 ModelConfig model_from_json(const std::string& text) {
-  const nlohmann::json j = nlohmann::json::parse(text);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(fmt::format("model is not valid JSON ({})", e.what()));
+  }
+  auto integer = [&](const std::string& key, int64_t min, int64_t max) {
+    return json_integer(json_member(j, "model", key), "model." + key, min, max);
+  };
   ModelConfig m;
-  m.channels = j.at("channels"), m.image_size = j.at("image_size"), m.hidden = j.at("hidden");
-  m.filters = j.at("filters").get<std::vector<int64_t>>();
-  m.d_r = j.at("d_r"), m.d_v = j.at("d_v"), m.num_classes = j.at("num_classes");
-  m.likelihood = j.at("likelihood") == "gaussian" ? Likelihood::gaussian : Likelihood::bernoulli;
-  m.semi_supervised = j.value("semi_supervised", false);
-  m.classifier_dropout = j.value("classifier_dropout", m.classifier_dropout);
+  m.channels = integer("channels", 1, kMaxChannels);
+  m.image_size = integer("image_size", 1, kMaxWidth);
+  m.hidden = integer("hidden", 1, kMaxWidth);
+  m.d_r = integer("d_r", 1, kMaxWidth);
+  m.d_v = integer("d_v", 1, kMaxWidth);
+  m.num_classes = int(integer("num_classes", 2, kMaxWidth));
+  const nlohmann::json& filters = json_member(j, "model", "filters");
+  if (!filters.is_array() || filters.empty() || filters.size() > size_t(kMaxLayers))
+    throw std::runtime_error(fmt::format("model.filters is {}, expected 1 to {} filter counts", json_brief(filters),
+                                         kMaxLayers));
+  m.filters.clear();
+  for (size_t i = 0; i < filters.size(); ++i)
+    m.filters.push_back(json_integer(filters[i], fmt::format("model.filters[{}]", i), 1, kMaxWidth));
+  const nlohmann::json& likelihood = json_member(j, "model", "likelihood");
+  if (likelihood != "bernoulli" && likelihood != "gaussian")
+    throw std::runtime_error(fmt::format("model.likelihood is {}, expected \"bernoulli\" or \"gaussian\"",
+                                         json_brief(likelihood)));
+  m.likelihood = likelihood == "gaussian" ? Likelihood::gaussian : Likelihood::bernoulli;
+  const nlohmann::json semi = j.value("semi_supervised", nlohmann::json(false));
+  if (!semi.is_boolean())
+    throw std::runtime_error(fmt::format("model.semi_supervised is {}, expected true or false", json_brief(semi)));
+  m.semi_supervised = semi.get<bool>();
+  const nlohmann::json dropout = j.value("classifier_dropout", nlohmann::json(m.classifier_dropout));
+  if (!dropout.is_number() || !(dropout.get<double>() >= 0 && dropout.get<double>() < 1))
+    throw std::runtime_error(fmt::format("model.classifier_dropout is {}, expected a number in [0, 1)", json_brief(dropout)));
+  m.classifier_dropout = dropout.get<double>();
+  return m;
+}
+
+ModelConfig checkpoint_model(const std::string& path, const std::map<std::string, std::string>& metadata) {
+  const auto found = metadata.find("model");
+  if (found == metadata.end()) throw std::runtime_error(fmt::format("checkpoint {}: no model in the metadata", path));
+  ModelConfig m;
+  ParameterStore declared;  // declared only: nothing is allocated
+  try {
+    m = model_from_json(found->second);
+    const EquiVAE probe(m, declared);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("checkpoint {}: metadata field {}", path, e.what()));
+  }
+  // The file holds every parameter's value as f32 or f64: a model larger than that is a lie
+  // that would otherwise cost an allocation (and an initialisation) of its size.
+  const uint64_t file_bytes = std::filesystem::file_size(path);
+  if (uint64_t(declared.numel()) > file_bytes / sizeof(float))
+    throw std::runtime_error(fmt::format("checkpoint {}: its model ({}) has {} parameters, more than the {}-byte file holds",
+                                         path, m.describe(), declared.numel(), file_bytes));
+  // Values, gradients and Adam's two moments.
+  data::require_memory("checkpoint", path, uint64_t(declared.numel()), 4 * sizeof(float), "the model's parameters");
   return m;
 }
 
@@ -209,12 +266,12 @@ void Trainer::resume(const std::string& path) {
   if (!meta.count("model") || meta.at("model") != model_json(model_config_))
     throw std::runtime_error(fmt::format("checkpoint {}: its model ({}) differs from this run's ({})", path,
                                          meta.count("model") ? meta.at("model") : "none", model_json(model_config_)));
-  if (meta.count("seed") && std::stoull(meta.at("seed")) != config_.seed)
+  if (meta.count("seed") && metadata_count(path, meta, "seed", UINT64_MAX) != config_.seed)
     throw std::runtime_error(fmt::format("checkpoint {}: saved with --seed {}, this run has --seed {}", path,
                                          meta.at("seed"), config_.seed));
   load_checkpoint(path, params_, adam_.get());
-  epoch_ = std::stoi(meta.at("epoch"));
-  step_ = std::stoull(meta.at("step"));
+  epoch_ = int(metadata_count(path, meta, "epoch", INT_MAX));
+  step_ = metadata_count(path, meta, "step", UINT64_MAX);
 }
 
 void Trainer::train() {

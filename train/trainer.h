@@ -32,8 +32,13 @@ struct TrainConfig {
 };
 
 // The model configuration as a checkpoint's metadata holds it (JSON), and back.
+// model_from_json checks every field's type and range and throws std::runtime_error naming it.
 std::string model_json(const ModelConfig& m);
 ModelConfig model_from_json(const std::string& text);
+// The model of a checkpoint's metadata, refused (naming the file and the field) before anything
+// is allocated when a field is bad, when it has more parameters than the file holds values, or
+// when training it would need more memory than the machine has.
+ModelConfig checkpoint_model(const std::string& path, const std::map<std::string, std::string>& metadata);
 
 // One pass of the objective over some rows, averaged per example.
 struct ElboStats {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Short fuzzing runs of every file reader (tests/fuzz), for the test command (tools/test.sh):
+# builds the libFuzzer harnesses with clang, ASan and UBSan in their own folder, writes the seed
+# corpus with the test suite (test_fuzz_seeds.cpp), then runs each harness for a few seconds and
+# prints its executions and coverage (libFuzzer's cov: edges, ft: features). Prints "skipped"
+# and succeeds where clang is missing. A crash, a sanitizer report, an uncaught exception, a
+# single allocation above 1 GB, a 2 GB resident set or an input running 30 s (generous: a loaded
+# machine can stall a file open for seconds) fails the run; the input that did it is kept in
+# <fuzz build>/artifacts/.
+#   EQUIVAE_BUILD_DIR       the regular build, whose equivae_tests writes the seeds (default: build)
+#   EQUIVAE_FUZZ_BUILD_DIR  where the harnesses are built (default: build-fuzz)
+#   EQUIVAE_FUZZ_SECONDS    run length of each harness (default: 15)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v clang >/dev/null || ! command -v clang++ >/dev/null; then
+  echo "fuzz: skipped (clang/clang++ not installed; libFuzzer needs clang)"
+  exit 0
+fi
+build="${EQUIVAE_BUILD_DIR:-build}"
+fuzz="${EQUIVAE_FUZZ_BUILD_DIR:-build-fuzz}"
+seconds="${EQUIVAE_FUZZ_SECONDS:-15}"
+harnesses=(idx mat image_folder checkpoint)
+
+CC=clang CXX=clang++ cmake -S . -B "$fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQUIVAE_FUZZ=ON \
+  -DEQUIVAE_CUDA=OFF -DEQUIVAE_NATIVE=OFF >/dev/null
+cmake --build "$fuzz" -j "$(nproc)" --target equivae_fuzzers
+if [[ -f "$build/build.ninja" ]]; then cmake --build "$build" -j "$(nproc)" --target equivae_tests
+else EQUIVAE_BUILD_DIR="$build" EQUIVAE_BUILD_TARGETS=equivae_tests bash tools/setup.sh; fi
+rm -rf "$fuzz/seeds"
+EQUIVAE_FUZZ_CORPUS="$fuzz/seeds" "$build/tests/equivae_tests" "fuzz: seed corpus*" >/dev/null
+
+mkdir -p "$fuzz/artifacts"
+# The harnesses write each input to a file under TMPDIR: a folder in memory where there is one,
+# removed at the end.
+scratch=$(mktemp -d -p "$( [[ -w /dev/shm ]] && echo /dev/shm || echo "${TMPDIR:-/tmp}")")
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR="$scratch"
+for h in "${harnesses[@]}"; do
+  mkdir -p "$fuzz/corpus/$h"  # what the fuzzer finds; kept between runs, so coverage grows
+  log="$fuzz/fuzz_$h.log"
+  if ! "$fuzz/tests/fuzz/fuzz_$h" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=1024 -len_control=0 \
+       -artifact_prefix="$fuzz/artifacts/${h}-" -print_final_stats=1 "$fuzz/corpus/$h" "$fuzz/seeds/$h" >"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "fuzz: fuzz_$h FAILED (log: $log, input: $fuzz/artifacts/)"
+    exit 1
+  fi
+  runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
+  coverage=$(grep -E "DONE|INITED" "$log" | tail -n 1 | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+" || true)
+  echo "fuzz: fuzz_$h ran ${seconds} s, ${runs:-?} executions, ${coverage:-no coverage line in $log}"
+done
