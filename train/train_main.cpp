@@ -22,7 +22,7 @@ namespace {
 
 struct Options {
   std::string dataset = EQUIVAE_DEFAULT_DATASET, data_dir, out, device = "cpu", resume, evaluate;
-  std::string init = "torch", set_sampling = "batch";
+  std::string init, set_sampling;  // defaults: ModelConfig's and TrainConfig's
   int64_t train_limit = 0;
   int threads = 0, classifier_epochs = 20, labels = 0;
   bool quick = false, no_progress = false, benchmark = false, tf32 = false;
@@ -78,6 +78,8 @@ int main(int argc, char** argv) {
   Options o;
   ModelConfig model;
   TrainConfig train;
+  o.init = init_scheme_name(model.init);
+  o.set_sampling = data::set_sampling_name(train.set_sampling);
   CLI::App app{"Train EquiVAE (Feige, ICML 2019) and report the distance-classifier test error"};
   app.add_option("--dataset", o.dataset, "mnist, fashion-mnist, svhn or folder (a folder per class)");
   app.add_option("--data-dir", o.data_dir, "folder holding the data set's files (default: per data set)");
