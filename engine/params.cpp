@@ -7,7 +7,31 @@
 
 namespace equivae {
 
-Init Init::fan_in(int64_t fan_in) { return {uniform, 1.0 / std::sqrt(double(fan_in))}; }
+InitScheme init_scheme_from_name(const std::string& name) {
+  if (name == "torch") return InitScheme::torch;
+  if (name == "he") return InitScheme::he;
+  if (name == "glorot") return InitScheme::glorot;
+  throw std::invalid_argument(fmt::format("unknown initialisation scheme '{}' (torch, he or glorot)", name));
+}
+
+std::string init_scheme_name(InitScheme scheme) {
+  switch (scheme) {
+    case InitScheme::torch: return "torch";
+    case InitScheme::he: return "he";
+    case InitScheme::glorot: return "glorot";
+  }
+  return "?";
+}
+
+double Init::bound(InitScheme scheme) const {
+  if (kind == constant || (kind == bias && scheme != InitScheme::torch)) return 0.0;
+  switch (scheme) {
+    case InitScheme::torch: return 1.0 / std::sqrt(double(fan_in));
+    case InitScheme::he: return std::sqrt(6.0 / double(fan_in));
+    case InitScheme::glorot: return std::sqrt(6.0 / double(fan_in + fan_out));
+  }
+  return 0.0;
+}
 
 Var ParameterStore::declare(const std::string& name, Shape shape, Init init) {
   EQUIVAE_CHECK(!allocated(), "parameters: cannot declare {} after allocate()", name);
@@ -36,9 +60,10 @@ void ParameterStore::allocate(uint64_t seed, DType dtype, Device device) {
   // leaves the others' initial values unchanged.
   for (const Entry& e : entries_) {
     const int64_t n = shape_numel(e.shape);
+    const double bound = e.init.bound(scheme_);
     for (int64_t i = 0; i < n; ++i) {
       const double u = philox_uniform(seed, uint64_t(e.offset + i));
-      const double v = e.init.kind == Init::uniform ? (2 * u - 1) * e.init.value : e.init.value;
+      const double v = e.init.kind == Init::constant ? e.init.value : (2 * u - 1) * bound;
       if (dtype == DType::f32) host.data<float>()[e.offset + i] = float(v);
       else host.data<double>()[e.offset + i] = v;
     }

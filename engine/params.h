@@ -10,17 +10,32 @@
 
 namespace equivae {
 
-// How a parameter starts: uniform in [-bound, bound] (PyTorch's default for Linear and Conv
-// uses bound = 1 / sqrt(fan_in) for weights and biases alike), or a constant.
+// How weights start (SPEC.md section 1 leaves it open). torch: PyTorch's default for Linear and
+// Conv, U(+-1/sqrt(fan_in)) for weights and biases alike. he: He-uniform weights
+// U(+-sqrt(6/fan_in)), zero biases. glorot: Glorot-uniform weights U(+-sqrt(6/(fan_in+fan_out))),
+// zero biases (TensorFlow's default, which the paper's code likely used).
+enum class InitScheme { torch, he, glorot };
+InitScheme init_scheme_from_name(const std::string& name);  // throws std::invalid_argument
+std::string init_scheme_name(InitScheme scheme);
+
+// How one parameter starts: a weight or bias drawn under the store's scheme, or a constant. Fans
+// follow the frameworks: a dense [out, in] weight has fan_in = in, fan_out = out; a conv weight
+// [out, in, k, k] fan_in = in k k, fan_out = out k k; a transposed conv's [in, out, k, k] the
+// other way round (fan_in = out k k), as PyTorch and Keras count them.
 struct Init {
-  enum Kind { uniform, constant } kind = uniform;
-  double value = 0;  // the bound, or the constant
-  static Init fan_in(int64_t fan_in);
-  static Init zeros() { return {constant, 0.0}; }
+  enum Kind { weight, bias, constant } kind = constant;
+  int64_t fan_in = 0, fan_out = 0;
+  double value = 0;  // of a constant
+  static Init weights(int64_t fan_in, int64_t fan_out) { return {weight, fan_in, fan_out, 0.0}; }
+  static Init biases(int64_t fan_in) { return {bias, fan_in, 0, 0.0}; }
+  static Init zeros() { return {constant, 0, 0, 0.0}; }
+  // The half-width of the uniform draw under `scheme`; 0 for a constant or a zero bias.
+  double bound(InitScheme scheme) const;
 };
 
 class ParameterStore {
  public:
+  explicit ParameterStore(InitScheme scheme = InitScheme::torch) : scheme_(scheme) {}
   struct Entry {
     std::string name;
     int64_t offset;
@@ -32,13 +47,15 @@ class ParameterStore {
   // Declare every parameter, then allocate once; the returned Var is valid from the start and
   // holds its value after allocate().
   Var declare(const std::string& name, Shape shape, Init init);
-  // Allocates the buffers and draws the initial values from Philox keyed by `seed`.
+  // Allocates the buffers and draws the initial values under the store's scheme from Philox
+  // keyed by `seed`.
   void allocate(uint64_t seed, DType dtype = DType::f32, Device device = Device::cpu);
 
   bool allocated() const { return values_.defined(); }
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry& find(const std::string& name) const;
   int64_t numel() const { return total_; }
+  InitScheme init_scheme() const { return scheme_; }
   Tensor& values() { return values_; }
   Tensor& grads() { return grads_; }
   const Tensor& values() const { return values_; }
@@ -48,6 +65,7 @@ class ParameterStore {
 
  private:
   void point_vars();
+  InitScheme scheme_;
   std::vector<Entry> entries_;
   int64_t total_ = 0;
   Tensor values_, grads_;

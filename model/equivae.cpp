@@ -43,10 +43,11 @@ EquiVAE::EquiVAE(const ModelConfig& config, ParameterStore& params) : config_(co
   // Transposed convs mirror the encoder's channels: 64 -> 32 -> 32 -> 16 -> 16, then to the image.
   for (size_t i = config.filters.size(); i-- > 0;) {
     const int64_t in = config.filters[i], out = i > 0 ? config.filters[i - 1] : config.channels;
-    const int64_t fan_in = out * kConvKernel * kConvKernel;  // PyTorch's ConvTranspose2d fan-in (weight dim 1)
+    // PyTorch's and Keras's fans of a transposed conv: fan_in from the output channels (weight dim 1).
+    const int64_t fan_in = out * kConvKernel * kConvKernel, fan_out = in * kConvKernel * kConvKernel;
     const std::string layer = fmt::format("p.deconv{}", config.filters.size() - 1 - i);
-    deconvs_.push_back({params.declare(layer + ".weight", {in, out, kConvKernel, kConvKernel}, Init::fan_in(fan_in)),
-                        params.declare(layer + ".bias", {out}, Init::fan_in(fan_in))});
+    deconvs_.push_back({params.declare(layer + ".weight", {in, out, kConvKernel, kConvKernel}, Init::weights(fan_in, fan_out)),
+                        params.declare(layer + ".bias", {out}, Init::biases(fan_in))});
   }
   if (config.likelihood == Likelihood::gaussian)
     output_logvar_ = params.declare("p.output_logvar", {config.channels}, Init::zeros());
@@ -61,6 +62,15 @@ EquiVAE::EquiVAE(const ModelConfig& config, ParameterStore& params) : config_(co
 Var EquiVAE::embed(const Var& images) const {
   check_shape("equivae", "images", images.value(), {-1, config_.channels, config_.image_size, config_.image_size});
   return h_(images);
+}
+
+std::vector<std::pair<std::string, Var>> EquiVAE::invariant_activations(const Var& images) const {
+  std::vector<std::pair<std::string, Var>> out;
+  const std::vector<Var> h = h_.activations(images);
+  for (size_t i = 0; i + 1 < h.size(); ++i) out.emplace_back(fmt::format("h.conv{}", i), h[i]);
+  out.emplace_back("h.dense", h.back());
+  out.emplace_back("g.dense", g1_(h.back(), true));
+  return out;
 }
 
 Var EquiVAE::invariant(const Var& pooled) const { return g2_(g1_(pooled, true), false); }

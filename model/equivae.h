@@ -9,6 +9,7 @@
 //         channels; Bernoulli logits, or a Gaussian mean with one learned log-variance per channel.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/layers.h"
@@ -26,6 +27,11 @@ struct ModelConfig {
   // Semi-supervised models add the classifier q(y | x) of SPEC.md section 2 (parameters "q_y.*").
   bool semi_supervised = false;
   double classifier_dropout = 0.5;
+  // How the parameters start (not part of the architecture, so not in a checkpoint's "model").
+  // He-uniform: on MNIST it separated the classes in r from the first epoch where PyTorch's
+  // default (torch) left r nearly constant and half of h and g's ReLU units dead
+  // (docs/results.md, issue 11, screen 1).
+  InitScheme init = InitScheme::he;
   std::string describe() const;
 };
 
@@ -39,6 +45,9 @@ class EquiVAE {
   const std::vector<int64_t>& feature_sizes() const { return sizes_; }
 
   Var embed(const Var& images) const;       // h(x): [n, H]
+  // The ReLU outputs of h (each conv, then its dense layer) and of g's hidden layer on `images`,
+  // named as their parameters ("h.conv0", ..., "h.dense", "g.dense"); a unit is dim 1.
+  std::vector<std::pair<std::string, Var>> invariant_activations(const Var& images) const;
   Var invariant(const Var& pooled) const;   // g(.): [n, d_r]
   Var represent(const Var& images) const { return invariant(embed(images)); }  // r(x), m = 1
   // r_y of each set: g(segmented mean of h over its members), members indexing `set_images`.

@@ -16,7 +16,7 @@ std::vector<int64_t> conv_stack_sizes(int64_t image_size, size_t layers);
 
 struct Dense {
   Var w, b;
-  // PyTorch's nn.Linear initialisation.
+  // Initialised under the store's scheme (engine/params.h).
   static Dense declare(ParameterStore& p, const std::string& name, int64_t in, int64_t out);
   Var operator()(const Var& x, bool relu_out) const;
 };
@@ -27,7 +27,9 @@ struct ConvStack {
   static ConvStack declare(ParameterStore& p, const std::string& name, int64_t channels, int64_t image_size,
                            const std::vector<int64_t>& filters, int64_t hidden);
   // images [n, channels, size, size] -> [n, hidden]
-  Var operator()(const Var& images) const;
+  Var operator()(const Var& images) const { return activations(images).back(); }
+  // The ReLU output of every conv, then of the dense layer (the last is operator()'s result).
+  std::vector<Var> activations(const Var& images) const;
 };
 
 }  // namespace equivae

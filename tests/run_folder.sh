@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ctest run_folder: a real, tiny train_mnist run folder (needs MNIST), then
-#  - `train_mnist --evaluate` of its checkpoint, with no architecture flags, gives the run's own
-#    test error (seed, epochs and model come from the checkpoint);
+#  - `train_mnist --evaluate` of its best checkpoint (the epoch the run evaluates), with no
+#    architecture flags, gives the run's own test error (seed, epochs and model come from it);
 #  - tools/figures.py draws figure 1 (learning curves, 2-D latents) from it, and refuses broken
 #    run folders naming the file and the problem.
 #   tests/run_folder.sh <train_mnist binary>     (run from the repository root)
@@ -13,7 +13,7 @@ trap 'rm -rf "$run"' EXIT
 
 "$train" --train-limit 256 --epochs 2 --filters 4 4 8 8 8 --hidden 16 --d-r 4 --d-v 2 --classifier-epochs 0 \
   --seed 3 --no-progress --out "$run/run" > "$run/train.log" 2>&1 || { cat "$run/train.log"; exit 1; }
-"$train" --evaluate "$run/run/checkpoint.safetensors" --train-limit 256 --classifier-epochs 0 --no-progress \
+"$train" --evaluate "$run/run/best.safetensors" --train-limit 256 --classifier-epochs 0 --no-progress \
   --out "$run/evaluated" > "$run/evaluate.log" 2>&1 || { cat "$run/evaluate.log"; exit 1; }
 trained=$(grep "^test error (distance" "$run/train.log")
 evaluated=$(grep "^test error (distance" "$run/evaluate.log")

@@ -36,7 +36,7 @@ TEST_CASE("adam: three steps match PyTorch's Adam", "[adam]") {
 
 TEST_CASE("adam: the gradient buffer is what parameters' gradients are", "[adam]") {
   ParameterStore params;
-  Var a = params.declare("a", {2, 3}, Init::fan_in(3));
+  Var a = params.declare("a", {2, 3}, Init::weights(3, 2));
   Var b = params.declare("b", {3}, Init::zeros());
   params.allocate(7, DType::f64);
   CHECK(params.numel() == 9);

@@ -3,12 +3,14 @@
 // one is refused, resume continues bit for bit, and a NaN stops training with a clear message.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
 
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include "tests/gradcheck.h"
@@ -33,6 +35,57 @@ TEST_CASE("model: parameter count and sizes of the default MNIST and SVHN models
   q.allocate(1);
   const Var out = s.decode(Var(Tensor::zeros({2, 16})), Var(Tensor::zeros({2, 16})));
   CHECK(out.shape() == Shape{2, 3, 32, 32});
+}
+
+TEST_CASE("model: initialisation schemes draw within their bounds, fill them, and zero the biases", "[model]") {
+  const InitScheme scheme = GENERATE(InitScheme::torch, InitScheme::he, InitScheme::glorot);
+  INFO("scheme " << init_scheme_name(scheme));
+  ParameterStore p(scheme);
+  EquiVAE model(ModelConfig{}, p);
+  p.allocate(7);
+  const auto all = p.values().to_vector();
+  int weights = 0;
+  for (const auto& e : p.entries()) {
+    INFO(e.name);
+    const bool bias = e.shape.size() == 1;
+    double largest = 0, squares = 0;
+    const int64_t n = shape_numel(e.shape);
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = all[size_t(e.offset + i)];
+      largest = std::max(largest, std::abs(v)), squares += v * v;
+    }
+    if (bias) {
+      if (scheme == InitScheme::torch) CHECK(largest > 0);  // U(+-1/sqrt(fan_in)), like the weights
+      else CHECK(largest == 0);
+      continue;
+    }
+    ++weights;
+    // Fans as PyTorch counts them from the shape: dense [out, in], conv [out, in, k, k] and
+    // transposed conv [in, out, k, k] alike take fan_in from dim 1 and fan_out from dim 0.
+    const int64_t k = e.shape.size() == 4 ? e.shape[2] * e.shape[3] : 1;
+    const double fan_in = double(e.shape[1] * k), fan_out = double(e.shape[0] * k);
+    const double bound = scheme == InitScheme::torch ? 1 / std::sqrt(fan_in)
+                         : scheme == InitScheme::he  ? std::sqrt(6 / fan_in)
+                                                     : std::sqrt(6 / (fan_in + fan_out));
+    CHECK(largest <= bound * (1 + 1e-6));
+    if (n >= 1000) {  // large tensors fill the interval: max near the bound, variance bound^2 / 3
+      CHECK(largest >= 0.95 * bound);
+      CHECK(squares / double(n) == Approx(bound * bound / 3).epsilon(0.15));
+    }
+  }
+  CHECK(weights == 28);  // every weight tensor of the model: h 6, g 2, e_x 6, e_r 1, q 4, p 9
+}
+
+TEST_CASE("model: the torch, he and glorot schemes differ and the names round-trip", "[model]") {
+  for (const char* name : {"torch", "he", "glorot"}) CHECK(init_scheme_name(init_scheme_from_name(name)) == name);
+  CHECK_THROWS_WITH(init_scheme_from_name("kaiming"), Contains("unknown initialisation scheme 'kaiming'"));
+  // A dense [128, 256] weight: torch 1/16, he sqrt(6/256), glorot sqrt(6/384).
+  const Init w = Init::weights(256, 128);
+  CHECK(w.bound(InitScheme::torch) == Approx(1.0 / 16));
+  CHECK(w.bound(InitScheme::he) == Approx(std::sqrt(6.0 / 256)));
+  CHECK(w.bound(InitScheme::glorot) == Approx(std::sqrt(6.0 / 384)));
+  CHECK(Init::biases(256).bound(InitScheme::torch) == Approx(1.0 / 16));
+  CHECK(Init::biases(256).bound(InitScheme::he) == 0);
 }
 
 TEST_CASE("model: r_y does not depend on the order of its set", "[model]") {
@@ -115,6 +168,64 @@ TEST_CASE("train: resume continues bit for bit", "[train]") {
   CHECK(c.epochs_after_resume == 1);
   CHECK(c.steps_resumed == c.steps_straight);
   CHECK(c.differing == 0);
+}
+
+namespace {
+
+// The validation distance error of every epoch in a run folder's metrics.jsonl.
+std::vector<double> validation_errors(const std::string& out) {
+  std::ifstream metrics(out + "/metrics.jsonl");
+  std::vector<double> errors;
+  for (std::string line; std::getline(metrics, line);)
+    errors.push_back(nlohmann::json::parse(line).at("validation").at("distance_error"));
+  return errors;
+}
+
+}  // namespace
+
+TEST_CASE("train: the best epoch is chosen on validation alone, kept in best.safetensors, and survives resume",
+          "[train]") {
+  data::Splits s = synthetic_splits();
+  // Random validation labels: the validation error then wanders from epoch to epoch, so the
+  // lowest is not simply the last epoch's.
+  std::mt19937_64 relabel(1);
+  for (int32_t& y : s.validation.labels) y = int32_t(relabel() % 4);
+  const int epochs = 6;
+  const std::string a = temp_dir("best_a"), b = temp_dir("best_b"), c = temp_dir("best_c");
+  Trainer t(small_model(), small_training(a, epochs), s);
+  t.train();
+  const std::vector<double> errors = validation_errors(a);
+  REQUIRE(errors.size() == size_t(epochs));
+  const int lowest = int(std::min_element(errors.begin(), errors.end()) - errors.begin()) + 1;
+  INFO("validation errors " << errors[0] << " " << errors[1] << " " << errors[2] << " " << errors[3] << " "
+                            << errors[4] << " " << errors[5]);
+  REQUIRE(lowest < epochs);  // the setup tells "best" from "last"
+  CHECK(t.best_epoch() == lowest);
+  CHECK(t.best_validation_error() == errors[size_t(lowest - 1)]);
+  CHECK(read_checkpoint_metadata(a + "/best.safetensors").at("epoch") == std::to_string(lowest));
+  const auto last = t.params().values().to_vector();
+  t.use_best();
+  CHECK(t.params().values().to_vector() != last);
+  CHECK(t.distance_error(s.validation) == errors[size_t(lowest - 1)]);  // that epoch's parameters
+
+  // Another test set (inverted labels) changes nothing: the test set is never looked at.
+  data::Splits other = s;
+  for (int32_t& y : other.test.labels) y = 3 - y;
+  Trainer u(small_model(), small_training(b, epochs), other);
+  u.train();
+  u.use_best();
+  CHECK(u.best_epoch() == t.best_epoch());
+  CHECK(differing_parameters(t, u) == 0);
+
+  // Stopped after epoch 3 and resumed in a fresh trainer: the same best epoch and parameters.
+  { Trainer first(small_model(), small_training(c, 3), s); first.train(); }
+  Trainer resumed(small_model(), small_training(c, epochs), s);
+  resumed.resume(c + "/checkpoint.safetensors");
+  resumed.train();
+  resumed.use_best();
+  CHECK(resumed.best_epoch() == t.best_epoch());
+  CHECK(differing_parameters(t, resumed) == 0);
+  for (const auto& dir : {a, b, c}) std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("train: checkpoints round-trip and corrupt ones are refused", "[train][checkpoint]") {

@@ -1,5 +1,6 @@
-// Complementary-set sampling: every property the trainer relies on (exclusion, class purity,
-// distinct members, each image listed once, m uniform on {1..m_max}, replayable steps).
+// Complementary-set sampling, from the batch or from the whole class: every property the trainer
+// relies on (exclusion, class purity, distinct members, each image listed once, m uniform on
+// {1..m_max}, replayable steps), and what tells the two schemes apart.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <numeric>
@@ -50,6 +51,8 @@ void check_sets(const ComplementarySets& s, const std::vector<int64_t>& batch,
 }  // namespace
 
 TEST_CASE("sampler: sets exclude their point, are class-pure, distinct, images unique") {
+  const SetSampling sampling = GENERATE(SetSampling::batch, SetSampling::whole_class);
+  INFO("set sampling " << set_sampling_name(sampling));
   const auto labels = cyclic_labels(1000, 10);
   const ClassIndex classes(labels, 10);
   std::vector<int64_t> all(1000);
@@ -59,23 +62,25 @@ TEST_CASE("sampler: sets exclude their point, are class-pure, distinct, images u
     std::vector<int64_t> batch = shuffled(all, 7, step);
     batch.resize(64);
     batch.push_back(batch[0]);
-    const auto s = sample_complementary_sets(batch, labels, classes, 7, 42, step);
+    const auto s = sample_complementary_sets(batch, labels, classes, 7, 42, step, sampling);
     REQUIRE(s.m >= 1);
     REQUIRE(s.m <= 7);
     check_sets(s, batch, labels);
-    // Encodes few images: about one per batch point, not one per member.
-    REQUIRE(s.images.size() <= batch.size() + 10 * size_t(s.m + 1));
+    // Batch sampling encodes few images: about one per batch point, not one per member.
+    if (sampling == SetSampling::batch) REQUIRE(s.images.size() <= batch.size() + 10 * size_t(s.m + 1));
   }
 }
 
 TEST_CASE("sampler: m is uniform on {1..m_max}") {
+  const SetSampling sampling = GENERATE(SetSampling::batch, SetSampling::whole_class);
+  INFO("set sampling " << set_sampling_name(sampling));
   const auto labels = cyclic_labels(500, 5);
   const ClassIndex classes(labels, 5);
   const std::vector<int64_t> batch = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
   const int m_max = 7, steps = 7000;
   std::vector<int> count(m_max + 1, 0);
   for (int step = 0; step < steps; ++step)
-    ++count[size_t(sample_complementary_sets(batch, labels, classes, m_max, 9, uint64_t(step)).m)];
+    ++count[size_t(sample_complementary_sets(batch, labels, classes, m_max, 9, uint64_t(step), sampling).m)];
   REQUIRE(count[0] == 0);
   // Chi-square with 6 degrees of freedom: 99.99th percentile is about 27.9. Never drawing m_max
   // alone would give >= 1000.
@@ -88,21 +93,23 @@ TEST_CASE("sampler: m is uniform on {1..m_max}") {
 }
 
 TEST_CASE("sampler: same (seed, step) replays, other steps and seeds differ") {
+  const SetSampling sampling = GENERATE(SetSampling::batch, SetSampling::whole_class);
+  INFO("set sampling " << set_sampling_name(sampling));
   const auto labels = cyclic_labels(300, 3);
   const ClassIndex classes(labels, 3);
   std::vector<int64_t> batch;
   for (int64_t i = 0; i < 30; ++i) batch.push_back(i * 7 % 300);
-  const auto a = sample_complementary_sets(batch, labels, classes, 5, 11, 3);
-  const auto b = sample_complementary_sets(batch, labels, classes, 5, 11, 3);
+  const auto a = sample_complementary_sets(batch, labels, classes, 5, 11, 3, sampling);
+  const auto b = sample_complementary_sets(batch, labels, classes, 5, 11, 3, sampling);
   CHECK(a.m == b.m);
   CHECK(a.images == b.images);
   CHECK(a.offsets == b.offsets);
   CHECK(a.members == b.members);
   int differ_step = 0, differ_seed = 0;
   for (uint64_t k = 4; k < 14; ++k) {
-    const auto c = sample_complementary_sets(batch, labels, classes, 5, 11, k);
+    const auto c = sample_complementary_sets(batch, labels, classes, 5, 11, k, sampling);
     differ_step += c.m != a.m || c.images != a.images || c.members != a.members;
-    const auto d = sample_complementary_sets(batch, labels, classes, 5, k + 100, 3);
+    const auto d = sample_complementary_sets(batch, labels, classes, 5, k + 100, 3, sampling);
     differ_seed += d.m != a.m || d.images != a.images || d.members != a.members;
   }
   CHECK(differ_step == 10);
@@ -112,6 +119,8 @@ TEST_CASE("sampler: same (seed, step) replays, other steps and seeds differ") {
 }
 
 TEST_CASE("sampler: m is capped by the smallest class in the batch") {
+  const SetSampling sampling = GENERATE(SetSampling::batch, SetSampling::whole_class);
+  INFO("set sampling " << set_sampling_name(sampling));
   // Class 1 has 3 rows in total, so its points can have at most 2 complementary images.
   std::vector<int32_t> labels(100, 0);
   labels[10] = labels[50] = labels[90] = 1;
@@ -119,7 +128,7 @@ TEST_CASE("sampler: m is capped by the smallest class in the batch") {
   std::set<int> seen;
   for (uint64_t step = 0; step < 200; ++step) {
     const std::vector<int64_t> batch = {0, 1, 50, 2};
-    const auto s = sample_complementary_sets(batch, labels, classes, 7, 5, step);
+    const auto s = sample_complementary_sets(batch, labels, classes, 7, 5, step, sampling);
     REQUIRE(s.m <= 2);
     seen.insert(s.m);
     check_sets(s, batch, labels);
@@ -128,20 +137,22 @@ TEST_CASE("sampler: m is capped by the smallest class in the batch") {
   // Without class 1 in the batch, the cap does not apply.
   int big = 0;
   for (uint64_t step = 0; step < 50; ++step)
-    big = std::max(big, sample_complementary_sets({0, 1}, labels, classes, 7, 5, step).m);
+    big = std::max(big, sample_complementary_sets({0, 1}, labels, classes, 7, 5, step, sampling).m);
   CHECK(big == 7);
 }
 
 TEST_CASE("sampler: batch of size 1, duplicates in the batch, rows outside the index") {
+  const SetSampling sampling = GENERATE(SetSampling::batch, SetSampling::whole_class);
+  INFO("set sampling " << set_sampling_name(sampling));
   const auto labels = cyclic_labels(40, 2);
   const ClassIndex classes(labels, 2);
   for (uint64_t step = 0; step < 20; ++step) {
     const std::vector<int64_t> one = {5};
-    const auto s = sample_complementary_sets(one, labels, classes, 4, 3, step);
+    const auto s = sample_complementary_sets(one, labels, classes, 4, 3, step, sampling);
     check_sets(s, one, labels);
     CHECK(s.images.size() == size_t(s.m));  // only top-ups, never the point itself
     const std::vector<int64_t> twice = {5, 5, 6};
-    check_sets(sample_complementary_sets(twice, labels, classes, 4, 3, step), twice, labels);
+    check_sets(sample_complementary_sets(twice, labels, classes, 4, 3, step, sampling), twice, labels);
   }
   // A labelled-subset index: the batch's own rows count as members of their class.
   const ClassIndex subset(labels, 2, {0, 2, 1, 3, 3});
@@ -149,22 +160,76 @@ TEST_CASE("sampler: batch of size 1, duplicates in the batch, rows outside the i
   CHECK(subset.rows[1] == std::vector<int64_t>{1, 3});
   const std::vector<int64_t> batch = {4, 6};  // class 0, not in the subset
   for (uint64_t step = 0; step < 20; ++step) {
-    const auto s = sample_complementary_sets(batch, labels, subset, 7, 3, step);
+    const auto s = sample_complementary_sets(batch, labels, subset, 7, 3, step, sampling);
     CHECK(s.m <= 3);  // class 0 has rows {0, 2, 4, 6}
     check_sets(s, batch, labels);
   }
 }
 
+TEST_CASE("sampler: whole-class sets draw each point's own members from its whole class") {
+  const auto labels = cyclic_labels(2000, 10);  // 200 rows per class
+  const ClassIndex classes(labels, 10);
+  std::vector<int64_t> all(2000);
+  std::iota(all.begin(), all.end(), 0);
+  std::set<int64_t> members_seen;
+  size_t members = 0, outside_batch = 0, shared = 0;
+  for (uint64_t step = 0; step < 100; ++step) {
+    std::vector<int64_t> batch = shuffled(all, 5, step);
+    batch.resize(128);
+    const auto s = sample_complementary_sets(batch, labels, classes, 7, 8, step, SetSampling::whole_class);
+    check_sets(s, batch, labels);
+    const std::set<int64_t> in_batch(batch.begin(), batch.end());
+    std::vector<int> uses(s.images.size(), 0);
+    for (int32_t idx : s.members) {
+      ++members, ++uses[size_t(idx)];
+      outside_batch += in_batch.count(s.images[size_t(idx)]) == 0;
+      members_seen.insert(s.images[size_t(idx)]);
+    }
+    // A distinct image is encoded once however many sets hold it.
+    for (int u : uses) shared += u > 1;
+  }
+  // About 13 batch rows per class out of 200: most members come from outside the batch (batch
+  // sampling takes them from the batch's own rows, below).
+  CHECK(double(outside_batch) / double(members) > 0.85);
+  CHECK(members_seen.size() > 1900);  // the whole class is drawn from, not a pool of m + 1
+  CHECK(shared > 0);                 // some images serve several sets (and are listed once)
+}
+
+TEST_CASE("sampler: batch sampling keeps to the batch's own rows where it can") {
+  const auto labels = cyclic_labels(2000, 10);
+  const ClassIndex classes(labels, 10);
+  std::vector<int64_t> all(2000);
+  std::iota(all.begin(), all.end(), 0);
+  size_t members = 0, outside_batch = 0;
+  for (uint64_t step = 0; step < 100; ++step) {
+    std::vector<int64_t> batch = shuffled(all, 5, step);
+    batch.resize(128);
+    const auto s = sample_complementary_sets(batch, labels, classes, 7, 8, step, SetSampling::batch);
+    const std::set<int64_t> in_batch(batch.begin(), batch.end());
+    for (int32_t idx : s.members) ++members, outside_batch += in_batch.count(s.images[size_t(idx)]) == 0;
+  }
+  CHECK(double(outside_batch) / double(members) < 0.2);
+}
+
+TEST_CASE("sampler: set sampling names round-trip") {
+  CHECK(set_sampling_from_name("batch") == SetSampling::batch);
+  CHECK(set_sampling_from_name("class") == SetSampling::whole_class);
+  CHECK(set_sampling_name(SetSampling::whole_class) == "class");
+  CHECK_THROWS_WITH(set_sampling_from_name("manifold"), Catch::Contains("unknown set sampling 'manifold'"));
+}
+
 TEST_CASE("sampler: error cases") {
+  const SetSampling sampling = GENERATE(SetSampling::batch, SetSampling::whole_class);
+  INFO("set sampling " << set_sampling_name(sampling));
   std::vector<int32_t> labels = {0, 0, 1, 2, 2};
   const ClassIndex classes(labels, 3);
-  REQUIRE_THROWS_AS(sample_complementary_sets({0}, labels, classes, 0, 1, 0),
+  REQUIRE_THROWS_AS(sample_complementary_sets({0}, labels, classes, 0, 1, 0, sampling),
                     std::invalid_argument);
-  REQUIRE_THROWS_AS(sample_complementary_sets({}, labels, classes, 3, 1, 0), std::invalid_argument);
+  REQUIRE_THROWS_AS(sample_complementary_sets({}, labels, classes, 3, 1, 0, sampling), std::invalid_argument);
   // Class 1 has only row 2: no complement exists.
-  REQUIRE_THROWS_WITH(sample_complementary_sets({0, 2}, labels, classes, 3, 1, 0),
+  REQUIRE_THROWS_WITH(sample_complementary_sets({0, 2}, labels, classes, 3, 1, 0, sampling),
                       Catch::Contains("class 1 has a single row"));
-  REQUIRE_THROWS_AS(sample_complementary_sets({9}, labels, classes, 3, 1, 0),
+  REQUIRE_THROWS_AS(sample_complementary_sets({9}, labels, classes, 3, 1, 0, sampling),
                     std::invalid_argument);
   REQUIRE_THROWS_WITH(ClassIndex(std::vector<int32_t>{0, 3}, 3),
                       Catch::Contains("label 3 of row 1"));

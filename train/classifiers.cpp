@@ -112,7 +112,7 @@ ClassifierResult train_feature_classifier(const Features& train, const Features&
 }
 
 ClassifierResult train_benchmark_classifier(const data::Splits& d, const ModelConfig& a, const ClassifierConfig& c) {
-  ParameterStore params;
+  ParameterStore params(a.init);
   const ConvStack convs = ConvStack::declare(params, "bench", a.channels, a.image_size, a.filters, a.hidden);
   const Dense hidden = Dense::declare(params, "bench.g.dense", a.hidden, a.hidden),
               out = Dense::declare(params, "bench.out", a.hidden, a.num_classes);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <iterator>
 #include <numeric>
 #include <stdexcept>
 
@@ -83,10 +84,20 @@ ClassIndex::ClassIndex(const std::vector<int32_t>& labels, int num_classes,
   }
 }
 
+SetSampling set_sampling_from_name(const std::string& name) {
+  if (name == "batch") return SetSampling::batch;
+  if (name == "class") return SetSampling::whole_class;
+  throw std::invalid_argument(fmt::format("unknown set sampling '{}' (batch or class)", name));
+}
+
+std::string set_sampling_name(SetSampling sampling) {
+  return sampling == SetSampling::batch ? "batch" : "class";
+}
+
 ComplementarySets sample_complementary_sets(const std::vector<int64_t>& batch_rows,
                                             const std::vector<int32_t>& labels,
                                             const ClassIndex& classes, int m_max, uint64_t seed,
-                                            uint64_t step) {
+                                            uint64_t step, SetSampling sampling) {
   if (m_max < 1)
     throw std::invalid_argument(fmt::format("complementary sets: m_max = {} < 1", m_max));
   if (batch_rows.empty()) throw std::invalid_argument("complementary sets: empty batch");
@@ -128,14 +139,21 @@ ComplementarySets sample_complementary_sets(const std::vector<int64_t>& batch_ro
   out.m = int(1 + d.below(cap));
   const int m = out.m;
 
-  // Top up small pools to m+1 rows with random other rows of the class (rejection: a pool that
-  // needs topping up has at most m rows, and the cap guarantees enough candidates).
-  std::vector<size_t> batch_part(num_classes);  // pool[c][0, batch_part) is sorted batch rows
+  // pool[c][0, batch_part[c]) is sorted and holds every batch row of class c.
+  std::vector<size_t> batch_part(num_classes);
   for (int c = 0; c < num_classes; ++c) {
     auto& p = pool[c];
+    const auto& all = classes.rows[c];
+    if (sampling == SetSampling::whole_class && !p.empty()) {
+      std::vector<int64_t> whole;
+      whole.reserve(all.size() + p.size());
+      std::set_union(all.begin(), all.end(), p.begin(), p.end(), std::back_inserter(whole));
+      p = std::move(whole);
+    }
     batch_part[c] = p.size();
     if (p.empty()) continue;
-    const auto& all = classes.rows[c];
+    // batch: top up small pools to m+1 rows with random other rows of the class (rejection: a
+    // pool that needs topping up has at most m rows, and the cap guarantees enough candidates).
     while (int64_t(p.size()) < m + 1) {
       const int64_t r = all[size_t(d.below(int64_t(all.size())))];
       if (std::find(p.begin(), p.end(), r) == p.end()) p.push_back(r);

@@ -10,6 +10,7 @@
 // model's noise) never collides with them either.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace equivae::data {
@@ -43,18 +44,27 @@ struct ComplementarySets {
   std::vector<int32_t> members;  // indices into `images`
 };
 
-// For each class c present in the batch, the pool of class c is the batch's own (distinct) rows of
-// class c, topped up with random other rows of class c until it has m+1 rows. Each batch point
-// then takes m distinct random pool rows other than its own row, so the step encodes about one
-// image per batch point instead of m. `images` lists the pool rows that some set uses, in order of
-// first use. m is drawn uniformly from {1..min(m_max, cap)}, where cap + 1 is the number of rows
-// (class index plus batch) of the smallest class in the batch. Randomness: Philox keyed by `seed`,
-// counter from step * 2^32. Throws std::invalid_argument if m_max < 1, the batch is empty, a batch
-// label is out of range, or a batch class has a single row (no complement exists).
+// Where a batch point's complementary set comes from (the paper: "the whole class-y manifold"; it
+// does not say how its code drew them).
+//  - batch: the pool of class c is the batch's own (distinct) rows of class c, topped up with
+//    random other rows of class c until it has m+1 rows. The sets of one class in a batch then
+//    nearly coincide, and a step encodes about one image per batch point.
+//  - whole_class: the pool of class c is every row of class c (class index plus batch), so each
+//    point gets its own m images and a step encodes about m images per batch point.
+enum class SetSampling { batch, whole_class };
+SetSampling set_sampling_from_name(const std::string& name);  // "batch" or "class"; else throws
+std::string set_sampling_name(SetSampling sampling);
+
+// Each batch point takes m distinct random rows of its class's pool other than its own row.
+// `images` lists the pool rows that some set uses, once each, in order of first use. m is drawn
+// uniformly from {1..min(m_max, cap)}, where cap + 1 is the number of rows (class index plus
+// batch) of the smallest class in the batch. Randomness: Philox keyed by `seed`, counter from
+// step * 2^32. Throws std::invalid_argument if m_max < 1, the batch is empty, a batch label is out
+// of range, or a batch class has a single row (no complement exists).
 ComplementarySets sample_complementary_sets(const std::vector<int64_t>& batch_rows,
                                             const std::vector<int32_t>& labels,
                                             const ClassIndex& classes, int m_max, uint64_t seed,
-                                            uint64_t step);
+                                            uint64_t step, SetSampling sampling);
 
 // Semi-supervised: for each i, a set of m distinct labelled rows of class set_classes[i] (nothing
 // to exclude: the point is unlabelled). Sets of one class are drawn from a per-class pool of

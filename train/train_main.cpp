@@ -24,6 +24,7 @@ namespace {
 
 struct Options {
   std::string dataset = EQUIVAE_DEFAULT_DATASET, data_dir, out, device = "cpu", resume, evaluate;
+  std::string init, set_sampling;  // defaults: ModelConfig's and TrainConfig's
   int64_t train_limit = 0, max_image_pixels = data::kDefaultMaxImagePixels;
   int threads = 0, classifier_epochs = 20, labels = 0;
   bool quick = false, no_progress = false, benchmark = false, tf32 = false;
@@ -79,6 +80,8 @@ int main(int argc, char** argv) {
   Options o;
   ModelConfig model;
   TrainConfig train;
+  o.init = init_scheme_name(model.init);
+  o.set_sampling = data::set_sampling_name(train.set_sampling);
   CLI::App app{"Train EquiVAE (Feige, ICML 2019) and report the distance-classifier test error"};
   app.add_option("--dataset", o.dataset, "mnist, fashion-mnist, svhn or folder (a folder per class)");
   app.add_option("--data-dir", o.data_dir, "folder holding the data set's files (default: per data set)");
@@ -91,6 +94,15 @@ int main(int argc, char** argv) {
   app.add_option("--max-batch-size", train.max_batch_size, "largest batch size of the schedule");
   app.add_option("--m-max", train.m_max, "complementary sets have m ~ U{1..m_max} members");
   app.add_option("--lr", train.lr, "Adam learning rate");
+  app.add_option("--init", o.init,
+                 "initialisation: torch (U(+-1/sqrt(fan_in)) weights and biases), he (He-uniform weights, zero "
+                 "biases) or glorot (Glorot-uniform weights, zero biases)")
+      ->check(CLI::IsMember({"torch", "he", "glorot"}))
+      ->capture_default_str();
+  app.add_option("--set-sampling", o.set_sampling,
+                 "complementary sets from the batch's rows of the class (batch) or from the whole class (class)")
+      ->check(CLI::IsMember({"batch", "class"}))
+      ->capture_default_str();
   app.add_option("--filters", model.filters, "conv filters of the 5 encoder layers")->expected(5);
   app.add_option("--hidden", model.hidden, "width H of the dense layers");
   app.add_option("--d-r", model.d_r, "invariant latent size");
@@ -124,11 +136,15 @@ int main(int argc, char** argv) {
       train.seed = metadata_count(o.evaluate, meta, "seed", UINT64_MAX);
       train.epochs = int(metadata_count(o.evaluate, meta, "epoch", INT_MAX));
       model = checkpoint_model(o.evaluate, meta);
+      o.init = init_scheme_name(checkpoint_init(meta));
+      o.set_sampling = data::set_sampling_name(checkpoint_set_sampling(meta));
       train.labels_per_class =
           meta.count("labels_per_class") ? int(metadata_count(o.evaluate, meta, "labels_per_class", INT_MAX)) : 0;
       o.labels = 0;  // the checkpoint's own
       o.resume = o.evaluate;
     }
+    model.init = init_scheme_from_name(o.init);
+    train.set_sampling = data::set_sampling_from_name(o.set_sampling);
     if (o.data_dir.empty()) o.data_dir = default_data_dir(o.dataset);
     if (o.out.empty()) o.out = fmt::format("runs/{}-seed{}", o.dataset, train.seed);
     train.out_dir = o.out;
@@ -186,11 +202,36 @@ int main(int argc, char** argv) {
     trainer.train();
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    const double test_error = trainer.distance_error(splits.test);
     nlohmann::json results = {{"dataset", o.dataset}, {"seed", train.seed}, {"epochs", trainer.epochs_done()},
                               {"train_images", splits.train.n}, {"device", o.device}, {"tf32", o.tf32},
-                              {"test_error_distance", test_error}, {"wall_seconds", wall},
+                              {"init", o.init}, {"set_sampling", o.set_sampling}, {"wall_seconds", wall},
                               {"parameters", trainer.params().numel()}};
+    if (o.evaluate.empty() && trainer.best_epoch() > 0) {
+      // Everything below is of the epoch chosen on validation.
+      trainer.use_best();
+      results["best_epoch"] = trainer.best_epoch();
+      results["best_validation_error"] = trainer.best_validation_error();
+      fmt::print("best epoch on validation: {} (validation error {:.2f} %), evaluated below\n", trainer.best_epoch(),
+                 100 * trainer.best_validation_error());
+    }
+    // A fixed few thousand training images: enough to see every unit that ever fires.
+    constexpr int64_t kDeadUnitImages = 3000;
+    const std::vector<DeadUnits> layers = trainer.dead_units(splits.train, kDeadUnitImages);
+    nlohmann::json dead = nlohmann::json::object();
+    for (const char* part : {"h", "g"}) {
+      int64_t units = 0, never = 0;
+      for (const DeadUnits& l : layers)
+        if (l.layer.rfind(part, 0) == 0) {
+          dead[part]["layers"][l.layer] = {{"units", l.units}, {"dead", l.dead}};
+          units += l.units, never += l.dead;
+        }
+      dead[part]["fraction"] = double(never) / double(units);
+      fmt::print("never-active ReLU units of {} on {} training images: {} of {} ({:.1f} %)\n", part,
+                 std::min(kDeadUnitImages, splits.train.n), never, units, 100.0 * double(never) / double(units));
+    }
+    results["dead_units"] = dead;
+    const double test_error = trainer.distance_error(splits.test);
+    results["test_error_distance"] = test_error;
     fmt::print("test error (distance classifier on r, {} test images): {:.2f} %\n", splits.test.n, 100 * test_error);
     if (model.semi_supervised) {
       const double q_error = trainer.classifier_error(splits.test);

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -113,6 +114,15 @@ ModelConfig checkpoint_model(const std::string& path, const std::map<std::string
   return m;
 }
 
+InitScheme checkpoint_init(const std::map<std::string, std::string>& metadata) {
+  return metadata.count("init") ? init_scheme_from_name(metadata.at("init")) : InitScheme::torch;
+}
+
+data::SetSampling checkpoint_set_sampling(const std::map<std::string, std::string>& metadata) {
+  return metadata.count("set_sampling") ? data::set_sampling_from_name(metadata.at("set_sampling"))
+                                        : data::SetSampling::batch;
+}
+
 int64_t TrainConfig::batch_size_for(int epoch) const {
   int64_t b = batch_size;
   if (double_every > 0)
@@ -130,7 +140,7 @@ void ElboStats::add(double loglik_sum, double kl_sum, double log_prior_sum, int6
 
 Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data::Splits& data)
     : model_config_(model), config_(config), data_(data),
-      train_classes_(data.train.labels, data.train.num_classes) {
+      train_classes_(data.train.labels, data.train.num_classes), params_(model.init) {
   const data::Dataset& t = data.train;
   EQUIVAE_CHECK(t.channels == model.channels && t.height == model.image_size && t.width == model.image_size &&
                     t.num_classes == model.num_classes,
@@ -162,6 +172,7 @@ Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data
 }
 
 std::string Trainer::checkpoint_path() const { return config_.out_dir + "/checkpoint.safetensors"; }
+std::string Trainer::best_path() const { return config_.out_dir + "/best.safetensors"; }
 
 Tensor Trainer::gather(const data::Dataset& d, const std::vector<int64_t>& rows) const {
   Tensor host = Tensor::empty({int64_t(rows.size()), d.channels, d.height, d.width});
@@ -174,7 +185,7 @@ Tensor Trainer::gather(const data::Dataset& d, const std::vector<int64_t>& rows)
 Trainer::StepResult Trainer::objective(const data::Dataset& d, const data::ClassIndex& classes,
                                        const std::vector<int64_t>& rows, uint64_t seed, uint64_t step) {
   const data::ComplementarySets sets =
-      data::sample_complementary_sets(rows, d.labels, classes, config_.m_max, seed, step);
+      data::sample_complementary_sets(rows, d.labels, classes, config_.m_max, seed, step, config_.set_sampling);
   const Tensor x = gather(d, rows);
   const Var r = model_->class_latent(Var(gather(d, sets.images)), Tensor::from_indices(sets.offsets, config_.device),
                                      Tensor::from_indices(sets.members, config_.device));
@@ -252,11 +263,16 @@ double Trainer::classifier_error(const data::Dataset& d) {
 }
 
 std::map<std::string, std::string> Trainer::metadata() const {
-  return {{"format", "equivae-checkpoint-1"},      {"model", model_json(model_config_)},
-          {"epoch", std::to_string(epoch_)},         {"step", std::to_string(step_)},
-          {"seed", std::to_string(config_.seed)},    {"m_max", std::to_string(config_.m_max)},
-          {"labels_per_class", std::to_string(config_.labels_per_class)},
-          {"data", data_.train.name}};
+  std::map<std::string, std::string> m = {
+      {"format", "equivae-checkpoint-1"},      {"model", model_json(model_config_)},
+      {"epoch", std::to_string(epoch_)},         {"step", std::to_string(step_)},
+      {"seed", std::to_string(config_.seed)},    {"m_max", std::to_string(config_.m_max)},
+      {"labels_per_class", std::to_string(config_.labels_per_class)},
+      {"data", data_.train.name},
+      {"init", init_scheme_name(model_config_.init)},
+      {"set_sampling", data::set_sampling_name(config_.set_sampling)}};
+  if (best_epoch_ > 0) m["best_epoch"] = std::to_string(best_epoch_), m["best_validation_error"] = fmt::format("{:.17g}", best_error_);
+  return m;
 }
 
 void Trainer::save(const std::string& path) { save_checkpoint(path, params_, adam_.get(), metadata()); }
@@ -269,9 +285,42 @@ void Trainer::resume(const std::string& path) {
   if (meta.count("seed") && metadata_count(path, meta, "seed", UINT64_MAX) != config_.seed)
     throw std::runtime_error(fmt::format("checkpoint {}: saved with --seed {}, this run has --seed {}", path,
                                          meta.at("seed"), config_.seed));
+  if (checkpoint_init(meta) != model_config_.init || checkpoint_set_sampling(meta) != config_.set_sampling)
+    throw std::runtime_error(fmt::format("checkpoint {}: saved with --init {} --set-sampling {}, this run has --init {} "
+                                         "--set-sampling {}",
+                                         path, init_scheme_name(checkpoint_init(meta)),
+                                         data::set_sampling_name(checkpoint_set_sampling(meta)),
+                                         init_scheme_name(model_config_.init),
+                                         data::set_sampling_name(config_.set_sampling)));
   load_checkpoint(path, params_, adam_.get());
   epoch_ = int(metadata_count(path, meta, "epoch", INT_MAX));
   step_ = metadata_count(path, meta, "step", UINT64_MAX);
+  if (meta.count("best_epoch")) {
+    best_epoch_ = int(metadata_count(path, meta, "best_epoch", INT_MAX));
+    try {
+      best_error_ = std::stod(meta.at("best_validation_error"));
+    } catch (const std::exception&) {
+      throw std::runtime_error(fmt::format("checkpoint {}: metadata 'best_validation_error' is missing or not a number",
+                                           path));
+    }
+    if (best_epoch_ == epoch_) {
+      best_values_ = params_.values().clone();
+    } else {  // the best epoch's parameters, kept beside the run's last checkpoint
+      ParameterStore best(model_config_.init);
+      EquiVAE shape_only(model_config_, best);
+      best.allocate(config_.seed, params_.values().dtype(), Device::cpu);
+      const std::string best_file = (std::filesystem::path(path).parent_path() / "best.safetensors").string();
+      const auto best_meta = load_checkpoint(best_file, best, nullptr);
+      EQUIVAE_CHECK(best_meta.count("epoch") && best_meta.at("epoch") == meta.at("best_epoch"),
+                    "checkpoint {}: its best epoch is {}, but {} holds epoch {}", path, best_epoch_, best_file,
+                    best_meta.count("epoch") ? best_meta.at("epoch") : "none");
+      best_values_ = best.values().to(config_.device);
+    }
+  }
+}
+
+void Trainer::use_best() {
+  if (best_values_.defined()) params_.values().copy_from(best_values_);
 }
 
 void Trainer::train() {
@@ -349,9 +398,38 @@ void Trainer::train() {
         line["validation"]["classifier_error"] = val_classifier;
       }
       metrics << line.dump() << std::endl;
+    }
+    const double selection_error = semi ? val_classifier : val_error;
+    const bool best = selection_error < best_error_;
+    if (best) best_epoch_ = epoch_, best_error_ = selection_error, best_values_ = params_.values().clone();
+    if (!config_.out_dir.empty()) {
+      // The best first: a run stopped between the two saves redoes this epoch bit for bit.
+      if (best) save(best_path());
       save(checkpoint_path());
     }
   }
+}
+
+std::vector<DeadUnits> Trainer::dead_units(const data::Dataset& d, int64_t images) {
+  NoGradGuard no_grad;
+  std::vector<DeadUnits> out;
+  std::vector<std::vector<bool>> fired;
+  const int64_t n = std::min(images, d.n);
+  for (int64_t begin = 0; begin < n; begin += config_.eval_batch_size) {
+    std::vector<int64_t> rows;
+    for (int64_t i = begin; i < std::min(n, begin + config_.eval_batch_size); ++i) rows.push_back(i);
+    const auto layers = model_->invariant_activations(Var(gather(d, rows)));
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const Tensor a = layers[l].second.value().to(Device::cpu).to(DType::f32);
+      const int64_t units = a.shape()[1], per_unit = a.numel() / (a.shape()[0] * units);
+      if (out.size() <= l) out.push_back({layers[l].first, units, 0}), fired.emplace_back(size_t(units), false);
+      const float* x = a.data<float>();
+      for (int64_t i = 0; i < a.numel(); ++i)
+        if (x[i] > 0) fired[l][size_t(i / per_unit % units)] = true;
+    }
+  }
+  for (size_t l = 0; l < out.size(); ++l) out[l].dead = std::count(fired[l].begin(), fired[l].end(), false);
+  return out;
 }
 
 ElboStats Trainer::evaluate_elbo(const data::Dataset& d) {

@@ -2,6 +2,7 @@
 // sets, Adam, the doubling batch schedule, per-epoch validation with the distance classifier,
 // JSON-lines metrics, atomic safetensors checkpoints and bit-for-bit resume.
 #pragma once
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,17 +20,25 @@ struct TrainConfig {
   int double_every = 10;        // 0: never
   int64_t max_batch_size = 256;
   int m_max = 7;
+  data::SetSampling set_sampling = data::SetSampling::batch;
   // > 0: semi-supervised (SPEC.md section 2) with this many labelled training images per class
   // (a balanced subset drawn with the seed); the model must be semi_supervised.
   int labels_per_class = 0;
   double lr = 1e-3;
   uint64_t seed = 1;
   Device device = Device::cpu;
-  std::string out_dir;          // checkpoint.safetensors, metrics.jsonl; empty: write nothing
+  // checkpoint.safetensors (the last epoch), best.safetensors (the best on validation),
+  // metrics.jsonl; empty: write nothing
+  std::string out_dir;
   bool progress = true;
   int64_t eval_batch_size = 500;
   int64_t batch_size_for(int epoch) const;  // epoch counts from 0
 };
+
+// A checkpoint's initialisation scheme and set sampling (checkpoints from before these options
+// were torch and batch).
+InitScheme checkpoint_init(const std::map<std::string, std::string>& metadata);
+data::SetSampling checkpoint_set_sampling(const std::map<std::string, std::string>& metadata);
 
 // The model configuration as a checkpoint's metadata holds it (JSON), and back.
 // model_from_json checks every field's type and range and throws std::runtime_error naming it.
@@ -39,6 +48,12 @@ ModelConfig model_from_json(const std::string& text);
 // is allocated when a field is bad, when it has more parameters than the file holds values, or
 // when training it would need more memory than the machine has.
 ModelConfig checkpoint_model(const std::string& path, const std::map<std::string, std::string>& metadata);
+
+// Units of one ReLU layer that never fire (output <= 0 everywhere) on some images.
+struct DeadUnits {
+  std::string layer;
+  int64_t units = 0, dead = 0;
+};
 
 // One pass of the objective over some rows, averaged per example.
 struct ElboStats {
@@ -53,8 +68,15 @@ class Trainer {
 
   // Continues the run saved in `path` (its model configuration must match).
   void resume(const std::string& path);
-  // Trains from the next epoch to config.epochs, evaluating and checkpointing after each.
+  // Trains from the next epoch to config.epochs, evaluating and checkpointing after each. The
+  // epoch with the lowest validation error (the distance classifier's; q(y|x)'s when
+  // semi-supervised) is kept as the best, in memory and in best.safetensors: the test set is never
+  // looked at.
   void train();
+  // Puts the best epoch's parameters in place (no-op before any epoch is trained).
+  void use_best();
+  int best_epoch() const { return best_epoch_; }
+  double best_validation_error() const { return best_error_; }
 
   // r(x) with m = 1 for every row of d: n x d_r, row-major.
   std::vector<float> represent(const data::Dataset& d);
@@ -62,6 +84,9 @@ class Trainer {
   double distance_error(const data::Dataset& d);
   // The objective on d, with complementary sets drawn within d (no gradient).
   ElboStats evaluate_elbo(const data::Dataset& d);
+  // The never-active ReLU units of h and g (EquiVAE::invariant_activations) on the first
+  // `images` rows of d.
+  std::vector<DeadUnits> dead_units(const data::Dataset& d, int64_t images);
   // Semi-supervised models: the error rate of argmax q(y | x) on d.
   double classifier_error(const data::Dataset& d);
   // The training rows whose labels the model sees (all of them unless semi-supervised).
@@ -72,6 +97,7 @@ class Trainer {
   int epochs_done() const { return epoch_; }
   int64_t steps_done() const { return step_; }
   std::string checkpoint_path() const;
+  std::string best_path() const;
 
  private:
   struct StepResult {
@@ -103,6 +129,9 @@ class Trainer {
   std::unique_ptr<Adam> adam_;
   int epoch_ = 0;      // epochs completed
   uint64_t step_ = 0;  // optimiser steps completed
+  int best_epoch_ = 0;  // 0: none yet
+  double best_error_ = std::numeric_limits<double>::infinity();
+  Tensor best_values_;  // the best epoch's parameter buffer
 };
 
 }  // namespace equivae

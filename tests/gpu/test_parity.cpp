@@ -482,12 +482,12 @@ struct Model {
   explicit Model(int64_t c) : channels(c) {
     auto conv = [&](std::vector<Var>& into, const std::string& name, int64_t in, int64_t out, bool transposed = false) {
       const Shape ws = transposed ? Shape{in, out, 5, 5} : Shape{out, in, 5, 5};
-      into.push_back(params.declare(name + ".w", ws, Init::fan_in(in * 25)));
-      into.push_back(params.declare(name + ".b", {out}, Init::fan_in(in * 25)));
+      into.push_back(params.declare(name + ".w", ws, Init::weights(in * 25, out * 25)));
+      into.push_back(params.declare(name + ".b", {out}, Init::biases(in * 25)));
     };
     auto dense = [&](std::vector<Var>& into, const std::string& name, int64_t in, int64_t out) {
-      into.push_back(params.declare(name + ".w", {out, in}, Init::fan_in(in)));
-      into.push_back(params.declare(name + ".b", {out}, Init::fan_in(in)));
+      into.push_back(params.declare(name + ".w", {out, in}, Init::weights(in, out)));
+      into.push_back(params.declare(name + ".b", {out}, Init::biases(in)));
     };
     // invariant encoder h (12 -> 12 -> 6 -> 3) then g
     conv(h, "h.conv1", c, 4);
