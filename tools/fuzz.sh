@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Short fuzzing runs of every file reader (tests/fuzz), for the test command (tools/test.sh):
 # builds the libFuzzer harnesses with clang, ASan and UBSan in their own folder, writes the seed
-# corpus with the test suite (test_fuzz_seeds.cpp), then runs each harness for a few seconds and
+# corpus with the test suite (test_fuzz_seeds.cpp), then runs each harness 4000 times, seeded, and
 # prints its executions and coverage (libFuzzer's cov: edges, ft: features). Prints "skipped"
 # and succeeds where clang is missing. A crash, a sanitizer report, an uncaught exception, a
 # single allocation above 1 GB, a 2 GB resident set or an input running 30 s (generous: a loaded
@@ -9,7 +9,9 @@
 # <fuzz build>/artifacts/.
 #   EQUIVAE_BUILD_DIR       the regular build, whose equivae_tests writes the seeds (default: build)
 #   EQUIVAE_FUZZ_BUILD_DIR  where the harnesses are built (default: build-fuzz)
-#   EQUIVAE_FUZZ_SECONDS    run length of each harness (default: 15)
+#   EQUIVAE_FUZZ_RUNS       executions per harness (default 4000; -1: until EQUIVAE_FUZZ_SECONDS)
+#   EQUIVAE_FUZZ_SECONDS    the most seconds per harness (default: 60)
+#   EQUIVAE_FUZZ_SEED       libFuzzer's seed (default: 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v clang >/dev/null || ! command -v clang++ >/dev/null; then
@@ -18,7 +20,9 @@ if ! command -v clang >/dev/null || ! command -v clang++ >/dev/null; then
 fi
 build="${EQUIVAE_BUILD_DIR:-build}"
 fuzz="${EQUIVAE_FUZZ_BUILD_DIR:-build-fuzz}"
-seconds="${EQUIVAE_FUZZ_SECONDS:-15}"
+seconds="${EQUIVAE_FUZZ_SECONDS:-60}"
+runs_asked="${EQUIVAE_FUZZ_RUNS:-4000}"
+seed="${EQUIVAE_FUZZ_SEED:-1}"
 harnesses=(idx mat image_folder checkpoint)
 
 CC=clang CXX=clang++ cmake -S . -B "$fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQUIVAE_FUZZ=ON \
@@ -38,7 +42,11 @@ export TMPDIR="$scratch"
 for h in "${harnesses[@]}"; do
   mkdir -p "$fuzz/corpus/$h"  # what the fuzzer finds; kept between runs, so coverage grows
   log="$fuzz/fuzz_$h.log"
-  if ! "$fuzz/tests/fuzz/fuzz_$h" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=1024 -len_control=0 \
+  # A fixed seed and number of runs: the test command gives the same verdict every time (a
+  # finding no earlier run made would otherwise turn CI red at random); EQUIVAE_FUZZ_RUNS=-1 and
+  # EQUIVAE_FUZZ_SECONDS fuzz for as long as asked instead.
+  if ! "$fuzz/tests/fuzz/fuzz_$h" -seed="$seed" -runs="$runs_asked" -max_total_time="$seconds" -timeout=30 \
+       -rss_limit_mb=2048 -malloc_limit_mb=1024 -len_control=0 \
        -artifact_prefix="$fuzz/artifacts/${h}-" -print_final_stats=1 "$fuzz/corpus/$h" "$fuzz/seeds/$h" >"$log" 2>&1; then
     tail -n 40 "$log"
     echo "fuzz: fuzz_$h FAILED (log: $log, input: $fuzz/artifacts/)"
@@ -46,5 +54,5 @@ for h in "${harnesses[@]}"; do
   fi
   runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
   coverage=$(grep -E "DONE|INITED" "$log" | tail -n 1 | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+" || true)
-  echo "fuzz: fuzz_$h ran ${seconds} s, ${runs:-?} executions, ${coverage:-no coverage line in $log}"
+  echo "fuzz: fuzz_$h ran ${runs:-?} executions (seed $seed, at most $runs_asked runs and $seconds s), ${coverage:-no coverage line in $log}"
 done
