@@ -203,19 +203,20 @@ void tile(const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_
 }
 
 // Register tiles: 6 pixels x V (1 or 2) vectors, at most 12 accumulators (16 ymm registers in all).
-template <int V> constexpr int kTilePixels = 6;
+constexpr int kTilePixels = 6;
 
-template <int V, int R = kTilePixels<V>>
-void tail_tile(int rest, const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_at) {
+// The tile of `rest` (1..kTilePixels) pixels: the full tile, or the last, shorter one.
+template <int V, int R = kTilePixels>
+void tile_of(int rest, const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_at) {
   if constexpr (R > 0) {
     if (rest == R) return tile<R, V>(p, co0, origin, out_at);
-    tail_tile<V, R - 1>(rest, p, co0, origin, out_at);
+    tile_of<V, R - 1>(rest, p, co0, origin, out_at);
   }
 }
 
 template <int V>
 void run_pass_v(const Pass& p, int64_t images) {
-  constexpr int R = kTilePixels<V>;
+  constexpr int R = kTilePixels;
   const int64_t total = images * p.qh * p.qw;
   for (int64_t co0 = 0; co0 < p.out_c; co0 += V * kLanes) {
     int64_t n = 0, qy = 0, qx = 0;  // the next pixel, walked in order (no divisions per pixel)
@@ -230,8 +231,7 @@ void run_pass_v(const Pass& p, int64_t images) {
           if (++qy == p.qh) qy = 0, ++n;
         }
       }
-      if (rest == R) tile<R, V>(p, co0, origin, out_at);
-      else tail_tile<V>(rest, p, co0, origin, out_at);
+      tile_of<V>(rest, p, co0, origin, out_at);
     }
   }
 }
