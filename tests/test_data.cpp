@@ -297,7 +297,7 @@ TEST_CASE("data: bad SVHN .mat files throw clear errors") {
   const std::string text = dir / "text.mat";
   write_bytes(text, std::vector<uint8_t>(200, 'a'), false);
   REQUIRE_THROWS_WITH(load_svhn_mat(text, "svhn/x"),
-                      Contains(text) && Contains("not a readable MAT file"));
+                      Contains(text) && Contains("not a MAT 5 (v6, v7) or MAT 7.3 file"));
   REQUIRE_THROWS_WITH(load_svhn_mat(dir / "absent.mat", "svhn/x"),
                       Contains("absent.mat: file not found"));
 }

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -408,5 +409,20 @@ TEST_CASE("hostile: .mat variable headers are checked before matio reads them", 
   // MAT 4: matio allocates its name length as declared; SVHN files are never MAT 4.
   fs::remove(path);
   if (write_mat(path, MAT_FT_MAT4, MAT_COMPRESSION_NONE, {svhn_y({1, 2})}))
-    CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"), Contains("a MAT 4 file"));
+    CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"), Contains("not a MAT 5 (v6, v7) or MAT 7.3 file"));
+  // Any header without MAT 5's or 7.3's version and byte-order mark is taken by Mat_Open for
+  // MAT 4: here a first variable whose name claims 2^31 - 1 bytes, and a 5000 x 5000 matrix.
+  std::vector<uint8_t> mat4(128, 0);
+  const int32_t mat4_header[5] = {0, 5000, 5000, 0, 0x7fffffff};  // type, rows, columns, imag, name
+  std::memcpy(mat4.data(), mat4_header, sizeof mat4_header);
+  write_bytes(path, mat4, false);
+  CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"),
+                    Contains(path) && Contains("version is 0x0000 with byte-order mark 0x0000"));
+  // A MAT 5 header in the wrong byte order's version (0x0001) and a bare 127-byte stub.
+  bytes = good;
+  std::swap(bytes[124], bytes[125]);
+  write_bytes(path, bytes, false);
+  CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"), Contains("version is 0x0001"));
+  write_bytes(path, std::vector<uint8_t>(good.begin(), good.begin() + 127), false);
+  CHECK_THROWS_WITH(data::load_svhn_mat(path, "svhn/x"), Contains("shorter than their 128-byte header"));
 }

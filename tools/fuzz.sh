@@ -12,6 +12,7 @@
 #   EQUIVAE_FUZZ_RUNS       executions per harness (default 4000; -1: until EQUIVAE_FUZZ_SECONDS)
 #   EQUIVAE_FUZZ_SECONDS    the most seconds per harness (default: 60)
 #   EQUIVAE_FUZZ_SEED       libFuzzer's seed (default: 1)
+#   EQUIVAE_FUZZ_HARNESSES  which readers to fuzz (default: "idx mat image_folder checkpoint")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v clang >/dev/null || ! command -v clang++ >/dev/null; then
@@ -23,7 +24,7 @@ fuzz="${EQUIVAE_FUZZ_BUILD_DIR:-build-fuzz}"
 seconds="${EQUIVAE_FUZZ_SECONDS:-60}"
 runs_asked="${EQUIVAE_FUZZ_RUNS:-4000}"
 seed="${EQUIVAE_FUZZ_SEED:-1}"
-harnesses=(idx mat image_folder checkpoint)
+read -r -a harnesses <<<"${EQUIVAE_FUZZ_HARNESSES:-idx mat image_folder checkpoint}"
 
 CC=clang CXX=clang++ cmake -S . -B "$fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQUIVAE_FUZZ=ON \
   -DEQUIVAE_CUDA=OFF -DEQUIVAE_NATIVE=OFF >/dev/null

@@ -418,21 +418,39 @@ Splits load_mnist(const std::string& dir, int64_t validation_size) {
 
 // ---- SVHN --------------------------------------------------------------------------------------
 
+// SVHN files are MAT 5 (v6, v7) or MAT 7.3 (HDF5, whose library bounds its own headers). Any other
+// file must be refused before Mat_Open: where the 128-byte header does not name version 0x0100
+// or 0x0200 with a byte-order mark ("IM" ours, "MI" swapped), Mat_Open tries it as MAT 4 and
+// allocates the first variable's declared name length and sizes unchecked (fuzz_mat: 1.29 GB
+// from a few bytes).
+mat_ft mat_file_version(const std::string& what, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  uint8_t header[128];
+  if (!in.read(reinterpret_cast<char*>(header), sizeof header))
+    fail(what, path, "not a MAT 5 (v6, v7) or MAT 7.3 file: shorter than their 128-byte header");
+  const bool ours = header[126] == 'I' && header[127] == 'M', swapped = header[126] == 'M' && header[127] == 'I';
+  uint16_t version;
+  std::memcpy(&version, header + 124, 2);
+  if (swapped) version = __builtin_bswap16(version);
+  if ((!ours && !swapped) || (version != 0x0100 && version != 0x0200))
+    fail(what, path,
+         fmt::format("not a MAT 5 (v6, v7) or MAT 7.3 file: its header's version is 0x{:04x} with byte-order mark "
+                     "0x{:02x}{:02x} (MAT 4 and other files are not read)",
+                     version, header[126], header[127]));
+  return version == 0x0100 ? MAT_FT_MAT5 : MAT_FT_MAT73;
+}
+
 Dataset load_svhn_mat(const std::string& path, const std::string& name) {
   require_file(name, path);
+  const mat_ft version = mat_file_version(name, path);
+  if (version == MAT_FT_MAT5) Mat5HeaderCheck(name, path).run();
   quiet_matio();
   matio_last_message.clear();
   const std::unique_ptr<mat_t, MatCloser> mat(Mat_Open(path.c_str(), MAT_ACC_RDONLY));
-  if (!mat)
+  if (!mat || Mat_GetVersion(mat.get()) != version)
     fail(name, path,
          fmt::format("not a readable MAT file{}",
                      matio_last_message.empty() ? std::string() : " (" + matio_last_message + ")"));
-  // MAT4 headers are read by matio with no bound at all (a name length allocates as declared);
-  // SVHN files are MAT5 or MAT 7.3 (HDF5, whose library bounds its own headers).
-  const mat_ft version = Mat_GetVersion(mat.get());
-  if (version != MAT_FT_MAT5 && version != MAT_FT_MAT73)
-    fail(name, path, "a MAT 4 file: only MAT 5 (v6, v7) and MAT 7.3 files are read");
-  if (version == MAT_FT_MAT5) Mat5HeaderCheck(name, path).run();
   // Then X's and y's headers: their declared sizes are checked against what the file can hold
   // before matio reads (and allocates) the data.
   const MatVar x_info(Mat_VarReadInfo(mat.get(), "X"));
@@ -449,7 +467,7 @@ Dataset load_svhn_mat(const std::string& path, const std::string& name) {
          fmt::format("X is {}{}, expected real uint8", x->isComplex ? "complex " : "",
                      class_text(x->class_type)));
   const size_t image_size = 32 * 32 * 3;
-  const bool plain = Mat_GetVersion(mat.get()) != MAT_FT_MAT73 && x->compression == MAT_COMPRESSION_NONE;
+  const bool plain = version != MAT_FT_MAT73 && x->compression == MAT_COMPRESSION_NONE;
   const uint64_t file_bytes = fs::file_size(path), capacity = plain ? file_bytes : file_bytes * kMaxDeflateRatio;
   if (images > capacity / image_size)
     fail(name, path, fmt::format("X declares {} images ({}), more than the {}-byte file can hold", images,
