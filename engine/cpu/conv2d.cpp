@@ -234,9 +234,13 @@ void CpuBackend::add_channel_bias(const Tensor& b, Tensor& y) {
     const int64_t n = y.dim(0), c = y.dim(1), hw = y.numel() / (n * c);
     const T* bias = b.data<T>();
     T* out = y.data<T>();
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t p = 0; p < hw; ++p) out[(i * c + ch) * hw + p] += bias[ch];
+    parallel_range(
+        n * c,
+        [&](int64_t first, int64_t last) {
+          for (int64_t q = first; q < last; ++q)
+            for (int64_t p = 0; p < hw; ++p) out[q * hw + p] += bias[q % c];
+        },
+        hw);
   });
 }
 

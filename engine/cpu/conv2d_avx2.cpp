@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "engine/cpu/conv2d_fast.h"
+#include "engine/cpu/parallel.h"
 
 namespace equivae::avx2 {
 namespace {
@@ -540,22 +541,31 @@ void conv_backward_weight(const float* x, const float* dy, float* dw, const Conv
 }
 
 void channel_sum(const float* dy, int64_t n, int64_t c, int64_t hw, float* db) {
-  // Each plane summed in 8 float lanes, the planes added in double (as the reference does).
-  std::vector<double> acc(size_t(c), 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const float* p = dy + (i * c + ch) * hw;
-      __m256 v = _mm256_setzero_ps();
-      int64_t j = 0;
-      for (; j + kLanes <= hw; j += kLanes) v = _mm256_add_ps(v, _mm256_loadu_ps(p + j));
-      alignas(32) float lanes[kLanes];
-      _mm256_store_ps(lanes, v);
-      double sum = 0;
-      for (float l : lanes) sum += double(l);
-      for (; j < hw; ++j) sum += double(p[j]);
-      acc[size_t(ch)] += sum;
-    }
-  for (int64_t ch = 0; ch < c; ++ch) db[ch] = float(acc[size_t(ch)]);
+  // Each plane summed in 8 float lanes (planes split across threads), then the planes of a
+  // channel added in double in image order (as the reference does): the same bits for any split.
+  std::vector<double> plane_sums(size_t(n * c));
+  parallel_range(
+      n * c,
+      [&](int64_t first, int64_t last) {
+        for (int64_t q = first; q < last; ++q) {
+          const float* p = dy + q * hw;
+          __m256 v = _mm256_setzero_ps();
+          int64_t j = 0;
+          for (; j + kLanes <= hw; j += kLanes) v = _mm256_add_ps(v, _mm256_loadu_ps(p + j));
+          alignas(32) float lanes[kLanes];
+          _mm256_store_ps(lanes, v);
+          double sum = 0;
+          for (float l : lanes) sum += double(l);
+          for (; j < hw; ++j) sum += double(p[j]);
+          plane_sums[size_t(q)] = sum;
+        }
+      },
+      hw);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double acc = 0;
+    for (int64_t i = 0; i < n; ++i) acc += plane_sums[size_t(i * c + ch)];
+    db[ch] = float(acc);
+  }
 }
 
 }  // namespace equivae::avx2

@@ -2,12 +2,12 @@
 // Method definitions live beside their op family: conv2d.cpp, linear.cpp, segmented_mean.cpp,
 // random.cpp, likelihood.cpp, kl.cpp, softmax.cpp, elementwise.cpp, adam.cpp.
 #pragma once
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "engine/backend.h"
+#include "engine/cpu/parallel.h"
 
 // Runs the statement with T bound to the C++ type of the float tensor `t` (f32 or f64).
 #define EQUIVAE_DISPATCH_FLOAT(t, op, ...)                                                      \
@@ -20,19 +20,6 @@
   } while (0)
 
 namespace equivae {
-
-// Calls fn(first, last) on pieces of [0, n), one per OpenMP thread when n is large enough to pay
-// for waking them (about 32k elements), else once: for elementwise loops, whose results do not
-// depend on the split.
-template <class Fn> void parallel_range(int64_t n, Fn&& fn) {
-  constexpr int64_t kMinParallel = int64_t(1) << 15;
-  if (n < kMinParallel || omp_get_max_threads() == 1) return fn(int64_t(0), n);
-#pragma omp parallel
-  {
-    const int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
-    fn(n * t / threads, n * (t + 1) / threads);
-  }
-}
 
 // log_softmax of one row of k logits into `out`.
 template <class T> inline void row_log_softmax(const T* x, int64_t k, T* out) {

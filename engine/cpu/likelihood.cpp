@@ -35,11 +35,16 @@ void CpuBackend::bernoulli_loglik_forward(const Tensor& logits, const Tensor& ta
     const T* l = logits.data<T>();
     const T* x = target.data<T>();
     T* out = y.data<T>();
-    for (int64_t r = 0; r < rows; ++r) {
-      double acc = 0;
-      for (int64_t c = r * cols; c < (r + 1) * cols; ++c) acc += x[c] * l[c] - softplus(l[c]);
-      out[r] = T(acc);
-    }
+    parallel_range(
+        rows,
+        [&](int64_t first, int64_t last) {
+          for (int64_t r = first; r < last; ++r) {
+            double acc = 0;
+            for (int64_t c = r * cols; c < (r + 1) * cols; ++c) acc += x[c] * l[c] - softplus(l[c]);
+            out[r] = T(acc);
+          }
+        },
+        cols);
   });
 }
 
@@ -51,7 +56,9 @@ void CpuBackend::bernoulli_loglik_backward(const Tensor& logits, const Tensor& t
     const T* x = target.data<T>();
     const T* g = dy.data<T>();
     T* d = dlogits.data<T>();
-    for (int64_t i = 0, n = logits.numel(); i < n; ++i) d[i] = g[i / cols] * (x[i] - sigmoid(l[i]));
+    parallel_range(logits.numel(), [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) d[i] = g[i / cols] * (x[i] - sigmoid(l[i]));
+    });
   });
 }
 
