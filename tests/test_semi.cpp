@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 #include <tuple>
+#include <utility>
 
 #include "tests/gradcheck.h"
 #include "tests/synthetic.h"
@@ -38,26 +39,38 @@ Tensor repeat_rows(const Tensor& t, const std::vector<int>& rows) {
   return Tensor::from(out, shape, DType::f64);
 }
 
-}  // namespace
-
-TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd batch, m = 1 sets)",
-          "[semi][gradcheck]") {
+// The small semi-supervised model, its float64 parameters drawn with `seed`.
+struct SemiModel {
   ParameterStore p;
-  EquiVAE model(semi_model(), p);
-  p.allocate(11, DType::f64);
-  std::mt19937_64 rng(12);
-  const Tensor labelled = random_uniform({1, 1, 8, 8}, rng, 0, 1);    // batch 1
-  const Tensor unlabelled = random_uniform({3, 1, 8, 8}, rng, 0, 1);  // odd batch
-  const Tensor pool = random_uniform({6, 1, 8, 8}, rng, 0, 1);        // labelled examples forming r_y
-  // r_y of the 3 x 4 (image, class) pairs: sets of 1 or 2 pool members (m = 1 included), some
-  // shared between pairs; then the labelled point's own set.
+  EquiVAE model{semi_model(), p};
+  explicit SemiModel(uint64_t seed) { p.allocate(seed, DType::f64); }
+};
+
+// The CSR sets of r_y for 3 x 4 (image, class) pairs: sets of 1 or 2 members of a pool of 6
+// (m = 1 included), some shared between pairs.
+std::pair<Tensor, Tensor> pair_sets() {
   std::vector<int32_t> offsets{0}, members;
   for (int k = 0; k < 12; ++k) {
     members.push_back(k % 6);
     if (k % 3 == 0) members.push_back((k + 1) % 6);
     offsets.push_back(int32_t(members.size()));
   }
-  const Tensor class_offsets = Tensor::from_indices(offsets), class_members = Tensor::from_indices(members);
+  return {Tensor::from_indices(offsets), Tensor::from_indices(members)};
+}
+
+}  // namespace
+
+TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd batch, m = 1 sets)",
+          "[semi][gradcheck]") {
+  SemiModel m(11);
+  ParameterStore& p = m.p;
+  const EquiVAE& model = m.model;
+  std::mt19937_64 rng(12);
+  const Tensor labelled = random_uniform({1, 1, 8, 8}, rng, 0, 1);    // batch 1
+  const Tensor unlabelled = random_uniform({3, 1, 8, 8}, rng, 0, 1);  // odd batch
+  const Tensor pool = random_uniform({6, 1, 8, 8}, rng, 0, 1);        // labelled examples forming r_y
+  // r_y of the 3 x 4 (image, class) pairs, then the labelled point's own set.
+  const auto class_sets = pair_sets();
   const Tensor own_offsets = Tensor::from_indices({0, 2}), own_members = Tensor::from_indices({4, 5});
   const Tensor label = Tensor::from_indices({3});
   const Tensor log_prior = Tensor::from({std::log(0.1), std::log(0.2), std::log(0.3), std::log(0.4)}, {4}, DType::f64);
@@ -67,7 +80,7 @@ TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd ba
     const Var r_own = model.class_latent(Var(pool), own_offsets, own_members);
     const auto t = model.terms(Var(labelled), labelled, r_own, v_noise);
     const Var log_q = pick(log_softmax(model.class_logits(Var(labelled), dropout_noise, true)), label);
-    const Var r_pairs = model.class_latent(Var(pool), class_offsets, class_members);
+    const Var r_pairs = model.class_latent(Var(pool), class_sets.first, class_sets.second);
     const Var u = model.unlabelled_elbo(Var(unlabelled), unlabelled, r_pairs,
                                         model.class_logits(Var(unlabelled), u_dropout, true), log_prior, u_noise);
     return add(add(sum(sub(t.loglik, t.kl)), sum(log_q)), sum(u));
@@ -105,28 +118,24 @@ TEST_CASE("semi: q(y | x) sends no gradient into the invariant encoder", "[semi]
 
 TEST_CASE("semi: the unlabelled gradient reaches q(y|x) and reaches h and g only through the labelled sets' r_y",
           "[semi]") {
-  ParameterStore p;
-  EquiVAE model(semi_model(), p);
-  p.allocate(3, DType::f64);
+  SemiModel m(3);
   std::mt19937_64 rng(4);
-  const Tensor x = random_uniform({3, 1, 8, 8}, rng, 0, 1), pool = random_uniform({4, 1, 8, 8}, rng, 0, 1);
-  std::vector<int32_t> offsets{0}, members;
-  for (int k = 0; k < 12; ++k) members.push_back(k % 4), offsets.push_back(k + 1);
-  const Tensor log_prior = Tensor::from({std::log(0.25), std::log(0.25), std::log(0.25), std::log(0.25)}, {4}, DType::f64);
+  const Tensor x = random_uniform({3, 1, 8, 8}, rng, 0, 1), pool = random_uniform({6, 1, 8, 8}, rng, 0, 1);
+  const auto sets = pair_sets();
+  const Tensor log_prior = Tensor::from({std::log(0.1), std::log(0.2), std::log(0.3), std::log(0.4)}, {4}, DType::f64);
   // The gradient of sum L_unlab, with q(y|x)'s logits live or held constant.
   auto gradient = [&](bool live_logits) {
-    p.zero_grad();
+    m.p.zero_grad();
     RandomStream noise{1, 0}, dropout_noise{2, 0};
-    const Var r_pairs =
-        model.class_latent(Var(pool), Tensor::from_indices(offsets), Tensor::from_indices(members));
-    Var logits = model.class_logits(Var(x), dropout_noise, true);
+    const Var r_pairs = m.model.class_latent(Var(pool), sets.first, sets.second);
+    Var logits = m.model.class_logits(Var(x), dropout_noise, true);
     if (!live_logits) logits = Var(logits.value());
-    sum(model.unlabelled_elbo(Var(x), x, r_pairs, logits, log_prior, noise)).backward();
-    return p.grads().to_vector();
+    sum(m.model.unlabelled_elbo(Var(x), x, r_pairs, logits, log_prior, noise)).backward();
+    return m.p.grads().to_vector();
   };
   const std::vector<double> live = gradient(true), held = gradient(false);
   double invariant = 0, classifier = 0, classifier_held = 0;
-  for (const auto& e : p.entries()) {
+  for (const auto& e : m.p.entries()) {
     const bool is_invariant = e.name.rfind("h.", 0) == 0 || e.name.rfind("g.", 0) == 0;
     for (int64_t i = e.offset; i < e.offset + shape_numel(e.shape); ++i) {
       if (is_invariant) {
@@ -137,9 +146,9 @@ TEST_CASE("semi: the unlabelled gradient reaches q(y|x) and reaches h and g only
       if (e.name.rfind("q_y.", 0) == 0) classifier += std::abs(live[size_t(i)]), classifier_held += std::abs(held[size_t(i)]);
     }
   }
-  CHECK(invariant > 0.0);          // through r_y of the labelled sets
-  CHECK(classifier > 0.0);         // the unlabelled objective trains q(y|x) ...
-  CHECK(classifier_held == 0.0);   // ... through its logits only
+  CHECK(invariant > 0.0);         // through r_y of the labelled sets
+  CHECK(classifier > 0.0);        // the unlabelled objective trains q(y|x) ...
+  CHECK(classifier_held == 0.0);  // ... through its logits only
 }
 
 TEST_CASE("semi: --latent 8 halves the dense widths of --latent 16 and q(y|x)'s stay (128 and 64)", "[semi]") {
