@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -261,6 +262,8 @@ def write_markdown(path, table, json_path):
 
 
 def main():
+    # A background run is stopped with SIGTERM: exit through the `finally` that records the time.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = sys.argv[1:]
     a = parse()
     if not a.collect_only:
