@@ -83,10 +83,10 @@ def parse():
     for r in a.rows:
         if r not in ROWS:
             sys.exit(f"table2: --rows names {r}; the paper's rows are {', '.join(map(str, ROWS))}")
-    a.seed_counts = per_row(a.seeds, "--seeds", {r: 1 for r in ROWS})
-    if a.quick:
+    if a.quick:  # unless given: 1 epoch, 1 seed per row
         a.epochs = a.epochs or "1"
-        a.seed_counts = per_row(a.seeds, "--seeds", {r: 1 for r in ROWS}) if a.seeds != "100=3" else {r: 1 for r in ROWS}
+        a.seeds = "1" if a.seeds == ap.get_default("seeds") else a.seeds
+    a.seed_counts = per_row(a.seeds, "--seeds", {r: 1 for r in ROWS})
     a.epoch_counts = per_row(a.epochs, "--epochs", EPOCHS) if a.epochs else dict(EPOCHS)
     a.m_max = per_row(a.m_max, "--m-max", M_MAX) if a.m_max else dict(M_MAX)
     a.runs = a.runs or ("runs/table2-quick" if a.quick else "runs/table2")
