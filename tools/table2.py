@@ -29,9 +29,9 @@ from seeds import mean_sem  # noqa: E402
 
 ROWS = [100, 600, 1000, 3000]
 EPOCHS = {100: 20, 600: 25, 1000: 30, 3000: 35}  # the paper's, per row
-# m_max for the semi-supervised runs was lost from the paper's text; 7 is its supervised MNIST
-# value and every row's subset allows it (a class of 10 labels allows up to 9). See
-# docs/semi_supervised.md for the validation screen.
+# m_max for the semi-supervised runs was lost from the paper's text; 7 (its supervised MNIST value)
+# had the lowest validation q(y|x) error of 3 / 7 / 9 in a short screen on the 100-label row
+# (docs/results.md, issue 12); a class of 10 labels allows up to 9.
 M_MAX = {100: 7, 600: 7, 1000: 7, 3000: 7}
 PAPER = {100: ((8.90, 0.70), (21.91, 0.66)), 600: ((3.99, 0.17), (6.64, 0.35)),
          1000: ((3.34, 0.17), (5.43, 0.31)), 3000: ((2.23, 0.14), (2.96, 0.11))}
