@@ -1,6 +1,7 @@
 #include "model/equivae.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "engine/shapes.h"
 
@@ -12,6 +13,14 @@ std::string ModelConfig::describe() const {
   return fmt::format("{}x{}x{} images, filters ({}), H {}, d_r {}, d_v {}, {} classes, {} likelihood", channels,
                      image_size, image_size, f, hidden, d_r, d_v, num_classes,
                      likelihood == Likelihood::bernoulli ? "Bernoulli" : "Gaussian");
+}
+
+void set_paper_latents(ModelConfig& m, int64_t d) {
+  constexpr int64_t kHiddenFor16 = 128;
+  if (d != 8 && d != 16)
+    throw std::invalid_argument(fmt::format("--latent {}: the paper's latent sizes are 8 and 16", d));
+  m.d_r = m.d_v = d;
+  m.hidden = kHiddenFor16 * d / 16;
 }
 
 EquiVAE::EquiVAE(const ModelConfig& config, ParameterStore& params) : config_(config) {

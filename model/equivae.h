@@ -35,6 +35,13 @@ struct ModelConfig {
   std::string describe() const;
 };
 
+// The paper's two latent sizes (appendix): d_r = d_v = d, with H = 128 for 16-dimensional latents
+// and halved to 64 for 8-dimensional ones ("the number of units in the dense layers are halved
+// when using 8 dimensional latents, as in our semi-supervised experiments on MNIST"). q(y|x)'s
+// dense widths (128, 64) are the ones the paper gives for those same runs, so they stay.
+// Throws std::invalid_argument naming --latent for any other d.
+void set_paper_latents(ModelConfig& m, int64_t d);
+
 class EquiVAE {
  public:
   // Declares the parameters in `params` (allocate them afterwards).

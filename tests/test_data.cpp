@@ -441,6 +441,29 @@ TEST_CASE("data: slice and subset") {
   REQUIRE_THROWS_AS(d.subset({10}), std::out_of_range);
 }
 
+TEST_CASE("data: a label subset of the MNIST training split is balanced and seeded and never drawn from validation") {
+  TempDir dir;
+  write_idx_pair(dir, "train", 60, false);  // labels i % 10; the first pixel, (31 i) % 256, names row i
+  write_idx_pair(dir, "t10k", 10, false);
+  const Splits s = load_mnist(dir.path.string(), 20);  // train: file rows 0-39, validation: 40-59
+  std::set<float> validation_images;
+  for (int64_t i = 0; i < s.validation.n; ++i) validation_images.insert(s.validation.image(i)[0]);
+  REQUIRE(validation_images.size() == 20);
+  for (uint64_t seed : {1, 2, 3}) {
+    const auto rows = balanced_label_subset(s.train, 3, seed);
+    REQUIRE(rows.size() == 30);
+    CHECK(balanced_label_subset(s.train, 3, seed) == rows);
+    std::vector<int> per_class(10, 0);
+    for (int64_t r : rows) {
+      REQUIRE(r < s.train.n);
+      ++per_class[size_t(s.train.labels[size_t(r)])];
+      CHECK(validation_images.count(s.train.image(r)[0]) == 0);
+    }
+    CHECK(per_class == std::vector<int>(10, 3));
+  }
+  CHECK(balanced_label_subset(s.train, 3, 1) != balanced_label_subset(s.train, 3, 2));
+}
+
 TEST_CASE("data: class frequencies and balanced label subsets") {
   const Dataset d = toy(1000, 10);
   const auto f = class_frequencies(d);

@@ -3,8 +3,11 @@
 // q(y | x), and L_unlab against its formula written out pair by pair.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <tuple>
+#include <utility>
 
 #include "tests/gradcheck.h"
 #include "tests/synthetic.h"
@@ -36,26 +39,38 @@ Tensor repeat_rows(const Tensor& t, const std::vector<int>& rows) {
   return Tensor::from(out, shape, DType::f64);
 }
 
-}  // namespace
-
-TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd batch, m = 1 sets)",
-          "[semi][gradcheck]") {
+// The small semi-supervised model, its float64 parameters drawn with `seed`.
+struct SemiModel {
   ParameterStore p;
-  EquiVAE model(semi_model(), p);
-  p.allocate(11, DType::f64);
-  std::mt19937_64 rng(12);
-  const Tensor labelled = random_uniform({1, 1, 8, 8}, rng, 0, 1);    // batch 1
-  const Tensor unlabelled = random_uniform({3, 1, 8, 8}, rng, 0, 1);  // odd batch
-  const Tensor pool = random_uniform({6, 1, 8, 8}, rng, 0, 1);        // labelled examples forming r_y
-  // r_y of the 3 x 4 (image, class) pairs: sets of 1 or 2 pool members (m = 1 included), some
-  // shared between pairs; then the labelled point's own set.
+  EquiVAE model{semi_model(), p};
+  explicit SemiModel(uint64_t seed) { p.allocate(seed, DType::f64); }
+};
+
+// The CSR sets of r_y for 3 x 4 (image, class) pairs: sets of 1 or 2 members of a pool of 6
+// (m = 1 included), some shared between pairs.
+std::pair<Tensor, Tensor> pair_sets() {
   std::vector<int32_t> offsets{0}, members;
   for (int k = 0; k < 12; ++k) {
     members.push_back(k % 6);
     if (k % 3 == 0) members.push_back((k + 1) % 6);
     offsets.push_back(int32_t(members.size()));
   }
-  const Tensor class_offsets = Tensor::from_indices(offsets), class_members = Tensor::from_indices(members);
+  return {Tensor::from_indices(offsets), Tensor::from_indices(members)};
+}
+
+}  // namespace
+
+TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd batch, m = 1 sets)",
+          "[semi][gradcheck]") {
+  SemiModel m(11);
+  ParameterStore& p = m.p;
+  const EquiVAE& model = m.model;
+  std::mt19937_64 rng(12);
+  const Tensor labelled = random_uniform({1, 1, 8, 8}, rng, 0, 1);    // batch 1
+  const Tensor unlabelled = random_uniform({3, 1, 8, 8}, rng, 0, 1);  // odd batch
+  const Tensor pool = random_uniform({6, 1, 8, 8}, rng, 0, 1);        // labelled examples forming r_y
+  // r_y of the 3 x 4 (image, class) pairs, then the labelled point's own set.
+  const auto class_sets = pair_sets();
   const Tensor own_offsets = Tensor::from_indices({0, 2}), own_members = Tensor::from_indices({4, 5});
   const Tensor label = Tensor::from_indices({3});
   const Tensor log_prior = Tensor::from({std::log(0.1), std::log(0.2), std::log(0.3), std::log(0.4)}, {4}, DType::f64);
@@ -65,7 +80,7 @@ TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd ba
     const Var r_own = model.class_latent(Var(pool), own_offsets, own_members);
     const auto t = model.terms(Var(labelled), labelled, r_own, v_noise);
     const Var log_q = pick(log_softmax(model.class_logits(Var(labelled), dropout_noise, true)), label);
-    const Var r_pairs = model.class_latent(Var(pool), class_offsets, class_members);
+    const Var r_pairs = model.class_latent(Var(pool), class_sets.first, class_sets.second);
     const Var u = model.unlabelled_elbo(Var(unlabelled), unlabelled, r_pairs,
                                         model.class_logits(Var(unlabelled), u_dropout, true), log_prior, u_noise);
     return add(add(sum(sub(t.loglik, t.kl)), sum(log_q)), sum(u));
@@ -99,6 +114,69 @@ TEST_CASE("semi: q(y | x) sends no gradient into the invariant encoder", "[semi]
   }
   CHECK(invariant == 0.0);
   CHECK(classifier > 0.0);
+}
+
+TEST_CASE("semi: the unlabelled gradient reaches q(y|x) and reaches h and g only through the labelled sets' r_y",
+          "[semi]") {
+  SemiModel m(3);
+  std::mt19937_64 rng(4);
+  const Tensor x = random_uniform({3, 1, 8, 8}, rng, 0, 1), pool = random_uniform({6, 1, 8, 8}, rng, 0, 1);
+  const auto sets = pair_sets();
+  const Tensor log_prior = Tensor::from({std::log(0.1), std::log(0.2), std::log(0.3), std::log(0.4)}, {4}, DType::f64);
+  // The gradient of sum L_unlab, with q(y|x)'s logits live or held constant.
+  auto gradient = [&](bool live_logits) {
+    m.p.zero_grad();
+    RandomStream noise{1, 0}, dropout_noise{2, 0};
+    const Var r_pairs = m.model.class_latent(Var(pool), sets.first, sets.second);
+    Var logits = m.model.class_logits(Var(x), dropout_noise, true);
+    if (!live_logits) logits = Var(logits.value());
+    sum(m.model.unlabelled_elbo(Var(x), x, r_pairs, logits, log_prior, noise)).backward();
+    return m.p.grads().to_vector();
+  };
+  const std::vector<double> live = gradient(true), held = gradient(false);
+  double invariant = 0, classifier = 0, classifier_held = 0;
+  for (const auto& e : m.p.entries()) {
+    const bool is_invariant = e.name.rfind("h.", 0) == 0 || e.name.rfind("g.", 0) == 0;
+    for (int64_t i = e.offset; i < e.offset + shape_numel(e.shape); ++i) {
+      if (is_invariant) {
+        // Whatever flows through q(y|x) stops at stop_grad(r(x)): h and g see the same gradient.
+        CHECK(live[size_t(i)] == Approx(held[size_t(i)]).epsilon(1e-12).margin(1e-15));
+        invariant += std::abs(live[size_t(i)]);
+      }
+      if (e.name.rfind("q_y.", 0) == 0) classifier += std::abs(live[size_t(i)]), classifier_held += std::abs(held[size_t(i)]);
+    }
+  }
+  CHECK(invariant > 0.0);         // through r_y of the labelled sets
+  CHECK(classifier > 0.0);        // the unlabelled objective trains q(y|x) ...
+  CHECK(classifier_held == 0.0);  // ... through its logits only
+}
+
+TEST_CASE("semi: --latent 8 halves the dense widths of --latent 16 and q(y|x)'s stay (128 and 64)", "[semi]") {
+  ModelConfig m16, m8;
+  set_paper_latents(m16, 16);
+  set_paper_latents(m8, 8);
+  CHECK((m16.hidden == 128 && m16.d_r == 16 && m16.d_v == 16));
+  CHECK((m8.hidden == 64 && m8.d_r == 8 && m8.d_v == 8));
+  m16.semi_supervised = m8.semi_supervised = true;
+  ParameterStore p16, p8;
+  const EquiVAE a(m16, p16), b(m8, p8);
+  // weight shapes [out, in]; the conv map is 64 x 2 x 2 = 256 at both sizes
+  const std::vector<std::tuple<std::string, Shape, Shape>> dense = {
+      {"h.dense.weight", {128, 256}, {64, 256}},      {"g.dense.weight", {128, 128}, {64, 64}},
+      {"g.out.weight", {16, 128}, {8, 64}},           {"e_x.dense.weight", {128, 256}, {64, 256}},
+      {"e_r.dense.weight", {128, 16}, {64, 8}},       {"q.mu.dense.weight", {128, 256}, {64, 128}},
+      {"q.mu.out.weight", {16, 128}, {8, 64}},        {"q.logvar.dense.weight", {128, 256}, {64, 128}},
+      {"q.logvar.out.weight", {16, 128}, {8, 64}},    {"p.r.dense.weight", {128, 16}, {64, 8}},
+      {"p.v.dense.weight", {128, 16}, {64, 8}},       {"p.joint.dense.weight", {128, 256}, {64, 128}},
+      {"p.map.dense.weight", {256, 128}, {256, 64}},  {"q_y.dense.weight", {128, 256}, {64, 256}},
+      {"q_y.dense1.weight", {128, 144}, {128, 72}},   {"q_y.dense2.weight", {64, 128}, {64, 128}}};
+  for (const auto& [name, shape16, shape8] : dense) {
+    INFO(name);
+    CHECK(p16.find(name).shape == shape16);
+    CHECK(p8.find(name).shape == shape8);
+  }
+  CHECK(p8.numel() < p16.numel());
+  CHECK_THROWS_WITH(set_paper_latents(m8, 12), Contains("--latent 12"));
 }
 
 TEST_CASE("semi: L_unlab is the exact expectation over classes, pair by pair", "[semi]") {
@@ -183,6 +261,23 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
   const double after = t.classifier_error(s.validation);
   CHECK(before >= 0.7);  // chance is 3/4
   CHECK(after < 0.65);   // a weak bound: r learns slowly on this problem (see the supervised test)
+  // No collapse onto one class (what KL(q(y|x) || p(y)) in L_unlab is there to prevent): every
+  // class is predicted, none for more than half of the balanced validation set.
+  std::vector<int> predicted(4, 0);
+  {
+    NoGradGuard no_grad;
+    RandomStream unused;
+    const Tensor x = Tensor::from(std::vector<double>(s.validation.images.begin(), s.validation.images.end()),
+                                  {s.validation.n, 1, 8, 8});
+    const std::vector<double> logits = t.model().class_logits(Var(x), unused, false).value().to_vector();
+    for (int64_t i = 0; i < s.validation.n; ++i)
+      ++predicted[size_t(std::max_element(logits.begin() + 4 * i, logits.begin() + 4 * i + 4) - logits.begin() - 4 * i)];
+  }
+  INFO("predictions per class " << predicted[0] << " " << predicted[1] << " " << predicted[2] << " " << predicted[3]);
+  CHECK(*std::min_element(predicted.begin(), predicted.end()) > 0);
+  CHECK(*std::max_element(predicted.begin(), predicted.end()) <= s.validation.n / 2);
+  // The subset is the seed's balanced one: the benchmark classifier of this seed trains on it.
+  CHECK(t.labelled_rows() == data::balanced_label_subset(s.train, 20, long_run.seed));
   CHECK(t.steps_done() == 40 * ((320 - 80 + 15) / 16));  // an epoch passes over the 240 unlabelled rows
   std::filesystem::remove_all(a);
 

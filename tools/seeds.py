@@ -13,6 +13,13 @@ import subprocess
 import sys
 
 
+def mean_sem(xs):
+    """Mean and standard error of the mean (sample std / sqrt(n)); the s.e.m. is None for n < 2."""
+    mean = sum(xs) / len(xs)
+    sem = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else None
+    return mean, sem
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)
@@ -35,8 +42,8 @@ def main():
     summary = {"seeds": len(results)}
     for k in keys:
         xs = [100 * r[k] for r in results if k in r]
-        mean = sum(xs) / len(xs)
-        sem = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else float("nan")
+        mean, sem = mean_sem(xs)
+        sem = float("nan") if sem is None else sem
         summary[k] = {"mean_percent": mean, "sem_percent": sem, "values_percent": xs}
         print(f"{k}: {mean:.2f} +/- {sem:.2f} % over {len(xs)} seeds ({', '.join(f'{x:.2f}' for x in xs)})")
     with open(os.path.join(a.out, "summary.json"), "w") as f:

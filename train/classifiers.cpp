@@ -1,5 +1,6 @@
 #include "train/classifiers.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 
@@ -38,14 +39,19 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
   std::vector<int64_t> all(size_t(train.n));
   for (int64_t i = 0; i < train.n; ++i) all[size_t(i)] = i;
   ClassifierResult best;
+  Tensor best_values;
   uint64_t step = 0;
+  const int64_t passes = std::max<int64_t>(1, (c.epoch_images + train.n - 1) / train.n);
   for (int epoch = 0; epoch < c.epochs; ++epoch) {
-    const std::vector<int64_t> order = data::shuffled(all, c.seed, uint64_t(epoch));
-    const int64_t batches = (train.n + c.batch_size - 1) / c.batch_size;
+    std::vector<int64_t> order;
+    for (int64_t p = 0; p < passes; ++p) {
+      const std::vector<int64_t> pass = data::shuffled(all, c.seed, uint64_t(epoch * passes + p));
+      order.insert(order.end(), pass.begin(), pass.end());
+    }
+    const int64_t n = int64_t(order.size()), batches = (n + c.batch_size - 1) / c.batch_size;
     ProgressBar bar(fmt::format("{} epoch {}/{}", name, epoch + 1, c.epochs), batches, c.progress);
     for (int64_t b = 0; b < batches; ++b) {
-      const std::vector<int64_t> rows(order.begin() + b * c.batch_size,
-                                      order.begin() + std::min(train.n, (b + 1) * c.batch_size));
+      const std::vector<int64_t> rows(order.begin() + b * c.batch_size, order.begin() + std::min(n, (b + 1) * c.batch_size));
       std::vector<int32_t> y;
       for (int64_t r : rows) y.push_back((*train.labels)[size_t(r)]);
       RandomStream stream{c.seed, step++ << 32};
@@ -60,7 +66,11 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
     const double val_error = error_rate(net, val.gather, *val.labels, val.n);
     bar.finish(fmt::format("validation error {:.2f} %", 100 * val_error));
     if (epoch == 0 || val_error < best.validation_error)
-      best = {val_error, error_rate(net, test.gather, *test.labels, test.n), epoch + 1};
+      best.validation_error = val_error, best.best_epoch = epoch + 1, best_values = params.values().clone();
+  }
+  if (best_values.defined()) {  // the test set, once, with the epoch chosen on validation
+    params.values().copy_from(best_values);
+    best.test_error = error_rate(net, test.gather, *test.labels, test.n);
   }
   return best;
 }

@@ -2,8 +2,8 @@
 //  - a 2-layer dense dropout network (128, 64) trained on frozen r(x);
 //  - the benchmark: the invariant encoder's architecture (conv stack -> dense(H) -> dense(H))
 //    with dropout after both dense layers, trained end to end on the labelled images alone.
-// Both keep the epoch with the lowest validation error and report the test error of that epoch:
-// every choice is made on validation.
+// Both keep the parameters of the epoch with the lowest validation error and evaluate the test
+// set once, at the end, with them: every choice is made on validation.
 #pragma once
 #include <vector>
 
@@ -14,6 +14,10 @@ namespace equivae {
 
 struct ClassifierConfig {
   int epochs = 20;
+  // An epoch is as many whole shuffled passes over the training rows as it takes to reach this
+  // many images (0: one pass), so that a labelled subset of 100 images is not judged on
+  // validation after every 2 steps.
+  int64_t epoch_images = 0;
   int64_t batch_size = 64;
   double lr = 1e-3, dropout = 0.5;
   uint64_t seed = 1;
