@@ -122,13 +122,13 @@ semi_batch = int(open(semi_rows).readline().split()[1])
 out["semi_supervised_unlabelled_images_per_s"] = {"equivae": o, "torch_eager": e, "torch_compile": c,
                                                   "ratio_eager": o / e, "ratio_compile": o / c, "before": before,
                                                   "batch_size": semi_batch}
-out["max_rss_kib_batch256"] = {"equivae": int(open(rss_ours).read().split()[-1]),
-                               "torch": int(open(rss_torch).read().split()[-1]),
-                               "before": int(open(rss_before).read().split()[-1])}
 print(f"semi-supervised step (a tenth labelled, batch {semi_batch}),"
       f" unlabelled images/s: equivae {o:.0f}, eager {e:.0f}, compile {c:.0f}: {o / e:.2f}x eager, {o / c:.2f}x compile"
       f" (before: {before:.0f})")
-print(f"max RSS at batch 256: equivae {out['max_rss_kib_batch256']['equivae'] / 1024:.0f} MiB, "
-      f"PyTorch {out['max_rss_kib_batch256']['torch'] / 1024:.0f} MiB, before {out['max_rss_kib_batch256']['before'] / 1024:.0f} MiB")
+rss = {k: int(open(f).read().split()[-1]) for k, f in (("equivae", rss_ours), ("torch", rss_torch), ("before", rss_before))}
+if rss["equivae"]:  # not measured under ONLY_SEMI=1
+    out["max_rss_kib_batch256"] = rss
+    print(f"max RSS at batch 256: equivae {rss['equivae'] / 1024:.0f} MiB, PyTorch {rss['torch'] / 1024:.0f} MiB, "
+          f"before {rss['before'] / 1024:.0f} MiB")
 json.dump(out, open(summary, "w"), indent=1)
 PY
