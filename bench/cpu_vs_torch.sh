@@ -6,13 +6,17 @@
 #   peer:   torch_peer.py, STEPS steps after a warm-up (compile: after compiling)
 #   peak:   equivae_cpu_bench's FMA loop (12 chains of 256-bit FMAs per thread, all threads)
 #   memory: max RSS (GNU time) of a batch-256 run of each
-# Also the semi-supervised step (--labels): ours only, in unlabelled images/s.
-# The peer's venv (.venv-torch: torch and numpy from PyPI) is created on first use. Debian's
-# python3-torch (1.13) is never used: its convolutions are several times slower than a current
-# PyTorch's on this kind of CPU, so it is no peer.
+#   semi:   the semi-supervised step (--labels: a tenth of the TRAIN_LIMIT images labelled, the
+#           rest unlabelled, batch SEMI_BATCH) of both, in the same rounds, in unlabelled images/s
+#           (train_mnist's images_per_s of a --labels run; torch_peer.py --labels counts the same)
+# The peer's venv (TORCH_VENV, default .venv-torch: torch and numpy from PyPI) is created on first
+# use. Debian's python3-torch (1.13) is never used: its convolutions are several times slower than
+# a current PyTorch's on this kind of CPU, so it is no peer.
 #   THREADS (default: all cores) BATCHES ("32 128 512") ROUNDS (2) TRAIN_LIMIT (8192) STEPS (40)
 #   OUT (runs/cpu_vs_torch): logs and summary.json
+#   SEMI_BATCH (32)
 #   BEFORE: another build's train_mnist (e.g. of an older commit), timed in the same rounds
+#   ONLY_SEMI=1: the semi-supervised step only (no supervised batches, no max RSS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${EQUIVAE_BUILD_DIR:-build}"
@@ -22,10 +26,13 @@ rounds="${ROUNDS:-2}"
 limit="${TRAIN_LIMIT:-8192}"
 steps="${STEPS:-40}"
 out="${OUT:-runs/cpu_vs_torch}"
+semi_batch="${SEMI_BATCH:-32}"
+labels=$((limit / 100 * 10))
+only_semi="${ONLY_SEMI:-0}"
 data="${EQUIVAE_DATA_DIR:-../shared/data/mnist}"
 mkdir -p "$out"
 
-venv=.venv-torch
+venv="${TORCH_VENV:-.venv-torch}"
 if ! "$venv/bin/python" -c "import torch, numpy" 2>/dev/null; then
   echo "cpu_vs_torch: creating $venv with torch and numpy from PyPI"
   python3 -m venv "$venv"
@@ -37,63 +44,60 @@ py="$venv/bin/python"
 "$build/bench/equivae_cpu_bench" --threads "$threads" --no-convs --batch 32 --steps 3 > "$out/peak.txt"
 cat "$out/peak.txt"
 
-ours() {  # batch round [binary] -> images/s
-  local dir="$out/ours${3:+-before}-b$1-r$2"
+ours() {  # batch round [binary] -> images/s; SEMI=1: a --labels run (unlabelled images/s)
+  local dir="$out/ours${SEMI:+-semi}${3:+-before}-b$1-r$2"
   rm -rf "$dir"
-  "${3:-$build/train/train_mnist}" --train-limit "$limit" --epochs 1 --double-every 0 --batch-size "$1" \
-    --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" > "$dir.log" 2>&1
+  "${3:-$build/train/train_mnist}" --train-limit "$limit" ${SEMI:+--labels $labels} --epochs 1 --double-every 0 \
+    --batch-size "$1" --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" > "$dir.log" 2>&1
   "$py" -c "import json; print(json.loads(open('$dir/metrics.jsonl').readline())['images_per_s'])"
 }
-peer() {  # batch round mode -> images/s
-  local flag=""
+peer() {  # batch round mode -> images/s; SEMI=1: the semi-supervised step
+  local flag="" name="torch${SEMI:+-semi}-$3-b$1-r$2"
   [[ "$3" == compile ]] && flag="--compile"
   "$py" bench/torch_peer.py --threads "$threads" --batch-size "$1" --steps "$steps" --data-dir "$data" $flag \
-    2> "$out/torch-$3-b$1-r$2.err" | tee "$out/torch-$3-b$1-r$2.json" |
+    ${SEMI:+--labels $labels} 2> "$out/$name.err" | tee "$out/$name.json" |
     "$py" -c "import json, sys; print(json.loads(sys.stdin.read())['images_per_s'])"
 }
 
-results="$out/rows.tsv"
+results="$out/rows.tsv" semi_results="$out/semi.tsv"
 : > "$results"
+: > "$semi_results"
 for r in $(seq 1 "$rounds"); do
-  for b in $batches; do
-    o=$(ours "$b" "$r"); e=$(peer "$b" "$r" eager); c=$(peer "$b" "$r" compile)
-    before=0
-    [[ -n "${BEFORE:-}" ]] && before=$(ours "$b" "$r" "$BEFORE")
-    printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$b" "$r" "$o" "$e" "$c" "$before" | tee -a "$results"
-  done
+  if [[ "$only_semi" != 1 ]]; then
+    for b in $batches; do
+      o=$(ours "$b" "$r"); e=$(peer "$b" "$r" eager); c=$(peer "$b" "$r" compile)
+      before=0
+      [[ -n "${BEFORE:-}" ]] && before=$(ours "$b" "$r" "$BEFORE")
+      printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$b" "$r" "$o" "$e" "$c" "$before" | tee -a "$results"
+    done
+  fi
+  # The semi-supervised step, in the same round.
+  o=$(SEMI=1 ours "$semi_batch" "$r"); e=$(SEMI=1 peer "$semi_batch" "$r" eager)
+  c=$(SEMI=1 peer "$semi_batch" "$r" compile)
+  before=0
+  [[ -n "${BEFORE:-}" ]] && before=$(SEMI=1 ours "$semi_batch" "$r" "$BEFORE")
+  printf "semi\t%s\t%s\t%s\t%s\t%s\t%s\n" "$semi_batch" "$r" "$o" "$e" "$c" "$before" | tee -a "$semi_results"
 done
 
-# Semi-supervised step (ours): a tenth of the first TRAIN_LIMIT images labelled, the rest unlabelled.
-semi_dir="$out/ours-semi"
-rm -rf "$semi_dir"
-"$build/train/train_mnist" --train-limit "$limit" --labels $((limit / 100 * 10)) --epochs 1 --double-every 0 --batch-size 32 \
-  --classifier-epochs 0 --threads "$threads" --no-progress --out "$semi_dir" > "$semi_dir.log" 2>&1
-semi=$("$py" -c "import json; print(json.loads(open('$semi_dir/metrics.jsonl').readline())['images_per_s'])")
-semi_before=0
-if [[ -n "${BEFORE:-}" ]]; then
-  rm -rf "$semi_dir-before"
-  "$BEFORE" --train-limit "$limit" --labels $((limit / 100 * 10)) --epochs 1 --double-every 0 --batch-size 32 \
-    --classifier-epochs 0 --threads "$threads" --no-progress --out "$semi_dir-before" > "$semi_dir-before.log" 2>&1
-  semi_before=$("$py" -c "import json; print(json.loads(open('$semi_dir-before/metrics.jsonl').readline())['images_per_s'])")
-fi
-
 # Max RSS of a batch-256 run of each (KiB).
+for f in ours torch before; do echo 0 > "$out/rss-$f.txt"; done
+if [[ "$only_semi" != 1 ]]; then
 rm -rf "$out/rss"
 /usr/bin/time -f %M -o "$out/rss-ours.txt" "$build/train/train_mnist" --train-limit 2048 --epochs 1 --double-every 0 \
   --batch-size 256 --classifier-epochs 0 --threads "$threads" --no-progress --out "$out/rss" > /dev/null 2>&1
 /usr/bin/time -f %M -o "$out/rss-torch.txt" "$py" bench/torch_peer.py --threads "$threads" --batch-size 256 \
   --steps 8 --data-dir "$data" > /dev/null 2>&1
-echo 0 > "$out/rss-before.txt"
 if [[ -n "${BEFORE:-}" ]]; then
   rm -rf "$out/rss-before"
   /usr/bin/time -f %M -o "$out/rss-before.txt" "$BEFORE" --train-limit 2048 --epochs 1 --double-every 0 \
     --batch-size 256 --classifier-epochs 0 --threads "$threads" --no-progress --out "$out/rss-before" > /dev/null 2>&1
 fi
+fi
 
-"$py" - "$results" "$out/peak.txt" "$semi" "$semi_before" "$out/rss-ours.txt" "$out/rss-torch.txt" "$out/rss-before.txt" \
+"$py" - "$results" "$out/peak.txt" "$semi_results" "$out/rss-ours.txt" "$out/rss-torch.txt" "$out/rss-before.txt" \
   "$out/summary.json" <<'PY'
 import json, re, statistics, sys
-rows, peak_txt, semi, semi_before, rss_ours, rss_torch, rss_before, summary = sys.argv[1:]
+rows, peak_txt, semi_rows, rss_ours, rss_torch, rss_before, summary = sys.argv[1:]
 text = open(peak_txt).read()
 peak = float(re.search(r"([0-9.]+) on \d+ threads", text).group(1))
 flop = float(re.search(r"FLOP per trained image .*: ([0-9.]+) M", text).group(1)) * 1e6
@@ -112,13 +116,19 @@ for b in sorted(by_batch):
     if before:
         out["batches"][b]["before"] = before
     print(f"{b:>6} {o:>9.0f} {e:>9.0f} {c:>9.0f} {o / e:>8.2f}x {o / c:>10.2f}x {100 * frac:>5.0f}% {before:>8.0f}")
-out["semi_supervised_unlabelled_images_per_s"] = {"equivae": float(semi), "before": float(semi_before)}
-out["max_rss_kib_batch256"] = {"equivae": int(open(rss_ours).read().split()[-1]),
-                               "torch": int(open(rss_torch).read().split()[-1]),
-                               "before": int(open(rss_before).read().split()[-1])}
-print(f"semi-supervised step (equivae, a tenth labelled, batch 32): {float(semi):.0f} unlabelled images/s"
-      f" (before: {float(semi_before):.0f})")
-print(f"max RSS at batch 256: equivae {out['max_rss_kib_batch256']['equivae'] / 1024:.0f} MiB, "
-      f"PyTorch {out['max_rss_kib_batch256']['torch'] / 1024:.0f} MiB, before {out['max_rss_kib_batch256']['before'] / 1024:.0f} MiB")
+semi = [[float(v) for v in line.split()[3:]] for line in open(semi_rows)]
+o, e, c, before = (statistics.median(x[i] for x in semi) for i in range(4))
+semi_batch = int(open(semi_rows).readline().split()[1])
+out["semi_supervised_unlabelled_images_per_s"] = {"equivae": o, "torch_eager": e, "torch_compile": c,
+                                                  "ratio_eager": o / e, "ratio_compile": o / c, "before": before,
+                                                  "batch_size": semi_batch}
+print(f"semi-supervised step (a tenth labelled, batch {semi_batch}),"
+      f" unlabelled images/s: equivae {o:.0f}, eager {e:.0f}, compile {c:.0f}: {o / e:.2f}x eager, {o / c:.2f}x compile"
+      f" (before: {before:.0f})")
+rss = {k: int(open(f).read().split()[-1]) for k, f in (("equivae", rss_ours), ("torch", rss_torch), ("before", rss_before))}
+if rss["equivae"]:  # not measured under ONLY_SEMI=1
+    out["max_rss_kib_batch256"] = rss
+    print(f"max RSS at batch 256: equivae {rss['equivae'] / 1024:.0f} MiB, PyTorch {rss['torch'] / 1024:.0f} MiB, "
+          f"before {rss['before'] / 1024:.0f} MiB")
 json.dump(out, open(summary, "w"), indent=1)
 PY

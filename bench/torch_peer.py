@@ -7,11 +7,25 @@ same complementary-set scheme as train/sampler.cpp: per class in the batch a poo
 own rows topped up to m + 1 rows, each point's set = m pool rows other than itself, every used
 image encoded once, r_y = g(segmented mean of h). Prints one JSON line with images/s.
 
+--labels N: the semi-supervised step of train/trainer.cpp (Trainer::semi_objective) instead, N
+labels balanced over the classes, the other rows unlabelled. A step takes BATCH unlabelled rows
+and as many labelled ones (endless shuffled passes over the labelled rows) and minimises
+  -(mean_lab [log p(x | r_y, v) - KL] + mean_lab log q(y|x) + mean_unlab L_unlab)
+with L_unlab(x) = sum_y q(y|x) [log p(x | r_y, v_y) - KL_y] - KL(q(y|x) || p(y)), p(y) uniform:
+the decoder runs once per class for every unlabelled image, each (image, y) pair with its own
+set of m ~ U{1..min(m_max, N / K)} labelled images of y (train/sampler.cpp sample_class_sets:
+per class a random pool of about BATCH labelled rows, every image of the pool encoded once).
+q(y|x): its own conv stack on x, concatenated with r(x) (m = 1) under no_grad (the stop-gradient),
+dense 128 and 64 with ReLU and dropout 0.5, K logits. Like the engine, the labelled sets and the
+unlabelled pairs' sets are two separate batches for h, and e_x runs once per unlabelled image.
+
   python3 bench/torch_peer.py --data-dir ../shared/data/mnist --threads 2 --steps 60
+  python3 bench/torch_peer.py --data-dir ../shared/data/mnist --threads 2 --steps 40 --labels 810
 """
 import argparse
 import gzip
 import json
+import math
 import os
 import time
 
@@ -49,7 +63,7 @@ class ConvEncoder(nn.Module):
 
 
 class EquiVAE(nn.Module):
-    def __init__(self, channels=1, image=28, filters=(16, 16, 32, 32, 64), hidden=128, d_r=16, d_v=16):
+    def __init__(self, channels=1, image=28, filters=(16, 16, 32, 32, 64), hidden=128, d_r=16, d_v=16, classes=0):
         super().__init__()
         sizes, s = [], image
         for i in range(len(filters)):
@@ -75,6 +89,10 @@ class EquiVAE(nn.Module):
             else:
                 deconvs.append(nn.ConvTranspose2d(filters[i], out, 5, stride=1, padding=2))
         self.deconvs = nn.ModuleList(deconvs)
+        if classes:  # q(y | x) of a semi-supervised model (model/equivae.cpp class_logits)
+            self.q_y = ConvEncoder(channels, filters, sizes[-1], H)
+            self.q_y_dense = nn.Sequential(nn.Linear(H + d_r, 128), nn.ReLU(), nn.Dropout(0.5),
+                                           nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, classes))
 
     def class_latent(self, set_images, offsets, members):
         e = self.h(set_images)
@@ -91,14 +109,34 @@ class EquiVAE(nn.Module):
             x = d(x) if i + 1 == len(self.deconvs) else F.relu(d(x))
         return x
 
-    def loss(self, x, r):
-        c = torch.cat([self.e_x(x), F.relu(self.e_r(r))], 1)
+    def elbo(self, e_x, x, r):
+        """Per row: log p(x | r, v) - KL(q(v | r, x) || N(0, I)), one sample of v; e_x = self.e_x(x)."""
+        c = torch.cat([e_x, F.relu(self.e_r(r))], 1)
         mu, logvar = self.mu(c), self.logvar(c)
         v = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         logits = self.decode(r, v)
         loglik = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)
-        return (kl - loglik).mean()
+        return loglik - kl
+
+    def loss(self, x, r):
+        return -self.elbo(self.e_x(x), x, r).mean()
+
+    def class_logits(self, x):
+        with torch.no_grad():  # stop_grad(r(x)), r with m = 1
+            r = self.g(self.h(x))
+        return self.q_y_dense(torch.cat([self.q_y(x), r], 1))
+
+    def semi_loss(self, x_l, y_l, r_l, x_u, r_pairs):
+        """-(mean_lab [L_lab + log q(y|x)] + mean_unlab L_unlab), r_pairs[i K + y] = r_y of unlabelled image i."""
+        log_q = F.log_softmax(self.class_logits(x_l), 1).gather(1, y_l[:, None]).mean()
+        n, classes = x_u.shape[0], r_pairs.shape[0] // x_u.shape[0]
+        elbo_y = self.elbo(self.e_x(x_u).repeat_interleave(classes, 0), x_u.repeat_interleave(classes, 0),
+                           r_pairs).view(n, classes)
+        log_q_u = F.log_softmax(self.class_logits(x_u), 1)
+        q_u = log_q_u.exp()
+        unlab = (q_u * elbo_y).sum(1) - (q_u * (log_q_u + math.log(classes))).sum(1)  # KL to a uniform p(y)
+        return self.loss(x_l, r_l) - log_q - unlab.mean(), unlab.mean().detach()
 
 
 def complementary_sets(batch, labels, by_class, m_max, rng):
@@ -122,6 +160,22 @@ def complementary_sets(batch, labels, by_class, m_max, rng):
     return images, torch.tensor(offsets), torch.tensor(members)
 
 
+def class_sets(n, by_class, m, rng):
+    """Sets of m labelled images of class y for each (image i, y) in row i K + y: train/sampler.cpp
+    sample_class_sets's scheme (not its random numbers)."""
+    pools = [rng.permutation(rows)[:max(m, n)] for rows in by_class]
+    images, index, offsets, members = [], {}, [0], []
+    for _ in range(n):
+        for pool in pools:
+            for r in rng.choice(pool, m, replace=False):
+                if r not in index:
+                    index[r] = len(images)
+                    images.append(r)
+                members.append(index[r])
+            offsets.append(len(members))
+    return images, torch.tensor(offsets), torch.tensor(members)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="../shared/data/mnist")
@@ -133,6 +187,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--compile", action="store_true", help="torch.compile the step's model (Inductor)")
+    ap.add_argument("--labels", type=int, default=0, help="semi-supervised step with N labels (0: supervised)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -141,29 +196,46 @@ def main():
     y_all = load_idx_labels(os.path.join(a.data_dir, "train-labels-idx1-ubyte.gz"))[:55000]
     by_class = [np.flatnonzero(y_all == c) for c in range(10)]
     dev = torch.device(a.device)
-    model = EquiVAE().to(dev)
+    semi = a.labels > 0
+    model = EquiVAE(classes=10 if semi else 0).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    # torch.compile of the two functions a step calls (the set sizes vary, so dynamic shapes).
-    class_latent, loss_fn = model.class_latent, model.loss
+    # torch.compile of the functions a step calls (the set sizes vary, so dynamic shapes).
+    class_latent, loss_fn, semi_fn = model.class_latent, model.loss, model.semi_loss
     if a.compile:
         class_latent = torch.compile(model.class_latent, dynamic=True)
         loss_fn = torch.compile(model.loss, dynamic=True)
+        semi_fn = torch.compile(model.semi_loss, dynamic=True)
+    x_of = lambda rows: torch.from_numpy(x_all[rows]).to(dev)
+    latent = lambda sets: class_latent(x_of(sets[0]), sets[1].to(dev), sets[2].to(dev))
     order = rng.permutation(len(x_all))
-    images_done, start = 0, None
+    if semi:  # labels / 10 per class; steps walk the unlabelled rows, sets draw on the labelled ones
+        labelled = np.sort(np.concatenate([rng.permutation(rows)[:a.labels // 10] for rows in by_class]))
+        order = rng.permutation(np.setdiff1d(np.arange(len(x_all)), labelled))
+        by_class = [np.intersect1d(rows, labelled) for rows in by_class]
+        b_l = min(a.batch_size, len(labelled))
+        passes = -(-(a.warmup + a.steps) * b_l // len(labelled))
+        labelled_order = np.concatenate([rng.permutation(labelled) for _ in range(passes)])
+    images_done, start, unlab = 0, None, None
     for step in range(a.warmup + a.steps):
         if step == a.warmup:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
         batch = order[step * a.batch_size:(step + 1) * a.batch_size]
-        images, offsets, members = complementary_sets(batch, y_all, by_class, a.m_max, rng)
-        x = torch.from_numpy(x_all[batch]).to(dev)
-        r = class_latent(torch.from_numpy(x_all[images]).to(dev), offsets.to(dev), members.to(dev))
-        loss = loss_fn(x, r)
+        if semi:
+            lab = labelled_order[step * b_l:(step + 1) * b_l]
+            r_l = latent(complementary_sets(lab, y_all, by_class, a.m_max, rng))
+            m = 1 + int(rng.integers(min(a.m_max, a.labels // 10)))
+            r_pairs = latent(class_sets(len(batch), by_class, m, rng))
+            loss, unlab = semi_fn(x_of(lab), torch.from_numpy(y_all[lab]).to(dev), r_l, x_of(batch), r_pairs)
+        else:
+            loss = loss_fn(x_of(batch), latent(complementary_sets(batch, y_all, by_class, a.m_max, rng)))
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step >= a.warmup:
+            # Semi: unlabelled images, the unit of train_mnist --labels's metrics.jsonl images_per_s
+            # (it counts the labelled rows of its steps, one per unlabelled row while N >= batch).
             images_done += len(batch)
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -171,7 +243,8 @@ def main():
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "compile": a.compile, "device": a.device,
                       "threads": a.threads,
                       "batch_size": a.batch_size, "steps": a.steps, "images_per_s": images_done / seconds,
-                      "parameters": sum(p.numel() for p in model.parameters()), "final_loss": float(loss)}))
+                      "parameters": sum(p.numel() for p in model.parameters()), "final_loss": float(loss.detach()),
+                      **({"labels": a.labels, "final_unlabelled_elbo": float(unlab)} if semi else {})}))
 
 
 if __name__ == "__main__":
