@@ -2,13 +2,12 @@
 
 #include "engine/cpu/cpu_backend.h"
 #ifdef EQUIVAE_WITH_CUDA
-#include "kernels/conv2d.cuh"
-#include "kernels/cuda_backend.h"
+#include "engine/cuda/cuda_backend.h"
 #endif
 
 namespace equivae {
 
-// The CUDA backend lives in kernels/ and is compiled into this library only when CUDA is on;
+// The CUDA backend lives in engine/cuda/ (on the launchers of kernels/) and is compiled into this library only when CUDA is on;
 // the CPU-only build answers "no CUDA" without referring to it.
 bool cuda_available() {
 #ifdef EQUIVAE_WITH_CUDA
@@ -21,7 +20,7 @@ bool cuda_available() {
 
 void set_cuda_tf32(bool on) {
 #ifdef EQUIVAE_WITH_CUDA
-  gpu::set_conv_tf32(on);
+  set_cuda_conv_tf32(on);
 #else
   (void)on;
   throw std::runtime_error("cuda: this build has no CUDA backend, so no TF32 convolutions");

@@ -1,7 +1,8 @@
 // The device interface: every op the EquiVAE graph needs, on tensors the caller has allocated.
 // The autograd layer (engine/ops.cpp) allocates, checks shapes and calls backend(device) once
 // per op; it never branches on the device (flashlight's AutogradExtension design). The CPU
-// backend (engine/cpu) is the float/double reference; the CUDA backend (kernels/) is float.
+// backend (engine/cpu) is the float/double reference; the CUDA backend (engine/cuda, on the
+// kernel launchers of kernels/) is float.
 //
 // Conventions: outputs are overwritten unless the name says accumulate; per-row reductions
 // produce one value per leading-dimension row; index tensors are i32.

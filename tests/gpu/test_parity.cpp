@@ -27,7 +27,7 @@
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "engine/params.h"
-#include "kernels/cuda_backend.h"
+#include "engine/cuda/cuda_backend.h"
 #include "tests/parity.h"
 
 using namespace equivae;

@@ -3,14 +3,14 @@
 // stream; nothing here synchronises except copies to or from the host and the two ops that
 // must return a verdict to the host (has_nonfinite, and pick's index check while the value
 // checks of engine/ops.h are on). Every host wait is counted (cuda_host_waits).
-#include "kernels/cuda_backend.h"
+#include "engine/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
 
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "kernels/adam.cuh"
-#include "kernels/allocator.h"
+#include "engine/cuda/allocator.h"
 #include "kernels/check.h"
 #include "kernels/conv2d.cuh"
 #include "kernels/elementwise.cuh"
@@ -332,6 +332,8 @@ bool cuda_device_present() noexcept {
 }
 
 Backend* make_cuda_backend() { return &instance(); }
+
+void set_cuda_conv_tf32(bool on) { gpu::set_conv_tf32(on); }
 
 CudaMemoryStats cuda_memory_stats() { return gpu::device_allocator().stats(); }
 
