@@ -27,6 +27,46 @@ void set_cuda_tf32(bool on) {
 #endif
 }
 
+void Backend::linear_relu_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y) {
+  linear_forward(x, w, b, y);
+  if (relu) relu_forward(y, y);
+}
+
+void Backend::conv_transpose2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y,
+                                       const ConvShape& s) {
+  conv2d_backward_data(x, w, y, s);
+  if (b.defined()) add_channel_bias(b, y);
+  if (relu) relu_forward(y, y);
+}
+
+namespace {
+// dy through the ReLU whose output is y (undefined: none), and db from it.
+Tensor masked_gradient(Backend& b, const Tensor& y, const Tensor& dy, Tensor& db) {
+  Tensor g = y.defined() ? Tensor::empty(dy.shape(), dy.dtype(), dy.device()) : dy;
+  if (y.defined() || db.defined()) b.relu_bias_backward(y, dy, g, db);
+  return g;
+}
+}  // namespace
+
+void Backend::conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& dy, Tensor& dx,
+                              Tensor& dw, Tensor& db, const ConvShape& s) {
+  const Tensor g = masked_gradient(*this, y, dy, db);
+  if (dx.defined()) conv2d_backward_data(g, w, dx, s);
+  if (dw.defined()) conv2d_backward_weight(x, g, dw, s);
+}
+
+void Backend::linear_relu_backward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& dy, Tensor& dx,
+                                   Tensor& dw, Tensor& db) {
+  const Tensor g = masked_gradient(*this, y, dy, db);
+  Tensor no_db;
+  linear_backward(x, w, g, dx, dw, no_db);
+}
+
+void Backend::relu_bias_backward(const Tensor& y, const Tensor& dy, Tensor& dx, Tensor& db) {
+  if (y.defined()) relu_backward(y, dy, dx);
+  if (db.defined()) channel_sum(y.defined() ? dx : dy, db);
+}
+
 Backend& backend(Device device) {
   static CpuBackend cpu;
   if (device == Device::cpu) return cpu;

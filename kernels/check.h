@@ -52,7 +52,7 @@ inline void check_launch(cudaStream_t stream, const char* file, int line) {
 #ifdef EQUIVAE_CUDA_EMULATOR
 #define EQUIVAE_LAUNCH(kernel, grid, block, stream, ...)            \
   do {                                                              \
-    ::emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); });   \
+    ::emu::launch((grid), (block), #kernel, [&] { kernel(__VA_ARGS__); });   \
     CUDA_CHECK_LAUNCH(stream);                                      \
   } while (0)
 #else
