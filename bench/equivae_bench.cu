@@ -28,7 +28,7 @@
 #include "engine/backend.h"
 #include "kernels/adam.cuh"
 #include "kernels/conv2d.cuh"
-#include "kernels/cuda_backend.h"
+#include "engine/cuda/cuda_backend.h"
 #include "kernels/elementwise.cuh"
 #include "kernels/kl.cuh"
 #include "kernels/likelihood.cuh"

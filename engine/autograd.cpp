@@ -7,6 +7,7 @@
 namespace equivae {
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local const std::vector<Var>* g_backward_inputs = nullptr;  // of the node whose backward runs
 }
 
 bool grad_enabled() { return g_grad_enabled; }
@@ -34,9 +35,23 @@ Var make_result(Tensor value, const char* op, std::vector<Var> inputs, BackwardF
 
 Var stop_grad(const Var& x) { return Var(x.value(), false); }
 
+Tensor grad_destination(size_t input, const Shape& shape, const Tensor& like) {
+  if (g_backward_inputs && input < g_backward_inputs->size()) {
+    VarData& d = *(*g_backward_inputs)[input].data();
+    if (d.grad_owned && d.grad_zero && d.grad.shape() == shape && d.grad.dtype() == like.dtype() &&
+        d.grad.device() == like.device()) {
+      d.grad_zero = false;  // claimed: a second contribution this step is added as usual
+      return d.grad;
+    }
+  }
+  return Tensor::empty(shape, like.dtype(), like.device());
+}
+
 void Var::accumulate(const Tensor& g) const {
   VarData& d = *data_;
   check_same_shape(d.node ? d.node->op : "accumulate_grad", d.value, g);
+  if (d.grad_owned && g.raw() == d.grad.raw()) return;  // written in place (grad_destination)
+  d.grad_zero = false;
   if (!d.grad.defined()) {
     d.grad = g;
     d.grad_owned = false;
@@ -54,12 +69,16 @@ void Var::set_grad_buffer(Tensor buffer) const {
   check_same_shape("set_grad_buffer", data_->value, buffer);
   data_->grad = std::move(buffer);
   data_->grad_owned = true;
+  data_->grad_zero = false;  // unknown contents
 }
+
+void Var::mark_grad_zero() const { data_->grad_zero = data_->grad_owned; }
 
 void Var::zero_grad() const {
   if (!data_->grad.defined()) return;
   if (data_->grad_owned) {
     backend(data_->grad.device()).fill(data_->grad, 0.0);
+    data_->grad_zero = true;
   } else {
     data_->grad = Tensor();
   }
@@ -94,6 +113,10 @@ void Var::backward(const Tensor& seed) const {
     VarData* v = it->data();
     const std::shared_ptr<Node> node = std::move(v->node);  // release the graph as we go
     if (!v->grad.defined()) continue;                     // nothing flowed here
+    struct Inputs {  // what grad_destination sees, also if the backward function throws
+      explicit Inputs(const std::vector<Var>* in) { g_backward_inputs = in; }
+      ~Inputs() { g_backward_inputs = nullptr; }
+    } inputs(&node->inputs);
     const std::vector<Tensor> grads = node->backward(v->grad);
     for (size_t i = 0; i < node->inputs.size(); ++i)
       if (node->inputs[i].requires_grad() && i < grads.size() && grads[i].defined())

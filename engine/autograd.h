@@ -28,6 +28,7 @@ struct VarData {
   Tensor value;
   Tensor grad;                 // undefined until a gradient arrives
   bool grad_owned = false;     // grad may be added to in place (else it aliases another tensor)
+  bool grad_zero = false;      // an owned grad that holds zeros: its first gradient may overwrite it
   bool requires_grad = false;
   std::shared_ptr<Node> node;  // null for leaves
 };
@@ -53,12 +54,20 @@ class Var {
   // For parameters: the gradient lives in caller-owned memory (a view of the gradient buffer).
   void set_grad_buffer(Tensor buffer) const;
   void zero_grad() const;
+  // The owned gradient buffer has just been zeroed by its owner (ParameterStore::zero_grad).
+  void mark_grad_zero() const;
 
   VarData* data() const { return data_.get(); }
 
  private:
   std::shared_ptr<VarData> data_;
 };
+
+// Inside a backward function: where to write the gradient of the node's input `input` (of
+// `shape`, with like's dtype and device). A parameter whose gradient buffer still holds zeros this step gets the buffer
+// itself, so the op writes its gradient in place (returning that tensor then adds nothing more:
+// no zero-fill + add); anything else gets a fresh tensor. The op must overwrite all of it.
+Tensor grad_destination(size_t input, const Shape& shape, const Tensor& like);
 
 // Builds the result of an op: records a node when grad mode is on and an input needs grad.
 Var make_result(Tensor value, const char* op, std::vector<Var> inputs, BackwardFn backward);

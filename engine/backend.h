@@ -1,7 +1,8 @@
 // The device interface: every op the EquiVAE graph needs, on tensors the caller has allocated.
 // The autograd layer (engine/ops.cpp) allocates, checks shapes and calls backend(device) once
 // per op; it never branches on the device (flashlight's AutogradExtension design). The CPU
-// backend (engine/cpu) is the float/double reference; the CUDA backend (kernels/) is float.
+// backend (engine/cpu) is the float/double reference; the CUDA backend (engine/cuda, on the
+// kernel launchers of kernels/) is float.
 //
 // Conventions: outputs are overwritten unless the name says accumulate; per-row reductions
 // produce one value per leading-dimension row; index tensors are i32.
@@ -103,6 +104,24 @@ class Backend {
                                        int64_t rows, Tensor& dlogits) = 0;
   virtual void entropy_forward(const Tensor& logits, int64_t rows, Tensor& y) = 0;
   virtual void entropy_backward(const Tensor& logits, const Tensor& dy, int64_t rows, Tensor& dlogits) = 0;
+
+  // Fused forms of the ops above, for fewer passes (and, on a GPU, fewer launches). The defaults
+  // compose those ops, so the CPU reference is the composition; the CUDA backend fuses.
+  // y = relu?(x w^T + b); b may be undefined.
+  virtual void linear_relu_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y);
+  // A transposed conv: y = relu?(conv2d_backward_data(x, w) + b) (s is the conv2d it reverses).
+  virtual void conv_transpose2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y,
+                                        const ConvShape& s);
+  // The gradients of y = relu?(conv2d(x, w) + b) from dy: y is the forward's output when it had
+  // the ReLU (undefined: no ReLU); any of dx, dw, db may be undefined (not wanted).
+  virtual void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& dy, Tensor& dx,
+                               Tensor& dw, Tensor& db, const ConvShape& s);
+  // The same for y = relu?(x w^T + b).
+  virtual void linear_relu_backward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& dy, Tensor& dx,
+                                    Tensor& dw, Tensor& db);
+  // The backward of a fused bias + ReLU: dx = dy * (y > 0) (y undefined: no ReLU, dx untouched)
+  // and db = channel_sum of that gradient (db undefined: no bias). [n, c] counts as [n, c, 1].
+  virtual void relu_bias_backward(const Tensor& y, const Tensor& dy, Tensor& dx, Tensor& db);
 
   // True when any element of x is NaN or infinite (reads a flag back to the host).
   virtual bool has_nonfinite(const Tensor& x) = 0;

@@ -58,6 +58,14 @@ Var binary_op(BinaryOp kind, const char* op, const Var& a, const Var& b) {
   });
 }
 
+// Gradient through an optional fused ReLU (the incoming gradient masked by the output's sign)
+// and, when db is defined, the bias gradient (its channel sums), in one pass.
+Tensor through_relu(bool relu, const Tensor& y, const Tensor& g, Tensor& db) {
+  Tensor masked = relu ? empty_like(g) : g;
+  if (relu || db.defined()) on(g).relu_bias_backward(relu ? y : Tensor(), g, masked, db);
+  return masked;
+}
+
 }  // namespace
 
 void set_value_checks(bool on_) { g_value_checks = on_; }
@@ -172,7 +180,7 @@ Var mean(const Var& x) {
   return scale(sum(x), 1.0 / double(x.value().numel()));
 }
 
-Var linear(const Var& x, const Var& w, const Var& b) {
+Var linear(const Var& x, const Var& w, const Var& b, bool relu) {
   check_float("linear", x);
   check_float("linear", w);
   check_shape("linear", "x", x.value(), {-1, -1});
@@ -185,15 +193,15 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     check_compatible("linear", x.value(), b.value());
   }
   Tensor y = empty_as({n, out}, x.value());
-  on(y).linear_forward(x.value(), w.value(), b.defined() ? b.value() : Tensor(), y);
+  on(y).linear_relu_forward(x.value(), w.value(), b.defined() ? b.value() : Tensor(), relu, y);
   Tensor xv = x.value(), wv = w.value();
   const bool want_dx = x.requires_grad(), want_dw = w.requires_grad(), want_db = b.requires_grad();
   std::vector<Var> inputs{x, w};
   if (b.defined()) inputs.push_back(b);
   return make_result(y, "linear", inputs, [=](const Tensor& g) -> std::vector<Tensor> {
-    Tensor dx = want_dx ? empty_like(xv) : Tensor(), dw = want_dw ? empty_like(wv) : Tensor();
-    Tensor db = want_db ? empty_as({out}, g) : Tensor();
-    on(g).linear_backward(xv, wv, g, dx, dw, db);
+    Tensor dx = want_dx ? empty_like(xv) : Tensor(), dw = want_dw ? grad_destination(1, wv.shape(), wv) : Tensor();
+    Tensor db = want_db ? grad_destination(2, {out}, g) : Tensor();
+    on(g).linear_relu_backward(xv, wv, relu ? y : Tensor(), g, dx, dw, db);
     return {dx, dw, db};
   });
 }
@@ -212,13 +220,6 @@ void check_conv_inputs(const char* op, const Var& x, const Var& w, const Var& b,
   }
 }
 
-// Gradient of an optional fused ReLU: mask the incoming gradient by the output's sign.
-Tensor through_relu(bool relu, const Tensor& y, const Tensor& g) {
-  if (!relu) return g;
-  Tensor masked = empty_like(g);
-  on(g).relu_backward(y, g, masked);
-  return masked;
-}
 }  // namespace
 
 Var conv2d(const Var& x, const Var& w, const Var& b, int64_t stride, int64_t pad, bool relu) {
@@ -238,12 +239,10 @@ Var conv2d(const Var& x, const Var& w, const Var& b, int64_t stride, int64_t pad
   const bool want_dx = x.requires_grad(), want_dw = w.requires_grad(), want_db = b.requires_grad();
   std::vector<Var> inputs{x, w};
   if (b.defined()) inputs.push_back(b);
-  return make_result(y, "conv2d", inputs, [=](const Tensor& g_out) -> std::vector<Tensor> {
-    const Tensor g = through_relu(relu, y, g_out);
-    Tensor dx, dw, db;
-    if (want_dx) on(g).conv2d_backward_data(g, wv, dx = empty_like(xv), s);
-    if (want_dw) on(g).conv2d_backward_weight(xv, g, dw = empty_like(wv), s);
-    if (want_db) on(g).channel_sum(g, db = empty_as({s.out_c}, g));
+  return make_result(y, "conv2d", inputs, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor dx = want_dx ? empty_like(xv) : Tensor(), dw = want_dw ? grad_destination(1, wv.shape(), wv) : Tensor();
+    Tensor db = want_db ? grad_destination(2, {s.out_c}, g) : Tensor();
+    on(g).conv2d_backward(xv, wv, relu ? y : Tensor(), g, dx, dw, db, s);
     return {dx, dw, db};
   });
 }
@@ -265,19 +264,16 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, int64_t stride, i
                 "conv_transpose2d: input {} with kernel {}, stride {}, padding {} gives no valid output", x.describe(),
                 k, stride, pad);
   Tensor y = empty_as({s.n, s.in_c, s.in_h, s.in_w}, x.value());
-  on(y).conv2d_backward_data(x.value(), w.value(), y, s);
-  if (b.defined()) on(y).add_channel_bias(b.value(), y);
-  if (relu) on(y).relu_forward(y, y);
+  on(y).conv_transpose2d_forward(x.value(), w.value(), b.defined() ? b.value() : Tensor(), relu, y, s);
   Tensor xv = x.value(), wv = w.value();
   const bool want_dx = x.requires_grad(), want_dw = w.requires_grad(), want_db = b.requires_grad();
   std::vector<Var> inputs{x, w};
   if (b.defined()) inputs.push_back(b);
   return make_result(y, "conv_transpose2d", inputs, [=](const Tensor& g_out) -> std::vector<Tensor> {
-    const Tensor g = through_relu(relu, y, g_out);
-    Tensor dx, dw, db;
+    Tensor dx, dw, db = want_db ? grad_destination(2, {s.in_c}, g_out) : Tensor();
+    const Tensor g = through_relu(relu, y, g_out, db);
     if (want_dx) on(g).conv2d_forward(g, wv, Tensor(), false, dx = empty_like(xv), s);
-    if (want_dw) on(g).conv2d_backward_weight(g, xv, dw = empty_like(wv), s);
-    if (want_db) on(g).channel_sum(g, db = empty_as({s.in_c}, g));
+    if (want_dw) on(g).conv2d_backward_weight(g, xv, dw = grad_destination(1, wv.shape(), wv), s);
     return {dx, dw, db};
   });
 }

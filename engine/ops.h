@@ -28,7 +28,8 @@ Var mean(const Var& x);      // [1]
 Var sum_rows(const Var& x);  // [dim 0]: sum over all other dimensions
 
 // layers
-Var linear(const Var& x, const Var& w, const Var& b);  // x [n, in], w [out, in], b [out] or undefined
+// x [n, in], w [out, in], b [out] or undefined; relu: max(0, x w^T + b) in the same pass.
+Var linear(const Var& x, const Var& w, const Var& b, bool relu = false);
 // x [n, c, h, w], w [out_c, c, k, k], b [out_c] or undefined; optional fused ReLU.
 Var conv2d(const Var& x, const Var& w, const Var& b, int64_t stride, int64_t pad, bool relu = false);
 // PyTorch's ConvTranspose2d: x [n, c, h, w], w [c, out_c, k, k], b [out_c] or undefined.

@@ -82,7 +82,11 @@ void ParameterStore::point_vars() {
 }
 
 void ParameterStore::zero_grad() {
-  if (allocated()) backend(grads_.device()).fill(grads_, 0.0);
+  if (!allocated()) return;
+  // One fill for the whole buffer (parameters the loss does not reach must read 0); each
+  // parameter's first gradient then overwrites its view in place (grad_destination).
+  backend(grads_.device()).fill(grads_, 0.0);
+  for (const Entry& e : entries_) e.var.mark_grad_zero();
 }
 
 void ParameterStore::to(Device device) {

@@ -47,12 +47,12 @@ inline void check_launch(cudaStream_t stream, const char* file, int line) {
 #define CUDA_CHECK_LAUNCH(stream) ::equivae::gpu::check_launch((stream), __FILE__, __LINE__)
 
 // Every kernel launch in kernels/: kernel<<<grid, block, 0, stream>>>(args...) and its check. One
-// spelling so that the CPU emulator (tests/gpu/emulator, which g++ compiles and which has no <<<>>>)
+// spelling so that the CPU emulator (emulator/, which g++ compiles and which has no <<<>>>)
 // runs the same launches. `kernel` must be one token: name a template instance through a pointer.
 #ifdef EQUIVAE_CUDA_EMULATOR
 #define EQUIVAE_LAUNCH(kernel, grid, block, stream, ...)            \
   do {                                                              \
-    ::emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); });   \
+    ::emu::launch((grid), (block), #kernel, [&] { kernel(__VA_ARGS__); });   \
     CUDA_CHECK_LAUNCH(stream);                                      \
   } while (0)
 #else

@@ -90,8 +90,11 @@ template <class F> void reduce_rows(int64_t rows, int64_t cols, F f, double scal
 }
 
 // Per-channel sums over [n, channels, hw] laid out as NCHW (hw = 1 for the columns of a
-// matrix). Two passes so that the few channels still fill the GPU: pass 1 sums fixed slices of a
-// channel's n * hw elements, pass 2 adds the slices of each channel in order.
+// matrix). Two passes so that the few channels of a large tensor still fill the GPU: pass 1 sums
+// fixed slices of a channel's n * hw elements, pass 2 adds the slices of each channel in order.
+// A channel of at most kOneBlockChannel elements is one block's work (a few microseconds),
+// less than a second launch costs: then pass 1 writes the sums and there is no pass 2.
+constexpr int64_t kOneBlockChannel = int64_t(1) << 16;
 struct ChannelSplit {
   int slices, chunk;  // chunk: elements of one channel per slice
 };
@@ -100,17 +103,19 @@ inline ChannelSplit channel_split(int64_t n, int64_t channels, int64_t hw) {
   check_int32(per_channel, "channel size");
   check_int32(channels, "channel count");
   if (per_channel == 0 || channels == 0) return {1, 1};
+  if (per_channel <= kOneBlockChannel) return {1, int(per_channel)};
   const int64_t fill = std::max<int64_t>(1, 4 * int64_t(sm_count()) / channels);  // blocks per channel
   const int64_t by_size = ceil_div(per_channel, 4 * kThreads);                      // >= 4 elements a thread
   const int64_t chunk = ceil_div(per_channel, std::min(fill, by_size));
   return {int(ceil_div(per_channel, chunk)), int(chunk)};
 }
 inline size_t channel_reduce_workspace_bytes(int64_t n, int64_t channels, int64_t hw) {
-  return size_t(channel_split(n, channels, hw).slices) * size_t(std::max<int64_t>(channels, 1)) * sizeof(double);
+  const ChannelSplit split = channel_split(n, channels, hw);
+  return split.slices == 1 ? 0 : size_t(split.slices) * size_t(std::max<int64_t>(channels, 1)) * sizeof(double);
 }
 
-template <class F>
-__global__ void channel_partial_kernel(int per_channel, int channels, int hw, int chunk, F f, double* partial) {
+template <class F, class Out>
+__global__ void channel_partial_kernel(int per_channel, int channels, int hw, int chunk, F f, Out* partial) {
   const int c = blockIdx.x, slice = blockIdx.y;
   const int begin = slice * chunk, end = min(per_channel, begin + chunk);
   double acc = 0;
@@ -119,7 +124,7 @@ __global__ void channel_partial_kernel(int per_channel, int channels, int hw, in
     acc += f(img, (int64_t(img) * channels + c) * hw + p);
   }
   acc = block_sum(acc);
-  if (threadIdx.x == 0) partial[int64_t(c) * gridDim.y + slice] = acc;
+  if (threadIdx.x == 0) partial[int64_t(c) * gridDim.y + slice] = Out(acc);
 }
 
 // One warp per channel adds its slices in a fixed order.
@@ -142,6 +147,11 @@ void reduce_channels(int64_t n, int64_t channels, int64_t hw, F f, void* workspa
     return;
   }
   const ChannelSplit split = channel_split(n, channels, hw);
+  if (split.slices == 1) {
+    EQUIVAE_LAUNCH(channel_partial_kernel, unsigned(channels), kThreads, stream, int(n * hw), int(channels), int(hw),
+                   split.chunk, f, out);
+    return;
+  }
   double* partial = static_cast<double*>(workspace);
   EQUIVAE_LAUNCH(channel_partial_kernel, dim3(unsigned(channels), unsigned(split.slices)), kThreads, stream,
                  int(n * hw), int(channels), int(hw), split.chunk, f, partial);

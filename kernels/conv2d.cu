@@ -14,7 +14,8 @@
 //
 // When the output has too few tiles to fill the GPU (late encoder layers, every weight
 // gradient) the reduction is split across blocks (split-K); the slices' partial outputs are then
-// added in a fixed order by a second kernel, so results stay deterministic.
+// added in a fixed order, so results stay deterministic: by the last block of each tile to finish
+// (a per-tile arrival counter), so no second launch is needed.
 #include <mma.h>
 
 #include <cstdlib>
@@ -95,17 +96,31 @@ size_t split_workspace_bytes(const Extent& e) {
 
 // The output (numel elements) and how one element is written: bias (by the channel of its NCHW
 // index), ReLU, store.
+// Backward-weight with a bias appends the bias gradient to the output: elements from `split_at`
+// on go to out2 (db) as they are.
 struct Epilogue {
   float* out;
   int numel;
   const float* bias;  // null: none
   int hw, channels;
   bool relu;
+  float* out2 = nullptr;
+  int split_at = INT32_MAX;
   __device__ void apply(int i, float v) const {
+    if (i >= split_at) {
+      out2[i - split_at] = v;
+      return;
+    }
     if (bias) v += bias[(i / hw) % channels];
     out[i] = (relu && v < 0.f) ? 0.f : v;
   }
 };
+
+// dy as the backward passes read it: zero where the layer's fused ReLU was off (mask: its output).
+__device__ __forceinline__ float masked(const float* dy, const float* mask, int64_t i) {
+  const float v = dy[i];
+  return mask && !(mask[i] > 0.f) ? 0.f : v;
+}
 
 
 // Stores a thread's fetched registers (ra: BK elements of A, rb: kB of B) into the shared tiles.
@@ -210,9 +225,23 @@ template <class Tl, class Math> struct SharedLayout {
   static constexpr int kFloats = kA + kB > Math::kCFloats ? kA + kB : Math::kCFloats;
 };
 
+// Arrival counters of the split tiles: zero between launches (each tile's last block resets its
+// own), allocated and zeroed once. A split plan has fewer tiles than 2 blocks per SM.
+constexpr int kMaxSplitTiles = 4096;
+unsigned* split_counters() {
+  static unsigned* counters = [] {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, kMaxSplitTiles * sizeof(unsigned)));
+    CUDA_CHECK(cudaMemset(p, 0, kMaxSplitTiles * sizeof(unsigned)));  // once, before any kernel uses it
+    return static_cast<unsigned*>(p);
+  }();
+  return counters;
+}
+
 template <class Tl, class P, class Math>
 __global__ void __launch_bounds__(Tl::kThreads)
-    igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial) {
+    igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial,
+                 unsigned* counters) {
   using Layout = SharedLayout<Tl, Math>;
   __shared__ __align__(32) float smem[Layout::kFloats];
   auto& As = *reinterpret_cast<float(*)[BK][Tl::BM + Math::kPad]>(smem);
@@ -252,14 +281,34 @@ __global__ void __launch_bounds__(Tl::kThreads)
       else partial[int64_t(slice) * ep.numel + idx] = v;
     }
   }
-}
+  if (split.slices == 1) return;
 
-// Adds the slices' partial outputs in slice order, then bias and ReLU.
-__global__ void split_finish_kernel(const float* partial, int slices, const Epilogue ep) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ep.numel; i += gridDim.x * blockDim.x) {
-    double acc = 0;
-    for (int s = 0; s < slices; ++s) acc += partial[int64_t(s) * ep.numel + i];
-    ep.apply(i, float(acc));
+  // The tile's last slice to arrive adds all slices' partials in slice order (the same sums,
+  // whichever block that is) and applies the epilogue.
+  __shared__ bool last;
+  __threadfence();  // this block's partials are visible to the block that finishes
+  __syncthreads();
+  if (tid == 0) {
+    unsigned* counter = &counters[(blockIdx.z / split.slices * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x];
+    last = atomicAdd(counter, 1u) == unsigned(split.slices - 1);
+    if (last) *counter = 0;  // ready for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+#pragma unroll
+  for (int i = 0; i < Tl::TM; ++i) {
+    const int m = m0 + tm + i * Tl::RM;
+    if (m >= g.M) continue;
+#pragma unroll
+    for (int j = 0; j < Tl::TN; ++j) {
+      const int n = n0 + tn + j * Tl::RN;
+      if (n >= p.N) continue;
+      const int idx = p.out_index(g, m, n);
+      double acc = 0;
+      for (int s = 0; s < split.slices; ++s) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
+      ep.apply(idx, float(acc));
+    }
   }
 }
 
@@ -268,15 +317,20 @@ void launch_tile(const P& p, const Extent& e, const Split& split, const Epilogue
                  cudaStream_t stream) {
   const dim3 grid(unsigned(ceil_div(e.max_m, Tl::BM)), unsigned(ceil_div(e.n, Tl::BN)),
                   unsigned(split.groups * split.slices));
+  unsigned* counters = nullptr;
+  if (split.slices > 1) {
+    if (int64_t(grid.x) * grid.y * split.groups > kMaxSplitTiles) throw std::logic_error("conv2d: split plan too wide");
+    counters = split_counters();
+  }
   if constexpr (Tl::BN % 16 == 0) {
     if (conv_tf32()) {
       const auto kernel = igemm_kernel<Tl, P, Tf32Math<Tl>>;
-      EQUIVAE_LAUNCH(kernel, grid, Tl::kThreads, stream, p, split, ep, static_cast<float*>(workspace));
+      EQUIVAE_LAUNCH(kernel, grid, Tl::kThreads, stream, p, split, ep, static_cast<float*>(workspace), counters);
       return;
     }
   }
   const auto kernel = igemm_kernel<Tl, P, Fp32Math<Tl>>;
-  EQUIVAE_LAUNCH(kernel, grid, Tl::kThreads, stream, p, split, ep, static_cast<float*>(workspace));
+  EQUIVAE_LAUNCH(kernel, grid, Tl::kThreads, stream, p, split, ep, static_cast<float*>(workspace), counters);
 }
 
 // Runs problem p: picks the tile by N, splits K if the tiles alone cannot fill the GPU.
@@ -288,10 +342,6 @@ template <class P> void run(const P& p, const Extent& e, const Epilogue& ep, voi
   const Split split = plan_split(e);
   if (split.slices > 1 && !workspace) throw std::invalid_argument("conv2d: split-K needs a workspace");
   with_tile(e.n, [&](auto tile) { launch_tile<decltype(tile)>(p, e, split, ep, workspace, stream); });
-  if (split.slices > 1) {
-    EQUIVAE_LAUNCH(split_finish_kernel, grid_for(e.out_numel), kThreads, stream,
-                   static_cast<const float*>(workspace), split.slices, ep);
-  }
 }
 
 // The conv's sizes as ints (run() has checked that the tensors fit).
@@ -378,8 +428,10 @@ struct Forward : Dims {
 struct BackwardData : Dims {
   const float* dy;
   const float* w;
-  int N;  // in_c
-  BackwardData(const ConvShape& s, const float* dy_, const float* w_) : Dims(s), dy(dy_), w(w_), N(C) {}
+  const float* mask;  // null, or the forward's output: dy is masked by its ReLU
+  int N;              // in_c
+  BackwardData(const ConvShape& s, const float* dy_, const float* w_, const float* mask_ = nullptr)
+      : Dims(s), dy(dy_), w(w_), mask(mask_), N(C) {}
 
   // Phase (py, px): input pixels iy = py + jy * S (jy < JH), ix = px + jx * S (jx < JW); the taps
   // that reach them are ky = ky0 + ty * S (ty < nky), from output row oy = (iy + P - ky) / S.
@@ -409,6 +461,7 @@ struct BackwardData : Dims {
     const BackwardData& p;
     const Group& g;
     const float* dy_img;
+    const float* mask_img;
     int tid, n0, k_end, oy_base, ox_base, oc, ty, tx;
     bool row_ok;
     float ra[BK], rb[Tl::kB];
@@ -419,6 +472,7 @@ struct BackwardData : Dims {
       row_ok = m < g.M;
       const int img = row_ok ? m / per_img : 0, r = row_ok ? m - img * per_img : 0, jy = r / g.JW;
       dy_img = p.dy + int64_t(img) * p.OC * p.OH * p.OW;
+      mask_img = p.mask ? p.mask + int64_t(img) * p.OC * p.OH * p.OW : nullptr;
       oy_base = (g.py + jy * p.S + p.P - g.ky0) / p.S;  // exact: the numerator is a multiple of S
       ox_base = (g.px + (r - jy * g.JW) * p.S + p.P - g.kx0) / p.S;
       if (k_begin < k_end) {
@@ -433,7 +487,7 @@ struct BackwardData : Dims {
       for (int e = 0; e < BK; ++e) {
         const int oy = oy_base - ty, ox = ox_base - tx;
         const bool ok = row_ok && k0 + e < k_end && unsigned(oy) < unsigned(p.OH) && unsigned(ox) < unsigned(p.OW);
-        ra[e] = ok ? dy_img[(oc * p.OH + oy) * p.OW + ox] : 0.f;
+        ra[e] = ok ? masked(dy_img, mask_img, (oc * p.OH + oy) * p.OW + ox) : 0.f;
         if (++tx == g.nkx) {
           tx = 0;
           if (++ty == g.nky) ty = 0, ++oc;
@@ -460,18 +514,25 @@ struct BackwardData : Dims {
 
 // ---- backward-weight: A = im2col(x)^T [patch, pixels], B = dy as [pixels, out_c] ----------------
 
+// With the bias gradient, A gains a row of ones (m = patch): its products are db = sum of dy.
 struct BackwardWeight : Dims {
   const float* x;
   const float* dy;
-  int N, M, K;  // N = out_c, M = C * KS * KS, K = n * OH * OW
-  BackwardWeight(const ConvShape& s, const float* x_, const float* dy_)
-      : Dims(s), x(x_), dy(dy_), N(OC), M(C * KS * KS), K(images * OH * OW) {}
+  const float* mask;  // null, or the forward's output: dy is masked by its ReLU
+  int N, M, K;        // N = out_c, M = C * KS * KS (+ 1: the bias row), K = n * OH * OW
+  int patch;
+  BackwardWeight(const ConvShape& s, const float* x_, const float* dy_, const float* mask_ = nullptr,
+                 bool bias = false)
+      : Dims(s), x(x_), dy(dy_), mask(mask_), N(OC), M(C * KS * KS + bias), K(images * OH * OW),
+        patch(C * KS * KS) {}
 
   struct Group {
     int M, K;
   };
   __device__ Group group(int) const { return {M, K}; }
-  __device__ int out_index(const Group&, int m, int n) const { return n * M + m; }  // dw [out_c, patch]
+  __device__ int out_index(const Group&, int m, int n) const {  // dw [out_c, patch], then db [out_c]
+    return m < patch ? n * patch + m : N * patch + n;
+  }
 
   // Both tiles k-major: a thread owns one output pixel t = k0 + tid % BK per tile (consecutive
   // threads, consecutive pixels) and the A rows tid / BK + e * kRowStep, whose (c, ky, kx)
@@ -481,20 +542,24 @@ struct BackwardWeight : Dims {
     const int* row_off;  // c * H * W + ky * W + kx of each tile row
     const int* row_ky;   // a large negative ky marks rows past M: every tap is out of range
     const int* row_kx;
+    const bool* row_ones;  // the bias row
     int tid, n0, k_end;
     float ra[BK], rb[Tl::kB];
 
     __device__ Loader(const BackwardWeight& p_, const Group&, int m0, int n0_, int, int k_end_, int tid_)
         : p(p_), tid(tid_), n0(n0_), k_end(k_end_) {
       __shared__ int off[Tl::BM], kys[Tl::BM], kxs[Tl::BM];
+      __shared__ bool ones[Tl::BM];
       const int m = m0 + tid, kk2 = p.KS * p.KS;
       const int c = m / kk2, r = m % kk2, ky = r / p.KS, kx = r % p.KS;
-      off[tid] = (c * p.H + ky) * p.W + kx;
-      kys[tid] = m < p.M ? ky : -(1 << 29);
+      off[tid] = m < p.patch ? (c * p.H + ky) * p.W + kx : 0;
+      kys[tid] = m < p.patch ? ky : -(1 << 29);
       kxs[tid] = kx;
+      ones[tid] = m == p.patch && m < p.M;
       row_off = off;
       row_ky = kys;
       row_kx = kxs;
+      row_ones = ones;
     }
     __device__ void fetch(int k0) {
       const int t = k0 + tid % BK, ohw = p.OH * p.OW;
@@ -507,13 +572,13 @@ struct BackwardWeight : Dims {
         const int row = tid / BK + e * Tl::kRowStep;
         const int iy = iy0 + row_ky[row], ix = ix0 + row_kx[row];
         const bool ok = t_ok && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
-        ra[e] = ok ? p.x[x_at + row_off[row]] : 0.f;
+        ra[e] = ok ? p.x[x_at + row_off[row]] : (t_ok && row_ones[row] ? 1.f : 0.f);
       }
-      const float* dy_at = p.dy + int64_t(img) * p.OC * ohw + pix;
+      const int64_t dy_at = int64_t(img) * p.OC * ohw + pix;
 #pragma unroll
       for (int e = 0; e < Tl::kB; ++e) {
         const int nn = tid / BK + e * Tl::kRowStep, n = n0 + nn;
-        rb[e] = (t_ok && nn < Tl::BN && n < p.N) ? dy_at[n * ohw] : 0.f;
+        rb[e] = (t_ok && nn < Tl::BN && n < p.N) ? masked(p.dy, p.mask, dy_at + int64_t(n) * ohw) : 0.f;
       }
     }
     template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
@@ -535,8 +600,8 @@ Extent backward_data_extent(const ConvShape& s) {
   }
   return {max_m, s.in_c, max_k, s.in_numel(), int(s.stride * s.stride)};
 }
-Extent backward_weight_extent(const ConvShape& s) {
-  return {s.patch(), s.out_c, s.n * s.out_h * s.out_w, s.weight_numel(), 1};
+Extent backward_weight_extent(const ConvShape& s, bool bias) {
+  return {s.patch() + bias, s.out_c, s.n * s.out_h * s.out_w, s.weight_numel() + (bias ? s.out_c : 0), 1};
 }
 
 }  // namespace
@@ -556,28 +621,50 @@ size_t conv2d_backward_data_workspace_bytes(const ConvShape& s) {
 }
 
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s, void* workspace,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, const float* bias, bool relu, const float* dy_mask) {
   check_conv(s);
   if (s.stride * s.stride > 65535) throw std::invalid_argument("conv2d: stride too large for the CUDA kernels");
-  const Epilogue ep{dx, int(s.in_numel()), nullptr, 1, 1, false};
-  run(BackwardData(s, dy, w), backward_data_extent(s), ep, workspace, stream);
+  const Epilogue ep{dx, int(s.in_numel()), bias, int(s.in_h * s.in_w), int(s.in_c), relu};
+  run(BackwardData(s, dy, w, dy_mask), backward_data_extent(s), ep, workspace, stream);
 }
 
-size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s) {
-  return split_workspace_bytes(backward_weight_extent(s));
+size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s, bool bias) {
+  return split_workspace_bytes(backward_weight_extent(s, bias));
 }
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s, void* workspace,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, const float* dy_mask, float* db) {
   check_conv(s);
-  const Epilogue ep{dw, int(s.weight_numel()), nullptr, 1, 1, false};
-  run(BackwardWeight(s, x, dy), backward_weight_extent(s), ep, workspace, stream);
+  check_int32(s.weight_numel() + s.out_c, "conv2d: weight and bias size");
+  const Extent e = backward_weight_extent(s, db != nullptr);
+  Epilogue ep{dw, int(e.out_numel), nullptr, 1, 1, false};
+  ep.out2 = db;
+  ep.split_at = int(s.weight_numel());
+  run(BackwardWeight(s, x, dy, dy_mask, db != nullptr), e, ep, workspace, stream);
 }
 
 size_t channel_sum_workspace_bytes(const ChannelShape& s) { return channel_reduce_workspace_bytes(s.n, s.c, s.hw); }
 
 void channel_sum(const float* dy, float* db, const ChannelShape& s, void* workspace, cudaStream_t stream) {
   reduce_channels(s.n, s.c, s.hw, [=] __device__(int, int64_t i) { return double(dy[i]); }, workspace, db, stream);
+}
+
+void relu_bias_backward(const float* y, const float* dy, float* dx, float* db, const ChannelShape& s, void* workspace,
+                        cudaStream_t stream) {
+  if (!db) {
+    if (y && dx) launch_map(s.n * s.c * s.hw, stream, [=] __device__(int64_t i) { dx[i] = y[i] > 0.f ? dy[i] : 0.f; });
+    return;
+  }
+  // The channel reduction visits every element once, so it writes the masked gradient on its way.
+  if (y) {
+    reduce_channels(s.n, s.c, s.hw, [=] __device__(int, int64_t i) {
+      const float v = y[i] > 0.f ? dy[i] : 0.f;
+      if (dx) dx[i] = v;
+      return double(v);
+    }, workspace, db, stream);
+  } else {
+    channel_sum(dy, db, s, workspace, stream);
+  }
 }
 
 void add_channel_bias(const float* b, float* y, const ChannelShape& s, cudaStream_t stream) {

@@ -26,15 +26,20 @@ size_t conv2d_forward_workspace_bytes(const ConvShape& s);
 void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,
                     void* workspace, cudaStream_t stream);
 
-// dx = conv2d's adjoint in x applied to dy (overwrites dx).
+// dx = conv2d's adjoint in x applied to dy (overwrites dx); with a bias [in_c] and relu, the
+// forward of a transposed conv with both in its epilogue: dx = relu?(adjoint(dy) + b).
 size_t conv2d_backward_data_workspace_bytes(const ConvShape& s);
+// dy_mask (the forward's output, or null): dy is read as dy * (dy_mask > 0), the gradient through
+// the forward's fused ReLU, with no pass of its own.
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s, void* workspace,
-                          cudaStream_t stream);
+                          cudaStream_t stream, const float* bias = nullptr, bool relu = false,
+                          const float* dy_mask = nullptr);
 
-// dw = sum over images and output pixels of dy x-patch (overwrites dw).
-size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s);
+// dw = sum over images and output pixels of dy x-patch (overwrites dw); dy_mask as above; with db
+// (the bias gradient, sum of dy per channel) computed in the same GEMM as a row of ones.
+size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s, bool bias = false);
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s, void* workspace,
-                            cudaStream_t stream);
+                            cudaStream_t stream, const float* dy_mask = nullptr, float* db = nullptr);
 
 // Per-channel bias pieces on [n, c, hw] tensors: db[c] = sum_{n, p} dy[n, c, p]; y[n, c, p] += b[c].
 struct ChannelShape {
@@ -42,6 +47,10 @@ struct ChannelShape {
 };
 size_t channel_sum_workspace_bytes(const ChannelShape& s);
 void channel_sum(const float* dy, float* db, const ChannelShape& s, void* workspace, cudaStream_t stream);
+// The backward of a layer's fused bias + ReLU in one pass: dx = dy * (y > 0) and db[c] = sum over
+// n, p of dx[n, c, p] (channel_sum's workspace). y null: no ReLU; dx null: not written; db null: no bias.
+void relu_bias_backward(const float* y, const float* dy, float* dx, float* db, const ChannelShape& s, void* workspace,
+                        cudaStream_t stream);
 void add_channel_bias(const float* b, float* y, const ChannelShape& s, cudaStream_t stream);
 
 }  // namespace equivae::gpu

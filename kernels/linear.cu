@@ -25,13 +25,18 @@ void gemm(cublasHandle_t blas, cublasOperation_t op_a, cublasOperation_t op_b, i
 }  // namespace
 
 void linear_forward(cublasHandle_t blas, const float* x, const float* w, const float* b, float* y,
-                    const LinearShape& s, cudaStream_t stream) {
+                    const LinearShape& s, cudaStream_t stream, bool relu) {
   // y^T [out, n] = (w^T)^T [out, in] x^T [in, n]; w's buffer is w^T [in, out] column-major.
   gemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, s.out, s.n, s.in, w, s.in, x, s.in, y, s.out, stream);
-  if (b) {
-    const int64_t out = s.out;
-    launch_map(s.n * s.out, stream, [=] __device__(int64_t i) { y[i] += b[i % out]; });
-  }
+  // Bias and ReLU in one pass after the GEMM (cuBLASLt's BIAS/RELU epilogues would save this
+  // launch too, but the CPU emulator has no cuBLASLt to check them against). NaN propagates, as
+  // in the CPU reference's ReLU.
+  if (!b && !relu) return;
+  const int64_t out = s.out;
+  launch_map(s.n * out, stream, [=] __device__(int64_t i) {
+    const float v = b ? y[i] + b[i % out] : y[i];
+    y[i] = relu && v < 0.f ? 0.f : v;
+  });
 }
 
 size_t linear_backward_workspace_bytes(const LinearShape& s) {

@@ -14,8 +14,9 @@ struct LinearShape {
 };
 
 // b may be null.
+// relu: y = max(0, x w^T + b), in the same pass as the bias.
 void linear_forward(cublasHandle_t blas, const float* x, const float* w, const float* b, float* y,
-                    const LinearShape& s, cudaStream_t stream);
+                    const LinearShape& s, cudaStream_t stream, bool relu = false);
 
 // Scratch for the bias gradient's deterministic two-pass column sum.
 size_t linear_backward_workspace_bytes(const LinearShape& s);

@@ -18,8 +18,7 @@ Dense Dense::declare(ParameterStore& p, const std::string& name, int64_t in, int
 }
 
 Var Dense::operator()(const Var& x, bool relu_out) const {
-  const Var y = linear(x, w, b);
-  return relu_out ? relu(y) : y;
+  return linear(x, w, b, relu_out);
 }
 
 ConvStack ConvStack::declare(ParameterStore& p, const std::string& name, int64_t channels, int64_t image_size,

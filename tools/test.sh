@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (tools/setup.sh: packages, configure, build) and runs the whole test suite with ctest.
 # GPU tests report themselves skipped where no GPU is present; then the same GPU parity suite
-# runs on the CPU emulator of CUDA (a second build, EQUIVAE_CUDA=EMULATE: tests/gpu/emulator),
+# runs on the CPU emulator of CUDA (a second build, EQUIVAE_CUDA=EMULATE: emulator/),
 # so the kernels' code is checked on every machine. Last, a short libFuzzer run of every file
 # reader (tools/fuzz.sh; "skipped" without clang).
 set -euo pipefail

@@ -27,7 +27,7 @@
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "engine/params.h"
-#include "kernels/cuda_backend.h"
+#include "engine/cuda/cuda_backend.h"
 #include "tests/parity.h"
 
 using namespace equivae;
@@ -209,7 +209,7 @@ TEST_CASE("parity: NaN and Inf pass through ReLU and the fused conv ReLU as on t
   }
 }
 
-TEST_CASE("parity: linear forward and backward (cuBLAS)", "[gpu]") {
+TEST_CASE("parity: linear forward and backward (as 1x1 convolutions)", "[gpu]") {
   std::mt19937_64 rng(2);
   struct Case {
     int64_t n, in, out;
@@ -223,6 +223,10 @@ TEST_CASE("parity: linear forward and backward (cuBLAS)", "[gpu]") {
       cpu().linear_forward(x.cpu, w.cpu, bias ? b.cpu : Tensor(), y.cpu);
       gpu().linear_forward(x.gpu, w.gpu, bias ? b.gpu : Tensor(), y.gpu);
       compare(std::string("linear_forward") + (bias ? " +b" : "") + tag, y);
+      Pair yr = output({c.n, c.out});  // ReLU in the epilogue
+      cpu().linear_relu_forward(x.cpu, w.cpu, bias ? b.cpu : Tensor(), true, yr.cpu);
+      gpu().linear_relu_forward(x.gpu, w.gpu, bias ? b.gpu : Tensor(), true, yr.gpu);
+      compare(std::string("linear_relu_forward") + (bias ? " +b" : "") + tag, yr);
     }
     Pair dx = output({c.n, c.in}), dw = output({c.out, c.in}), db = output({c.out});
     cpu().linear_backward(x.cpu, w.cpu, dy.cpu, dx.cpu, dw.cpu, db.cpu);
@@ -235,6 +239,13 @@ TEST_CASE("parity: linear forward and backward (cuBLAS)", "[gpu]") {
     cpu().linear_backward(x.cpu, w.cpu, dy.cpu, none, dw2.cpu, none);
     gpu().linear_backward(x.gpu, w.gpu, dy.gpu, none, dw2.gpu, none);
     compare("linear_backward dw alone" + tag, dw2);
+    const Pair out = uniform({c.n, c.out}, rng);  // the forward's output: its sign masks dy
+    Pair rdx = output({c.n, c.in}), rdw = output({c.out, c.in}), rdb = output({c.out});
+    cpu().linear_relu_backward(x.cpu, w.cpu, out.cpu, dy.cpu, rdx.cpu, rdw.cpu, rdb.cpu);
+    gpu().linear_relu_backward(x.gpu, w.gpu, out.gpu, dy.gpu, rdx.gpu, rdw.gpu, rdb.gpu);
+    compare("linear_relu_backward dx" + tag, rdx);
+    compare("linear_relu_backward dw" + tag, rdw);
+    compare("linear_relu_backward db" + tag, rdb);
   }
 }
 
@@ -297,6 +308,34 @@ TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces",
     cpu().add_channel_bias(b.cpu, biased.cpu);
     gpu().add_channel_bias(b.gpu, biased.gpu);
     compare(conv_name("add_channel_bias", s), biased);
+    // The fused pieces against the CPU's composition of the ops above (Backend's defaults).
+    const Pair bx = uniform({s.in_c}, rng);
+    for (bool relu : {false, true}) {
+      Pair t = output(xs);  // a transposed conv: bias and ReLU in the backward-data epilogue
+      cpu().conv_transpose2d_forward(dy.cpu, w.cpu, bx.cpu, relu, t.cpu, s);
+      gpu().conv_transpose2d_forward(dy.gpu, w.gpu, bx.gpu, relu, t.gpu, s);
+      compare(conv_name(relu ? "conv_transpose2d_forward+b+relu" : "conv_transpose2d_forward+b", s) + math, t, rel,
+              abs);
+    }
+    const Pair out = uniform(ys, rng);  // the layer's output, whose sign masks the gradient
+    Pair masked = output(ys), dbr = output({s.out_c}), db_only = output({s.out_c});
+    cpu().relu_bias_backward(out.cpu, dy.cpu, masked.cpu, dbr.cpu);
+    gpu().relu_bias_backward(out.gpu, dy.gpu, masked.gpu, dbr.gpu);
+    compare(conv_name("relu_bias_backward dx", s), masked);
+    compare(conv_name("relu_bias_backward db", s), dbr);
+    Tensor none;
+    cpu().relu_bias_backward(none, dy.cpu, none, db_only.cpu);
+    gpu().relu_bias_backward(none, dy.gpu, none, db_only.gpu);
+    compare(conv_name("relu_bias_backward db, no relu", s), db_only);
+    for (bool relu : {false, true}) {  // mask and bias row inside the GEMMs' loads
+      const std::string what = relu ? "conv2d_backward+relu " : "conv2d_backward ";
+      Pair fdx = output(xs), fdw = output({s.out_c, s.in_c, s.k, s.k}), fdb = output({s.out_c});
+      cpu().conv2d_backward(x.cpu, w.cpu, relu ? out.cpu : Tensor(), dy.cpu, fdx.cpu, fdw.cpu, fdb.cpu, s);
+      gpu().conv2d_backward(x.gpu, w.gpu, relu ? out.gpu : Tensor(), dy.gpu, fdx.gpu, fdw.gpu, fdb.gpu, s);
+      compare(conv_name((what + "dx").c_str(), s) + math, fdx, rel, abs);
+      compare(conv_name((what + "dw").c_str(), s) + math, fdw, rel, abs);
+      compare(conv_name((what + "db").c_str(), s) + math, fdb, rel, abs);
+    }
   }
 }
 

@@ -3,20 +3,19 @@
 // stream; nothing here synchronises except copies to or from the host and the two ops that
 // must return a verdict to the host (has_nonfinite, and pick's index check while the value
 // checks of engine/ops.h are on). Every host wait is counted (cuda_host_waits).
-#include "kernels/cuda_backend.h"
+#include "engine/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
 
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "kernels/adam.cuh"
-#include "kernels/allocator.h"
+#include "engine/cuda/allocator.h"
 #include "kernels/check.h"
 #include "kernels/conv2d.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/kl.cuh"
 #include "kernels/likelihood.cuh"
-#include "kernels/linear.cuh"
 #include "kernels/random.cuh"
 #include "kernels/segmented_mean.cuh"
 #include "kernels/softmax.cuh"
@@ -52,17 +51,14 @@ gpu::GaussianShape gaussian_shape(const Tensor& mean, const Tensor& logvar, int6
   return {rows, cols_of(mean, rows), per_channel ? logvar.numel() : 0};
 }
 
-constexpr size_t kBlasWorkspace = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
+ConvShape dense_as_conv(const Tensor& x, const Tensor& w) {
+  return ConvShape{x.dim(0), x.dim(1), 1, 1, w.dim(0), 1, 1, 1, 1, 0};
+}
 
 class CudaBackend final : public Backend {
  public:
   CudaBackend() {
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    CUBLAS_CHECK(cublasCreate(&blas_));
-    CUBLAS_CHECK(cublasSetStream(blas_, stream_));
-    // cuBLAS's scratch from our allocator, set after the stream (setting a stream resets it):
-    // no allocations of its own during training and run-to-run identical results.
-    CUBLAS_CHECK(cublasSetWorkspace(blas_, gpu::device_allocator().allocate(kBlasWorkspace), kBlasWorkspace));
     flag_ = static_cast<int*>(gpu::device_allocator().allocate(sizeof(int)));
     void* pinned = nullptr;
     CUDA_CHECK(cudaMallocHost(&pinned, sizeof(int)));
@@ -133,18 +129,21 @@ class CudaBackend final : public Backend {
   }
 
   // ---- dense ----------------------------------------------------------------------------------
+  // A dense layer is a 1x1 convolution of [n, in, 1, 1] images, so it runs on the conv kernels:
+  // bias and ReLU in the GEMM's epilogue (one launch where cuBLAS + a bias pass took two).
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override {
-    const gpu::LinearShape s{x.dim(0), x.dim(1), w.dim(0)};
-    gpu::linear_forward(blas_, f32("linear", x), f32("linear", w), f32_or_null("linear", b), f32("linear", y), s,
-                        stream_);
+    linear_relu_forward(x, w, b, false, y);
+  }
+  void linear_relu_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y) override {
+    conv2d_forward(x, w, b, relu, y, dense_as_conv(x, w));
   }
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dx, Tensor& dw,
                        Tensor& db) override {
-    const char* op = "linear_backward";
-    const gpu::LinearShape s{x.dim(0), x.dim(1), w.dim(0)};
-    DeviceScratch ws(db.defined() ? gpu::linear_backward_workspace_bytes(s) : 0);
-    gpu::linear_backward(blas_, f32(op, x), f32(op, w), f32(op, dy), f32_or_null(op, dx), f32_or_null(op, dw),
-                         f32_or_null(op, db), s, ws.get(), stream_);
+    conv2d_backward(x, w, Tensor(), dy, dx, dw, db, dense_as_conv(x, w));
+  }
+  void linear_relu_backward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& dy, Tensor& dx,
+                            Tensor& dw, Tensor& db) override {
+    conv2d_backward(x, w, y, dy, dx, dw, db, dense_as_conv(x, w));
   }
 
   // ---- convolution ----------------------------------------------------------------------------
@@ -159,6 +158,30 @@ class CudaBackend final : public Backend {
     DeviceScratch ws(gpu::conv2d_backward_data_workspace_bytes(s));
     gpu::conv2d_backward_data(f32(op, dy), f32(op, w), f32(op, dx), s, ws.get(), stream_);
   }
+  // The ReLU's mask is applied as the GEMMs load dy, and db is a row of the weight-gradient GEMM:
+  // no pass of their own. Without dw, db comes from a channel sum.
+  void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& dy, Tensor& dx, Tensor& dw,
+                       Tensor& db, const ConvShape& s) override {
+    const char* op = "conv2d_backward";
+    const float* mask = f32_or_null(op, y);
+    if (dx.defined()) {
+      DeviceScratch ws(gpu::conv2d_backward_data_workspace_bytes(s));
+      gpu::conv2d_backward_data(f32(op, dy), f32(op, w), f32(op, dx), s, ws.get(), stream_, nullptr, false, mask);
+    }
+    if (dw.defined()) {
+      DeviceScratch ws(gpu::conv2d_backward_weight_workspace_bytes(s, db.defined()));
+      gpu::conv2d_backward_weight(f32(op, x), f32(op, dy), f32(op, dw), s, ws.get(), stream_, mask, f32_or_null(op, db));
+    } else if (db.defined()) {
+      Tensor unused;
+      relu_bias_backward(y, dy, unused, db);
+    }
+  }
+  void conv_transpose2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y,
+                                const ConvShape& s) override {
+    const char* op = "conv_transpose2d";
+    DeviceScratch ws(gpu::conv2d_backward_data_workspace_bytes(s));
+    gpu::conv2d_backward_data(f32(op, x), f32(op, w), f32(op, y), s, ws.get(), stream_, f32_or_null(op, b), relu);
+  }
   void conv2d_backward_weight(const Tensor& x, const Tensor& dy, Tensor& dw, const ConvShape& s) override {
     const char* op = "conv2d_backward_weight";
     DeviceScratch ws(gpu::conv2d_backward_weight_workspace_bytes(s));
@@ -168,6 +191,13 @@ class CudaBackend final : public Backend {
     const gpu::ChannelShape s = channels_of(dy);
     DeviceScratch ws(gpu::channel_sum_workspace_bytes(s));
     gpu::channel_sum(f32("channel_sum", dy), f32("channel_sum", db), s, ws.get(), stream_);
+  }
+  void relu_bias_backward(const Tensor& y, const Tensor& dy, Tensor& dx, Tensor& db) override {
+    const char* op = "relu_bias_backward";
+    const gpu::ChannelShape s = channels_of(dy);
+    DeviceScratch ws(db.defined() ? gpu::channel_sum_workspace_bytes(s) : 0);
+    gpu::relu_bias_backward(f32_or_null(op, y), f32(op, dy), y.defined() ? f32_or_null(op, dx) : nullptr,
+                            f32_or_null(op, db), s, ws.get(), stream_);
   }
   void add_channel_bias(const Tensor& b, Tensor& y) override {
     gpu::add_channel_bias(f32("add_channel_bias", b), f32("add_channel_bias", y), channels_of(y), stream_);
@@ -310,7 +340,6 @@ class CudaBackend final : public Backend {
   uint64_t host_waits_ = 0;
 
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t blas_ = nullptr;
   int* flag_ = nullptr;       // device
   int* host_flag_ = nullptr;  // pinned host
 };
@@ -332,6 +361,8 @@ bool cuda_device_present() noexcept {
 }
 
 Backend* make_cuda_backend() { return &instance(); }
+
+void set_cuda_conv_tf32(bool on) { gpu::set_conv_tf32(on); }
 
 CudaMemoryStats cuda_memory_stats() { return gpu::device_allocator().stats(); }
 

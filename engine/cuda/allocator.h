@@ -12,7 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kernels/cuda_backend.h"
+#include "engine/cuda/cuda_backend.h"
 
 namespace equivae::gpu {
 

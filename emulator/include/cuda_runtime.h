@@ -18,6 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <string>
 #include <type_traits>
 
 #define __global__
@@ -46,9 +48,22 @@ inline dim3 blockDim, gridDim;
 namespace emu {
 // Runs body() once per thread of every block of the grid; returns when all have finished.
 void run_grid(dim3 grid, dim3 block, void (*body)(void*), void* context);
-template <class F> void launch(dim3 grid, dim3 block, F&& body) {
+void count_kernel(const char* name);
+template <class F> void launch(dim3 grid, dim3 block, const char* name, F&& body) {
+  count_kernel(name);
   run_grid(grid, block, [](void* f) { (*static_cast<std::remove_reference_t<F>*>(f))(); }, &body);
 }
+// What the code has queued on the device and how often the host waited for it, since the start:
+// the [launches] test reads the difference over a training step (a real GPU has no such count
+// short of a profiler). Launches are kernels, cuBLAS calls, device-side copies and memsets.
+struct Counters {
+  uint64_t kernels = 0, blas = 0, copies = 0, memsets = 0;
+  uint64_t host_waits = 0;  // stream or device synchronisations
+  uint64_t launches() const { return kernels + blas + copies + memsets; }
+};
+Counters& counters();
+// Kernel launches by name (the first token of EQUIVAE_LAUNCH), for a report of where they go.
+std::map<std::string, uint64_t>& kernels_by_name();
 void sync_block();
 // Waits for every live lane of the warp (warp-collective operations: shuffles, wmma).
 void sync_warp();
@@ -75,6 +90,10 @@ template <class T> T atomicAdd(T* address, T value) {
   *address = old + value;
   return old;
 }
+
+// Blocks run one after another here, so every write of an earlier block is already visible.
+inline void __threadfence() {}
+template <class T> T __ldcg(const T* p) { return *p; }  // a load that bypasses L1: plain here
 
 // CUDA declares these in the global namespace for device code.
 using std::isfinite;

@@ -1,4 +1,5 @@
-// The CUDA backend's entry points: engine/backend.cpp calls them in builds with
+// The CUDA backend's entry points (engine/cuda, on the raw launchers of kernels/):
+// engine/backend.cpp calls them in builds with
 // EQUIVAE_WITH_CUDA; GPU tests and benchmarks use the rest. Needs no CUDA header.
 #pragma once
 #include <cstdint>
@@ -16,6 +17,9 @@ bool cuda_device_present() noexcept;
 // The process's CUDA backend, created on the first call (device 0, one stream, cuBLAS handle);
 // it lives until the process ends, so tensors freed during static destruction stay valid.
 Backend* make_cuda_backend();
+
+// The convolutions on TF32 tensor cores or in exact FP32 (engine/backend.h: set_cuda_tf32).
+void set_cuda_conv_tf32(bool on);
 
 // The caching allocator's counters: a training step after warm-up must not raise `mallocs`.
 struct CudaMemoryStats {

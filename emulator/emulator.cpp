@@ -177,6 +177,19 @@ void run_grid(dim3 grid, dim3 threads, void (*body)(void*), void* context) {
       }
 }
 
+Counters& counters() {
+  static Counters c;
+  return c;
+}
+std::map<std::string, uint64_t>& kernels_by_name() {
+  static std::map<std::string, uint64_t> m;
+  return m;
+}
+void count_kernel(const char* name) {
+  ++counters().kernels;
+  ++kernels_by_name()[name];
+}
+
 void sync_block() { wait(State::at_block_barrier); }
 void sync_warp() { wait(State::at_warp_barrier); }
 void fail(const char* what) { fail(std::string(what)); }
@@ -250,10 +263,12 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind 
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
+  ++emu::counters().copies;
   return cudaMemcpy(dst, src, count, kind);
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind kind, cudaStream_t) {
+  ++emu::counters().copies;
   if (!valid_kind(kind) || width > dpitch || width > spitch) return cudaErrorInvalidValue;
   for (size_t r = 0; r < height; ++r)
     std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
@@ -263,15 +278,24 @@ cudaError_t cudaMemset(void* ptr, int value, size_t count) {
   if (count) std::memset(ptr, value, count);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) { return cudaMemset(ptr, value, count); }
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) {
+  ++emu::counters().memsets;
+  return cudaMemset(ptr, value, count);
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   static int token;  // streams are synchronous here: any non-null handle will do
   *stream = reinterpret_cast<cudaStream_t>(&token);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  ++emu::counters().host_waits;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() {
+  ++emu::counters().host_waits;
+  return cudaSuccess;
+}
 
 // ---- cuBLAS --------------------------------------------------------------------------------------------
 
@@ -303,6 +327,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
                            int k, const float* alpha, const float* A, int lda, const float* B, int ldb,
                            const float* beta, float* C, int ldc) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  ++emu::counters().blas;
   const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
   // cuBLAS's own argument checks: leading dimensions cover the stored rows.
   if (m < 0 || n < 0 || k < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) ||

@@ -1,4 +1,4 @@
-#include "kernels/allocator.h"
+#include "engine/cuda/allocator.h"
 
 #include <cuda_runtime_api.h>
 
