@@ -36,7 +36,7 @@ TEST_CASE("figures: grids, latents and figure 5 for a model with 2-D latents", "
   m.d_v = 2;
   Trainer t(m, small_training(out, 2), s);
   t.train();
-  const std::vector<std::string> paths = write_figures(t, s.validation, out, 7);
+  const std::vector<std::string> paths = write_figures(t.model(), Device::cpu, s.validation, out, 7);
   const std::vector<std::string> names = {"samples.png", "swap.png", "interpolation.png", "latents.tsv", "r_plane.png",
                                           "v_grid.png"};
   REQUIRE(paths.size() == names.size());
@@ -83,11 +83,11 @@ TEST_CASE("figures: figure 5's grids only for 2-D latents; too few validation im
   const std::string out = temp_dir("figures_wide");
   Trainer t(small_model(), small_training(out, 1), s);  // d_r = 3, d_v = 2
   t.train();
-  const std::vector<std::string> paths = write_figures(t, s.validation, out, 7);
+  const std::vector<std::string> paths = write_figures(t.model(), Device::cpu, s.validation, out, 7);
   CHECK(paths.back() == out + "/v_grid.png");
   CHECK_FALSE(std::filesystem::exists(out + "/r_plane.png"));
 
   const data::Dataset one_per_class = s.validation.slice(0, 4);  // labels 0, 1, 2, 3
-  CHECK_THROWS_WITH(write_figures(t, one_per_class, out, 7), Contains("every class needs two validation images"));
+  CHECK_THROWS_WITH(write_figures(t.model(), Device::cpu, one_per_class, out, 7), Contains("every class needs two validation images"));
   std::filesystem::remove_all(out);
 }

@@ -9,15 +9,14 @@
 #include <fstream>
 
 #include "engine/rng.h"
+#include "train/evaluation.h"
 
 namespace equivae {
 namespace {
 
 // Decoded output -> pixels in [0, 1]: Bernoulli means are sigmoid(logits); Gaussian means
 // (standardised data) are stretched to the grid's own range.
-std::vector<float> to_pixels(const Tensor& decoded, Likelihood likelihood) {
-  std::vector<float> out;
-  for (double v : decoded.to_vector()) out.push_back(float(v));
+std::vector<float> to_pixels(std::vector<float> out, Likelihood likelihood) {
   if (likelihood == Likelihood::bernoulli) {
     for (float& v : out) v = 1.0f / (1.0f + std::exp(-v));
   } else if (!out.empty()) {
@@ -55,16 +54,14 @@ void write_png_grid(const std::string& path, const std::vector<float>& images, i
     throw std::runtime_error("figures: cannot write " + path);
 }
 
-std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& val, const std::string& dir,
-                                       uint64_t seed) {
+std::vector<std::string> write_figures(const EquiVAE& model, Device device, const data::Dataset& val,
+                                       const std::string& dir, uint64_t seed) {
   NoGradGuard no_grad;
-  const EquiVAE& model = trainer.model();
   const ModelConfig& cfg = model.config();
-  const Device device = trainer.params().values().device();
   const int64_t K = cfg.num_classes, dr = cfg.d_r, dv = cfg.d_v, C = val.channels, S = val.height;
 
   // Class means of r over validation data, and the first two validation images of each class.
-  const std::vector<float> r = trainer.represent(val);
+  const std::vector<float> r = represent(model, val, device);
   std::vector<float> r_mean(size_t(K * dr), 0.0f);
   std::vector<int64_t> count(static_cast<size_t>(K), 0);
   std::vector<std::vector<int64_t>> examples(static_cast<size_t>(K));
@@ -80,8 +77,7 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
     if (e.size() < 2) throw std::runtime_error("figures: every class needs two validation images");
 
   auto decode = [&](const std::vector<float>& rs, const std::vector<float>& vs, int64_t n) {
-    return to_pixels(model.decode(Var(rows_tensor(rs, n, dr, device)), Var(rows_tensor(vs, n, dv, device))).value(),
-                     cfg.likelihood);
+    return to_pixels(decode_rows(model, rs, vs, n, device), cfg.likelihood);
   };
   auto repeat_r = [&](const std::vector<int64_t>& classes) {
     std::vector<float> out;

@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "train/trainer.h"
+#include "model/equivae.h"
+#include "train/data.h"
 
 namespace equivae {
 
@@ -23,7 +24,7 @@ void write_png_grid(const std::string& path, const std::vector<float>& images, i
                     int64_t channels, int64_t height, int64_t width);
 
 // Writes the figures into `dir`; returns their paths.
-std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& validation, const std::string& dir,
-                                       uint64_t seed);
+std::vector<std::string> write_figures(const EquiVAE& model, Device device, const data::Dataset& validation,
+                                       const std::string& dir, uint64_t seed);
 
 }  // namespace equivae

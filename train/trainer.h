@@ -10,6 +10,8 @@
 
 #include "model/equivae.h"
 #include "train/data.h"
+#include "train/evaluation.h"
+#include "train/run_state.h"
 #include "train/sampler.h"
 
 namespace equivae {
@@ -31,28 +33,11 @@ struct TrainConfig {
   // metrics.jsonl; empty: write nothing
   std::string out_dir;
   bool progress = true;
-  int64_t eval_batch_size = 500;
+  int64_t eval_batch_size = 500;  // rows per pass of evaluate_elbo
+  // The run's options (train/run_options.h), kept in every checkpoint so that --resume and
+  // --evaluate restore them.
+  nlohmann::json options = nlohmann::json::object();
   int64_t batch_size_for(int epoch) const;  // epoch counts from 0
-};
-
-// A checkpoint's initialisation scheme and set sampling (checkpoints from before these options
-// were torch and batch).
-InitScheme checkpoint_init(const std::map<std::string, std::string>& metadata);
-data::SetSampling checkpoint_set_sampling(const std::map<std::string, std::string>& metadata);
-
-// The model configuration as a checkpoint's metadata holds it (JSON), and back.
-// model_from_json checks every field's type and range and throws std::runtime_error naming it.
-std::string model_json(const ModelConfig& m);
-ModelConfig model_from_json(const std::string& text);
-// The model of a checkpoint's metadata, refused (naming the file and the field) before anything
-// is allocated when a field is bad, when it has more parameters than the file holds values, or
-// when training it would need more memory than the machine has.
-ModelConfig checkpoint_model(const std::string& path, const std::map<std::string, std::string>& metadata);
-
-// Units of one ReLU layer that never fire (output <= 0 everywhere) on some images.
-struct DeadUnits {
-  std::string layer;
-  int64_t units = 0, dead = 0;
 };
 
 // One pass of the objective over some rows, averaged per example.
@@ -84,9 +69,6 @@ class Trainer {
   double distance_error(const data::Dataset& d);
   // The objective on d, with complementary sets drawn within d (no gradient).
   ElboStats evaluate_elbo(const data::Dataset& d);
-  // The never-active ReLU units of h and g (EquiVAE::invariant_activations) on the first
-  // `images` rows of d.
-  std::vector<DeadUnits> dead_units(const data::Dataset& d, int64_t images);
   // Semi-supervised models: the error rate of argmax q(y | x) on d.
   double classifier_error(const data::Dataset& d);
   // The training rows whose labels the model sees (all of them unless semi-supervised).
@@ -113,7 +95,6 @@ class Trainer {
   // each of its two sums taken as a mean over its own batch.
   StepResult semi_objective(const std::vector<int64_t>& unlabelled, uint64_t step);
   Tensor gather(const data::Dataset& d, const std::vector<int64_t>& rows) const;
-  std::vector<std::vector<double>> centroids();
   void save(const std::string& path);
   std::map<std::string, std::string> metadata() const;
 
