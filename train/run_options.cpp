@@ -50,8 +50,16 @@ std::string where_to_get(const std::string& dataset) {
 constexpr uint64_t kFolderSplitSeed = 12345;
 
 data::Splits load_splits(const RunOptions& o) {
-  if (o.dataset == "mnist" || o.dataset == "fashion-mnist") return data::load_mnist(o.data_dir);
+  if (o.dataset == "mnist") return data::load_mnist(o.data_dir);
+  if (o.dataset == "fashion-mnist") {
+    data::Splits s = data::load_mnist(o.data_dir);
+    for (data::Dataset* d : {&s.train, &s.validation, &s.test})
+      d->class_names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                        "Ankle boot"};  // Zalando's label order
+    return s;
+  }
   if (o.dataset == "svhn") return data::load_svhn(o.data_dir);
+  if (o.dataset != "folder") throw std::invalid_argument("unknown data set " + o.dataset);
   // A user's own labelled images: 10 % validation, 10 % test, in a fixed shuffled order.
   const data::Dataset all = data::load_image_folder(o.data_dir, "folder", o.max_image_pixels, o.image_size);
   std::vector<int64_t> rows(size_t(all.n));
@@ -61,6 +69,7 @@ data::Splits load_splits(const RunOptions& o) {
   auto part = [&](size_t a, size_t b, const char* split) {
     data::Dataset d = all.subset({rows.begin() + long(a), rows.begin() + long(b)});
     d.name = std::string("folder/") + split;
+    d.skipped_files = all.skipped_files;  // of the folder, for the log
     return d;
   };
   return {part(2 * tenth, rows.size(), "train"), part(0, tenth, "validation"), part(tenth, 2 * tenth, "test")};

@@ -170,7 +170,7 @@ int run(RunOptions& o, OptionTable& table) {
   ClassifierConfig classifier{.epochs = o.classifier_epochs, .batch_size = 64, .lr = 1e-3, .dropout = 0.5,
                               .seed = o.seed, .device = device, .progress = !o.no_progress};
   nlohmann::json results = {{"dataset", o.dataset}, {"seed", o.seed}, {"train_images", splits.train.n},
-                            {"device", o.device}, {"tf32", o.tf32}};
+                            {"device", o.device}, {"tf32", o.tf32}, {"classes", splits.train.class_names}};
 
   if (o.benchmark) {
     classifier.epochs = o.epochs;
