@@ -49,10 +49,16 @@ int64_t text_width(const std::string& text, int64_t scale) {
   return scale * stb_easy_font_width(const_cast<char*>(text.c_str()));
 }
 
-// `text` cut (with "..") to at most `width` pixels.
-std::string fit(std::string text, int64_t width, int64_t scale) {
-  while (text.size() > 1 && text_width(text, scale) > width) text = text.substr(0, text.size() - (text.size() > 3 ? 3 : 1)) + "..";
-  return text_width(text, scale) > width ? "" : text;
+// `text`, or its longest beginning that fits with ".." after it, or its first characters, in at
+// most `width` pixels ("" when not even one character fits).
+std::string fit(const std::string& text, int64_t width, int64_t scale) {
+  for (size_t n = text.size(); n > 0; --n) {
+    const std::string cut = n == text.size() ? text : text.substr(0, n) + "..";
+    if (text_width(cut, scale) <= width) return cut;
+  }
+  for (size_t n = text.size(); n > 0; --n)
+    if (text_width(text.substr(0, n), scale) <= width) return text.substr(0, n);
+  return "";
 }
 
 // Black text at (x, y) (top left) into white 8-bit pixels of W x H x channels.

@@ -79,8 +79,9 @@ data::Splits load_splits(const RunOptions& o) {
 
 template <class T>
 CLI::Option* OptionTable::add(const std::string& name, T& value, const std::string& help, Kept kept) {
-  CLI::Option* option = std::is_same_v<T, bool> ? app_.add_flag("--" + name, value, help)
-                                                : app_.add_option("--" + name, value, help);
+  CLI::Option* option;
+  if constexpr (std::is_same_v<T, bool>) option = app_.add_flag("--" + name, value, help);
+  else option = app_.add_option("--" + name, value, help);
   entries_.push_back({name, Entry{option, kept, [&value] { return nlohmann::json(value); }}});
   return option;
 }
@@ -98,7 +99,8 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
       ->check(CLI::IsMember({"mnist", "fashion-mnist", "svhn", "folder"}));
   add("data-dir", o.data_dir, "folder of the data set's files (default: per data set; a continued run's own)",
       Kept::extendable);
-  add("out", o.out, "run folder (default: runs/<dataset>-seed<seed>; --evaluate: <checkpoint's folder>/evaluation)", here);
+  add("out", o.out, "run folder (default: runs/<dataset>-seed<seed>; --resume PATH: its folder; --evaluate: "
+      "<checkpoint's folder>/evaluation)", here);
   add("device", o.device, "cpu or cuda", here)->check(CLI::IsMember({"cpu", "cuda"}));
   number<uint64_t>("seed", o.seed, 0, UINT64_MAX, "seed of initialisation, shuffling, sets and noise", run);
   number("epochs", o.epochs, 1, int(kEpochs), "epochs to train to (paper: about 40 on MNIST, 90 on SVHN); "

@@ -29,7 +29,7 @@ enum class Kept {
 
 // Defaults are those of ModelConfig, TrainConfig and ClassifierConfig: one home each.
 struct RunOptions {
-  std::string dataset, data_dir, out, device = "cpu", resume, evaluate;
+  std::string dataset = "mnist", data_dir, out, device = "cpu", resume, evaluate;
   std::string init = init_scheme_name(ModelConfig{}.init);
   std::string set_sampling = data::set_sampling_name(TrainConfig{}.set_sampling);
   std::string likelihood;  // "": by data set (resolve_defaults)

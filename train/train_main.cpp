@@ -133,6 +133,9 @@ void report(const EquiVAE& model, Device device, const data::Splits& splits, con
 int run(RunOptions& o, OptionTable& table) {
   const std::set<std::string> given = table.given();
   resolve_defaults(o, given);
+  // Default run folders: a resumed checkpoint's own, else runs/<dataset>-seed<seed>.
+  if (o.out.empty() && !o.resume.empty() && o.resume != "auto")
+    o.out = fs::path(o.resume).has_parent_path() ? fs::path(o.resume).parent_path().string() : ".";
   if (o.out.empty() && o.evaluate.empty()) o.out = fmt::format("runs/{}-seed{}", o.dataset, o.seed);
   const std::string checkpoint = continued_checkpoint(o);
   RunState state;
