@@ -377,6 +377,7 @@ TEST_CASE("data: image folders give sorted classes and CHW pixels") {
     png("a/1.png", 4, 3, 1, 0);
     png("a/2.png", 8, 8, 1, 0);
     std::vector<uint8_t> flat(size_t(6 * 6), 200);
+    fs::create_directories(dir.path / "b");
     REQUIRE(stbi_write_png((dir / "b/3.png").c_str(), 6, 6, 1, flat.data(), 6) != 0);
     const Dataset d = load_image_folder(dir.path.string(), "mine", kDefaultMaxImagePixels, 5);
     REQUIRE(d.n == 3);
@@ -401,6 +402,7 @@ TEST_CASE("data: image folders give sorted classes and CHW pixels") {
     std::ofstream(dir / "a/notes.txt") << "not an image either, and skipped";
     REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), "mine"),
                         Contains("class folder has no images"));
+    fs::remove(dir / "a/notes.txt");
     fs::remove(dir / "a");
     REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), "mine"),
                         Contains("no class folders"));

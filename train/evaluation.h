@@ -1,7 +1,7 @@
 // Evaluation of a trained model, with no Trainer: a model loaded from a checkpoint alone
-// (train_mnist --evaluate, equivae_embed) or a Trainer's own (the same functions). SPEC.md-style
-// definitions are in docs/model.md: r(x) with m = 1, the distance classifier on training-class
-// centroids of r, q(v | r, x).
+// (train_mnist --evaluate, equivae_embed) or a Trainer's own (the same functions). The
+// definitions (r(x) with m = 1, the distance classifier on training-class centroids of r,
+// q(v | r, x)) are in docs/model.md.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -21,7 +21,7 @@ struct TrainConfig {
   int64_t max_batch_size = 256;
   int m_max = 7;
   data::SetSampling set_sampling = data::SetSampling::batch;
-  // > 0: semi-supervised (SPEC.md section 2) with this many labelled training images per class
+  // > 0: semi-supervised (docs/model.md section 2) with this many labelled training images per class
   // (a balanced subset drawn with the seed); the model must be semi_supervised.
   int labels_per_class = 0;
   double lr = 1e-3;
