@@ -37,7 +37,8 @@ fail_with "--seed: -1 is not an integer in [0, 18446744073709551615]" --seed -1 
 fail_with "--lr: -1 is not a number in (0, 10]" --lr -1 --out "$run/never"
 fail_with "--max-batch-size 16 is below --batch-size 32" --max-batch-size 16 --out "$run/never"
 [[ ! -e "$run/never" ]] || { echo "FAIL: a refused command created its --out"; exit 1; }
-"$train" --help | grep -qF -- "--batch-size INT:in [1, 65536]=32" || { echo "FAIL: --help lacks the default"; exit 1; }
+help=$("$train" --help)  # whole, not piped: grep -q would end the pipe early (pipefail)
+grep -qF -- "--batch-size INT:in [1, 65536]=32" <<< "$help" || { echo "FAIL: --help lacks the default"; exit 1; }
 
 # The run folder: a second run into it is refused, nothing touched; --evaluate trains nothing.
 before=$(md5sum "$run/run/metrics.jsonl" "$run/run/checkpoint.safetensors")
