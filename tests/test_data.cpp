@@ -341,9 +341,12 @@ TEST_CASE("data: image folders give sorted classes and CHW pixels") {
     png("cat/b.png", 4, 3, 1, 10);
     png("cat/a.png", 4, 3, 1, 0);
     std::ofstream(dir / "zebra/.hidden") << "skipped";
-    std::vector<std::string> names;
-    const Dataset d = load_image_folder(dir.path.string(), &names, "mine");
-    CHECK(names == std::vector<std::string>{"cat", "zebra"});
+    std::ofstream(dir / "zebra/notes.txt") << "skipped, counted";
+    std::ofstream(dir / "cat/Thumbs.db") << "skipped, counted";
+    const Dataset d = load_image_folder(dir.path.string(), "mine");
+    CHECK(d.class_names == std::vector<std::string>{"cat", "zebra"});
+    CHECK(d.paths == std::vector<std::string>{"cat/a.png", "cat/b.png", "zebra/a.png"});
+    CHECK(d.skipped_files == 2);
     REQUIRE(d.n == 3);
     CHECK(d.num_classes == 2);
     CHECK(d.channels == 1);
@@ -356,7 +359,7 @@ TEST_CASE("data: image folders give sorted classes and CHW pixels") {
   }
   SECTION("RGB is stored channel-major") {
     const auto px = png("only/x.png", 2, 2, 3, 0);
-    const Dataset d = load_image_folder(dir.path.string(), nullptr, "rgb");
+    const Dataset d = load_image_folder(dir.path.string(), "rgb");
     REQUIRE(d.channels == 3);
     for (int p = 0; p < 4; ++p)
       for (int c = 0; c < 3; ++c)
@@ -365,29 +368,45 @@ TEST_CASE("data: image folders give sorted classes and CHW pixels") {
   SECTION("inconsistent sizes name the offending file") {
     png("a/1.png", 4, 3, 1, 0);
     png("b/2.png", 5, 3, 1, 0);
-    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), nullptr, "mine"),
+    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), "mine"),
                         Contains(dir / "b/2.png") &&
                             Contains("image is 5x3 with 1 channel(s), but") &&
                             Contains("1.png is 4x3 with 1"));
   }
+  SECTION("--image-size resizes every image, whatever its size") {
+    png("a/1.png", 4, 3, 1, 0);
+    png("a/2.png", 8, 8, 1, 0);
+    std::vector<uint8_t> flat(size_t(6 * 6), 200);
+    fs::create_directories(dir.path / "b");
+    REQUIRE(stbi_write_png((dir / "b/3.png").c_str(), 6, 6, 1, flat.data(), 6) != 0);
+    const Dataset d = load_image_folder(dir.path.string(), "mine", kDefaultMaxImagePixels, 5);
+    REQUIRE(d.n == 3);
+    CHECK(d.height == 5);
+    CHECK(d.width == 5);
+    CHECK(d.images.size() == size_t(3 * 25));
+    for (int k = 0; k < 25; ++k) CHECK(d.image(2)[k] == Approx(200.0f / 255.0f).margin(1e-5));  // a flat image stays flat
+    CHECK_THROWS_WITH(load_image_folder(dir.path.string(), "mine", 100, 11), Contains("image size 11"));
+  }
   SECTION("inconsistent channels") {
     png("a/1.png", 4, 3, 1, 0);
     png("a/2.png", 4, 3, 3, 0);
-    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), nullptr, "mine"),
+    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), "mine"),
                         Contains("2.png: image is 4x3 with 3 channel(s)"));
   }
   SECTION("undecodable file, empty class, no classes") {
     fs::create_directories(dir.path / "a");
-    std::ofstream(dir / "a/notes.txt") << "not an image";
-    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), nullptr, "mine"),
-                        Contains("notes.txt: not a PNG or JPEG file"));
-    fs::remove(dir / "a/notes.txt");
-    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), nullptr, "mine"),
+    std::ofstream(dir / "a/notes.png") << "not an image";
+    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), "mine"),
+                        Contains("notes.png: not a PNG or JPEG file"));
+    fs::remove(dir / "a/notes.png");
+    std::ofstream(dir / "a/notes.txt") << "not an image either, and skipped";
+    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), "mine"),
                         Contains("class folder has no images"));
+    fs::remove(dir / "a/notes.txt");
     fs::remove(dir / "a");
-    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), nullptr, "mine"),
+    REQUIRE_THROWS_WITH(load_image_folder(dir.path.string(), "mine"),
                         Contains("no class folders"));
-    REQUIRE_THROWS_WITH(load_image_folder(dir / "absent", nullptr, "mine"),
+    REQUIRE_THROWS_WITH(load_image_folder(dir / "absent", "mine"),
                         Contains("not a directory"));
   }
 }

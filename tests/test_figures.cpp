@@ -36,19 +36,28 @@ TEST_CASE("figures: grids, latents and figure 5 for a model with 2-D latents", "
   m.d_v = 2;
   Trainer t(m, small_training(out, 2), s);
   t.train();
-  const std::vector<std::string> paths = write_figures(t, s.validation, out, 7);
-  const std::vector<std::string> names = {"samples.png", "swap.png", "interpolation.png", "latents.tsv", "r_plane.png",
-                                          "v_grid.png"};
+  const std::vector<std::string> paths = write_figures(t.model(), Device::cpu, s.validation, out, 7);
+  const std::vector<std::string> names = {"samples.png", "swap.png", "interpolation.png", "reconstruction.png",
+                                          "latents.tsv", "r_plane.png", "v_grid.png"};
   REQUIRE(paths.size() == names.size());
   for (size_t i = 0; i < names.size(); ++i) CHECK(paths[i] == out + "/" + names[i]);
 
+  // Each grid is its tiles plus the margins of its title and labels (a title on every one).
   const int K = 4, S = 8;
-  CHECK(png_size(out + "/samples.png") == std::pair(grid_pixels(K, S), grid_pixels(8, S)));
-  CHECK(png_size(out + "/swap.png") == std::pair(grid_pixels(K, S), grid_pixels(K + 1, S)));
-  CHECK(png_size(out + "/interpolation.png") == std::pair(grid_pixels(10, S), grid_pixels(K, S)));
-  CHECK(png_size(out + "/r_plane.png") == std::pair(grid_pixels(11, S), grid_pixels(11, S)));
+  auto holds_grid = [&](const std::string& name, int cols, int rows) {
+    const auto [w, h] = png_size(out + "/" + name);
+    INFO(name << " is " << w << " x " << h);
+    CHECK(w >= grid_pixels(cols, S));
+    CHECK(h > grid_pixels(rows, S) + 8);
+    CHECK(h < grid_pixels(rows, S) + 40);
+  };
+  holds_grid("samples.png", K, 8);
+  holds_grid("swap.png", K, K + 1);
+  holds_grid("interpolation.png", 10, K);
+  holds_grid("reconstruction.png", 2 * K, 2);
+  holds_grid("r_plane.png", 11, 11);
   // 4 classes: 2 blocks of 11 x 11 per row, 2 rows, one blank tile between blocks
-  CHECK(png_size(out + "/v_grid.png") == std::pair(grid_pixels(23, S), grid_pixels(23, S)));
+  holds_grid("v_grid.png", 23, 23);
 
   std::ifstream latents(out + "/latents.tsv");
   std::string line;
@@ -83,11 +92,43 @@ TEST_CASE("figures: figure 5's grids only for 2-D latents; too few validation im
   const std::string out = temp_dir("figures_wide");
   Trainer t(small_model(), small_training(out, 1), s);  // d_r = 3, d_v = 2
   t.train();
-  const std::vector<std::string> paths = write_figures(t, s.validation, out, 7);
+  const std::vector<std::string> paths = write_figures(t.model(), Device::cpu, s.validation, out, 7);
   CHECK(paths.back() == out + "/v_grid.png");
+  CHECK(std::filesystem::exists(out + "/reconstruction.png"));
   CHECK_FALSE(std::filesystem::exists(out + "/r_plane.png"));
 
   const data::Dataset one_per_class = s.validation.slice(0, 4);  // labels 0, 1, 2, 3
-  CHECK_THROWS_WITH(write_figures(t, one_per_class, out, 7), Contains("every class needs two validation images"));
+  CHECK_THROWS_WITH(write_figures(t.model(), Device::cpu, one_per_class, out, 7), Contains("every class needs two validation images"));
+  std::filesystem::remove_all(out);
+}
+
+TEST_CASE("figures: a grid's title and labels are drawn in its margins, cut to fit", "[figures]") {
+  const std::string out = temp_dir("grid_text");
+  const int64_t S = 10;
+  const std::vector<float> grey(size_t(2 * 3 * S * S), 0.5f);
+  write_png_grid(out + "/plain.png", grey, 2, 3, 1, S, S);
+  CHECK(png_size(out + "/plain.png") == std::pair(grid_pixels(3, S), grid_pixels(2, S)));
+  const GridText text{"A title", {"zero", "a very long class name", "2"}, {"row a", "row b"}};
+  write_png_grid(out + "/text.png", grey, 2, 3, 1, S, S, text);
+  const auto [W, H] = grid_png_size(2, 3, S, S, text);
+  REQUIRE(png_size(out + "/text.png") == std::pair(int(W), int(H)));
+  int w = 0, h = 0, c = 0;
+  unsigned char* pixels = stbi_load((out + "/text.png").c_str(), &w, &h, &c, 1);
+  REQUIRE(pixels != nullptr);
+  const int64_t top = H - grid_pixels(2, S);
+  CHECK(W - grid_pixels(3, S) > 10);  // the row labels' margin (or the title's width)
+  CHECK(top > 16);                    // title and column labels
+  int64_t dark_top = 0, dark_below = 0, grid_grey = 0;
+  for (int64_t y = 0; y < H; ++y)
+    for (int64_t x = 0; x < W; ++x) {
+      const unsigned char p = pixels[y * W + x];
+      if (y < top && p == 0) ++dark_top;
+      if (y >= top && p == 0) ++dark_below;  // below the top strip only the row labels are black
+      grid_grey += p == 128;
+    }
+  stbi_image_free(pixels);
+  CHECK(dark_top > 30);
+  CHECK(dark_below > 20);
+  CHECK(grid_grey == 6 * S * S);  // the tiles, untouched by text
   std::filesystem::remove_all(out);
 }

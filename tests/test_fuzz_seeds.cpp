@@ -64,9 +64,9 @@ TEST_CASE("fuzz: seed corpus of valid inputs, one set per harness", "[fuzz]") {
     const auto png = read_bytes(dir / "seed.png"), jpeg = read_bytes(dir / "seed.jpg");
     fs::create_directories(dir.path / "set" / "a");
     fs::create_directories(dir.path / "set" / "b");
-    write_bytes(dir / "set/a/1", png, false);
-    write_bytes(dir / "set/b/2", jpeg, false);
-    CHECK(data::load_image_folder(dir / "set", nullptr, "seed").n == 2);
+    write_bytes(dir / "set/a/1.png", png, false);
+    write_bytes(dir / "set/b/2.jpg", jpeg, false);
+    CHECK(data::load_image_folder(dir / "set", "seed").n == 2);
     corpus.add("image_folder", "png-jpeg", fuzz::pack_two(png, jpeg));
     corpus.add("image_folder", "png-png", fuzz::pack_two(png, png));
   }

@@ -16,11 +16,26 @@ Needs numpy and matplotlib (Debian: python3-numpy python3-matplotlib; t-SNE: pyt
 import argparse
 import json
 import os
+import subprocess
 import sys
 import warnings
 
-import numpy as np
-import matplotlib
+try:
+    import numpy as np
+    import matplotlib
+except ImportError as missing:
+    # The python3 on PATH may lack them (pyenv, a venv): run again with the one
+    # tools/figures_python.sh names (.venv-figures, else Debian's), once.
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    named = subprocess.run(["bash", os.path.join(repo, "tools", "figures_python.sh")], capture_output=True,
+                           text=True).stdout.strip()
+    if named and not os.path.isabs(named) and os.sep in named:
+        named = os.path.join(repo, named)
+    if named and not os.environ.get("EQUIVAE_FIGURES_RERUN"):
+        os.environ["EQUIVAE_FIGURES_RERUN"] = "1"
+        os.execvp(named, [named, os.path.abspath(__file__), *sys.argv[1:]])
+    sys.exit(f"figures: {missing}; install python3-numpy and python3-matplotlib "
+             "(EQUIVAE_WITH_FIGURES=1 bash tools/setup.sh does)")
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -118,7 +133,17 @@ def reduce_2d(x, method, seed):
     return centred @ vt[:2].T, "PCA"
 
 
-def latents_figure(labels, r, v, path, method, seed):
+def read_class_names(run):
+    """Class names from the run's results.json (train_mnist writes them), else None."""
+    try:
+        with open(os.path.join(run, "results.json")) as f:
+            names = json.load(f).get("classes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
+def latents_figure(labels, r, v, path, method, seed, names=None):
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     classes = np.unique(labels)
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
@@ -126,7 +151,8 @@ def latents_figure(labels, r, v, path, method, seed):
         xy, how = reduce_2d(x, method, seed)
         for i, y in enumerate(classes):
             sel = labels == y
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=cmap(i % cmap.N), label=str(y), rasterized=True)
+            name = names[y] if names and 0 <= y < len(names) else str(y)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=cmap(i % cmap.N), label=name, rasterized=True)
         ax.set_title(f"{name}: {x.shape[1]}-D, {how}")
     axes[1].legend(title="class", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(f"validation images ({len(labels)}), coloured by class")
@@ -148,7 +174,7 @@ def main():
     learning_curves(read_metrics(os.path.join(a.run, "metrics.jsonl")), out)
     print(f"figure: {out}")
     out = os.path.join(a.run, "latents.png")
-    latents_figure(*read_latents(os.path.join(a.run, "latents.tsv")), out, a.method, a.seed)
+    latents_figure(*read_latents(os.path.join(a.run, "latents.tsv")), out, a.method, a.seed, read_class_names(a.run))
     print(f"figure: {out}")
 
 

@@ -11,5 +11,7 @@ EQUIVAE_WITH_FIGURES=1 EQUIVAE_WITH_UMAP=1 bash tools/setup.sh
 device="${EQUIVAE_DEVICE:-cpu}"
 schedule=(--quick)
 [[ "$device" == cuda ]] && schedule=()
-"${EQUIVAE_BUILD_DIR:-build}/train/train_mnist" --device "$device" --out runs/main "${schedule[@]}" "$@"
+# --force: the main job starts runs/main afresh each time (train_mnist refuses to reuse a run folder
+# otherwise); continue a stopped one by hand with --resume auto --out runs/main.
+"${EQUIVAE_BUILD_DIR:-build}/train/train_mnist" --device "$device" --out runs/main --force "${schedule[@]}" "$@"
 "$(bash tools/figures_python.sh)" tools/figures.py runs/main

@@ -154,19 +154,21 @@ def run_one(a, kind, command, folder):
                  "remove the folder or give --runs another folder")
     if a.resume == "auto" and load_json(os.path.join(folder, "results.json")) is not None:
         return
+    invoked = command
     if a.resume == "never" or (kind == "benchmark"):
-        ledger = None  # the benchmark has no checkpoint: it starts again
-        for name in ("results.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl"):
-            if os.path.exists(os.path.join(folder, name)):
-                os.remove(os.path.join(folder, name))
+        # The benchmark has no checkpoint: it starts again, and train_mnist --force clears the
+        # run folder's files of the earlier attempt (without it, a used --out is refused).
+        ledger = None
+        invoked = [arg for i, arg in enumerate(command)
+                   if arg != "--resume" and (i == 0 or command[i - 1] != "--resume")] + ["--force"]
     ledger = ledger or {"command": command, "invocations": []}
     ledger["command"] = command
     os.makedirs(folder, exist_ok=True)
-    print(f"table2: {shlex.join(command)}", flush=True)
+    print(f"table2: {shlex.join(invoked)}", flush=True)
     start = time.time()
     try:
         with open(os.path.join(folder, "log.txt"), "a") as log:
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(invoked, stdout=log, stderr=subprocess.STDOUT).returncode
     finally:  # an interrupted invocation's time counts too
         ledger["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
                                       "seconds": round(time.time() - start, 1)})

@@ -61,6 +61,7 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
       params.zero_grad();
       loss.backward();
       adam.step();
+      throw_if_interrupted(fmt::format("while training the {}", name));
       bar.update(b + 1);
     }
     const double val_error = error_rate(net, val.gather, *val.labels, val.n);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,8 @@
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+
+#include <stb_image_resize.h>
 
 #include "train/image_decode.h"
 #include "train/sampler.h"
@@ -349,9 +352,10 @@ Dataset Dataset::slice(int64_t begin, int64_t end) const {
   d.name = fmt::format("{}[{}:{}]", name, begin, end);
   d.n = end - begin;
   d.channels = channels, d.height = height, d.width = width;
-  d.num_classes = num_classes;
+  d.num_classes = num_classes, d.class_names = class_names;
   d.images.assign(images.begin() + begin * image_size(), images.begin() + end * image_size());
   d.labels.assign(labels.begin() + begin, labels.begin() + end);
+  if (!paths.empty()) d.paths.assign(paths.begin() + begin, paths.begin() + end);
   return d;
 }
 
@@ -360,7 +364,7 @@ Dataset Dataset::subset(const std::vector<int64_t>& rows) const {
   d.name = fmt::format("{}[{} rows]", name, rows.size());
   d.n = int64_t(rows.size());
   d.channels = channels, d.height = height, d.width = width;
-  d.num_classes = num_classes;
+  d.num_classes = num_classes, d.class_names = class_names;
   d.images.resize(size_t(d.n * image_size()));
   d.labels.resize(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -369,6 +373,7 @@ Dataset Dataset::subset(const std::vector<int64_t>& rows) const {
       throw std::out_of_range(fmt::format("{}: subset row {} outside the {} rows", name, r, n));
     std::copy_n(image(r), image_size(), d.images.begin() + int64_t(i) * image_size());
     d.labels[i] = labels[r];
+    if (!paths.empty()) d.paths.push_back(paths[size_t(r)]);
   }
   return d;
 }
@@ -386,6 +391,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   d.name = name;
   d.n = img.dims[0], d.channels = 1, d.height = img.dims[1], d.width = img.dims[2];
   d.num_classes = 10;
+  for (int c = 0; c < 10; ++c) d.class_names.push_back(std::to_string(c));
   d.labels.resize(size_t(d.n));
   for (size_t i = 0; i < lab.data.size(); ++i) {
     if (lab.data[i] >= 10)
@@ -501,6 +507,7 @@ Dataset load_svhn_mat(const std::string& path, const std::string& name) {
   d.name = name;
   d.n = n, d.channels = 3, d.height = 32, d.width = 32;
   d.num_classes = 10;
+  for (int c = 0; c < 10; ++c) d.class_names.push_back(std::to_string(c));
   d.labels.resize(size_t(n));
   for (int64_t i = 0; i < n; ++i) {
     const double v = raw[size_t(i)];
@@ -548,9 +555,40 @@ std::vector<uint8_t> read_image_file(const std::string& what, const std::string&
 
 }  // namespace
 
-Dataset load_image_folder(const std::string& dir, std::vector<std::string>* class_names,
-                          const std::string& name, int64_t max_pixels) {
+namespace {
+
+bool has_image_extension(const fs::path& file) {
+  std::string ext = file.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+// HWC bytes -> CHW floats in [0, 1], resized to size x size when size > 0 (stb_image_resize's
+// default filter, per channel, no alpha weighting: the decoder's channels are kept as they are).
+std::vector<float> to_chw(const DecodedImage& image, int64_t size) {
+  const size_t ch = size_t(image.channels), plane = size_t(image.height * image.width);
+  std::vector<float> hwc(plane * ch);
+  for (size_t i = 0; i < hwc.size(); ++i) hwc[i] = float(image.pixels[i]) / 255.0f;
+  int64_t h = image.height, w = image.width;
+  if (size > 0 && (h != size || w != size)) {
+    std::vector<float> resized(size_t(size * size) * ch);
+    if (!stbir_resize_float(hwc.data(), int(w), int(h), 0, resized.data(), int(size), int(size), 0, int(ch)))
+      throw std::runtime_error(fmt::format("cannot resize {}x{} to {}x{}", w, h, size, size));
+    hwc = std::move(resized), h = w = size;
+  }
+  const size_t out_plane = size_t(h * w);
+  std::vector<float> chw(hwc.size());
+  for (size_t p = 0; p < out_plane; ++p)
+    for (size_t k = 0; k < ch; ++k) chw[k * out_plane + p] = hwc[p * ch + k];
+  return chw;
+}
+
+}  // namespace
+
+Dataset load_image_folder(const std::string& dir, const std::string& name, int64_t max_pixels, int64_t image_size) {
   if (max_pixels <= 0) throw std::invalid_argument(fmt::format("{}: max_pixels = {} must be positive", name, max_pixels));
+  if (image_size < 0 || image_size * image_size > max_pixels)
+    throw std::invalid_argument(fmt::format("{}: image size {} outside [0, sqrt(max_pixels {})]", name, image_size, max_pixels));
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(name, dir, "not a directory");
   std::vector<fs::path> classes;
@@ -561,47 +599,48 @@ Dataset load_image_folder(const std::string& dir, std::vector<std::string>* clas
 
   // Every file first, so the memory the whole set needs is known from the first image.
   std::vector<std::pair<fs::path, int32_t>> files;
+  Dataset d;
   for (size_t c = 0; c < classes.size(); ++c) {
     std::vector<fs::path> in_class;
-    for (const auto& e : fs::directory_iterator(classes[c]))
-      if (e.is_regular_file() && e.path().filename().string()[0] != '.') in_class.push_back(e.path());
+    for (const auto& e : fs::directory_iterator(classes[c])) {
+      if (!e.is_regular_file() || e.path().filename().string()[0] == '.') continue;
+      if (has_image_extension(e.path())) in_class.push_back(e.path());
+      else ++d.skipped_files;
+    }
     std::sort(in_class.begin(), in_class.end());
-    if (in_class.empty()) fail(name, classes[c].string(), "class folder has no images");
+    if (in_class.empty()) fail(name, classes[c].string(), "class folder has no images (.png, .jpg, .jpeg)");
     for (const fs::path& f : in_class) files.push_back({f, int32_t(c)});
   }
-  Dataset d;
   d.name = name;
   d.num_classes = int(classes.size());
-  if (class_names) {
-    class_names->clear();
-    for (const fs::path& c : classes) class_names->push_back(c.filename().string());
-  }
+  for (const fs::path& c : classes) d.class_names.push_back(c.filename().string());
   std::string first;  // the file that fixed the size, for the mismatch message
   for (const auto& [file, label] : files) {
     const std::vector<uint8_t> bytes = read_image_file(name, file.string(), max_pixels);
     DecodedImage image;
+    std::vector<float> chw;
     try {
       image = decode_image(bytes, max_pixels);
+      chw = to_chw(image, image_size);
     } catch (const std::runtime_error& e) {
       fail(name, file.string(), e.what());
     }
+    const int64_t h = image_size > 0 ? image_size : image.height, w = image_size > 0 ? image_size : image.width;
     if (d.n == 0) {
-      d.channels = image.channels, d.height = image.height, d.width = image.width;
+      d.channels = image.channels, d.height = h, d.width = w;
       first = file.string();
       require_memory(name, dir, files.size(), uint64_t(d.image_size()) * sizeof(float),
                      fmt::format("its {} images of {}x{}x{}", files.size(), d.width, d.height, d.channels));
       d.images.reserve(files.size() * size_t(d.image_size()));
-    } else if (image.channels != d.channels || image.height != d.height || image.width != d.width) {
+    } else if (image.channels != d.channels || h != d.height || w != d.width) {
       fail(name, file.string(),
-           fmt::format("image is {}x{} with {} channel(s), but {} is {}x{} with {}", image.width, image.height,
-                       image.channels, first, d.width, d.height, d.channels));
+           fmt::format("image is {}x{} with {} channel(s), but {} is {}x{} with {}{}", image.width, image.height,
+                       image.channels, first, d.width, d.height, d.channels,
+                       image.channels == d.channels ? " (--image-size resizes them all)" : ""));
     }
-    // Decoded pixels are HWC interleaved; store CHW.
-    const size_t plane = size_t(image.height * image.width), at = d.images.size(), ch = size_t(image.channels);
-    d.images.resize(at + plane * ch);
-    for (size_t p = 0; p < plane; ++p)
-      for (size_t k = 0; k < ch; ++k) d.images[at + k * plane + p] = float(image.pixels[p * ch + k]) / 255.0f;
+    d.images.insert(d.images.end(), chw.begin(), chw.end());
     d.labels.push_back(label);
+    d.paths.push_back((file.parent_path().filename() / file.filename()).string());
     ++d.n;
   }
   return d;

@@ -19,6 +19,9 @@ struct Dataset {
   std::vector<float> images;    // n * channels * height * width, NCHW
   std::vector<int32_t> labels;  // n entries in [0, num_classes)
   int num_classes = 0;
+  std::vector<std::string> class_names;  // num_classes names ("0".."9" for the digit sets)
+  std::vector<std::string> paths;        // image folders: each row's file, relative to the folder; else empty
+  int64_t skipped_files = 0;             // image folders: files not read (not .png, .jpg or .jpeg)
 
   int64_t image_size() const { return channels * height * width; }
   const float* image(int64_t row) const { return images.data() + row * image_size(); }
@@ -56,12 +59,15 @@ Dataset load_svhn_mat(const std::string& path, const std::string& name);
 Splits load_svhn(const std::string& dir, int64_t validation_size = 3257);
 
 // dir/<class name>/<image>, PNG or JPEG images (train/image_decode.h). Classes are the
-// sub-folders in name order (label = position), images within a class in file-name order; hidden
-// files (".*") are skipped. All images must share size and channel count. Pixels in [0, 1].
-// `class_names` may be null. An image of more than max_pixels pixels is refused before it is
-// decoded, and a folder whose images need more memory than the machine has before it is read.
-Dataset load_image_folder(const std::string& dir, std::vector<std::string>* class_names,
-                          const std::string& name, int64_t max_pixels = kDefaultMaxImagePixels);
+// sub-folders in name order (label = position, class_names the folder names), images within a
+// class in file-name order (paths "<class>/<file>"); hidden files (".*") are skipped, and so are
+// files whose names do not end in .png, .jpg or .jpeg (any case), counted in skipped_files. With
+// image_size > 0 every image is resized (stb_image_resize, per channel) to image_size square;
+// otherwise all must share size. Grey and colour images do not mix. Pixels in [0, 1]. An image
+// of more than max_pixels pixels is refused before it is decoded, and a folder whose images need
+// more memory than the machine has before it is read.
+Dataset load_image_folder(const std::string& dir, const std::string& name,
+                          int64_t max_pixels = kDefaultMaxImagePixels, int64_t image_size = 0);
 
 // Throws std::runtime_error "<what>: <path>: <purpose> need N bytes (X GiB), more than this
 // machine's Y GiB of memory" when count x bytes_each (overflow counts as too much) exceed the

@@ -1,6 +1,11 @@
 #include "train/figures.h"
 
 #include <stb_image_write.h>
+// Header-only, all static: the functions this file does not call are not warnings.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include <stb_easy_font.h>
+#pragma GCC diagnostic pop
 
 #include <algorithm>
 #include <array>
@@ -9,15 +14,14 @@
 #include <fstream>
 
 #include "engine/rng.h"
+#include "train/evaluation.h"
 
 namespace equivae {
 namespace {
 
 // Decoded output -> pixels in [0, 1]: Bernoulli means are sigmoid(logits); Gaussian means
 // (standardised data) are stretched to the grid's own range.
-std::vector<float> to_pixels(const Tensor& decoded, Likelihood likelihood) {
-  std::vector<float> out;
-  for (double v : decoded.to_vector()) out.push_back(float(v));
+std::vector<float> to_pixels(std::vector<float> out, Likelihood likelihood) {
   if (likelihood == Likelihood::bernoulli) {
     for (float& v : out) v = 1.0f / (1.0f + std::exp(-v));
   } else if (!out.empty()) {
@@ -36,14 +40,77 @@ Tensor rows_tensor(const std::vector<float>& values, int64_t rows, int64_t cols,
 
 }  // namespace
 
+namespace {
+
+// stb_easy_font draws characters about 6 pixels wide and 7 high at scale 1: the title at scale 2.
+constexpr int64_t kLabelScale = 1, kTitleScale = 2, kTextHeight = 8;
+
+int64_t text_width(const std::string& text, int64_t scale) {
+  return scale * stb_easy_font_width(const_cast<char*>(text.c_str()));
+}
+
+// `text`, or its longest beginning that fits with ".." after it, or its first characters, in at
+// most `width` pixels ("" when not even one character fits).
+std::string fit(const std::string& text, int64_t width, int64_t scale) {
+  for (size_t n = text.size(); n > 0; --n) {
+    const std::string cut = n == text.size() ? text : text.substr(0, n) + "..";
+    if (text_width(cut, scale) <= width) return cut;
+  }
+  for (size_t n = text.size(); n > 0; --n)
+    if (text_width(text.substr(0, n), scale) <= width) return text.substr(0, n);
+  return "";
+}
+
+// Black text at (x, y) (top left) into white 8-bit pixels of W x H x channels.
+void draw_text(std::vector<unsigned char>& pixels, int64_t W, int64_t H, int64_t channels, int64_t x, int64_t y,
+               const std::string& text, int64_t scale) {
+  static_assert(sizeof(float) == 4);
+  std::vector<char> quads(std::max<size_t>(1000, text.size() * 300));  // stb's guide: about 270 bytes a character
+  const int n = stb_easy_font_print(0, 0, const_cast<char*>(text.c_str()), nullptr, quads.data(), int(quads.size()));
+  for (int q = 0; q < n; ++q) {
+    float xs[4], ys[4];  // each vertex: x, y, z as floats, then 4 bytes of colour
+    for (int v = 0; v < 4; ++v) {
+      std::memcpy(&xs[v], quads.data() + (q * 4 + v) * 16, 4);
+      std::memcpy(&ys[v], quads.data() + (q * 4 + v) * 16 + 4, 4);
+    }
+    const int64_t x0 = x + scale * int64_t(*std::min_element(xs, xs + 4)), x1 = x + scale * int64_t(*std::max_element(xs, xs + 4));
+    const int64_t y0 = y + scale * int64_t(*std::min_element(ys, ys + 4)), y1 = y + scale * int64_t(*std::max_element(ys, ys + 4));
+    for (int64_t py = std::max<int64_t>(0, y0); py < std::min(H, y1); ++py)
+      for (int64_t px = std::max<int64_t>(0, x0); px < std::min(W, x1); ++px)
+        for (int64_t c = 0; c < channels; ++c) pixels[size_t((py * W + px) * channels + c)] = 0;
+  }
+}
+
+struct Margins {
+  int64_t left, top, title;  // title: the strip of the title within `top`
+};
+
+Margins margins(const GridText& text) {
+  Margins m{0, 0, 0};
+  if (!text.title.empty()) m.title = kTitleScale * kTextHeight + 4;
+  m.top = m.title + (text.columns.empty() ? 0 : kLabelScale * kTextHeight + 2);
+  for (const std::string& r : text.rows) m.left = std::max(m.left, text_width(r, kLabelScale) + 4);
+  return m;
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> grid_png_size(int64_t rows, int64_t cols, int64_t height, int64_t width,
+                                          const GridText& text) {
+  const Margins m = margins(text);
+  const int64_t gap = 1, grid_w = cols * (width + gap) + gap, grid_h = rows * (height + gap) + gap;
+  return {std::max(m.left + grid_w, text.title.empty() ? 0 : text_width(text.title, kTitleScale) + 4), m.top + grid_h};
+}
+
 void write_png_grid(const std::string& path, const std::vector<float>& images, int64_t rows, int64_t cols,
-                    int64_t channels, int64_t height, int64_t width) {
-  const int64_t gap = 1, W = cols * (width + gap) + gap, H = rows * (height + gap) + gap;
-  const int64_t out_c = channels == 3 ? 3 : 1;
-  std::vector<unsigned char> pixels(size_t(W * H * out_c), 255);  // white gaps
+                    int64_t channels, int64_t height, int64_t width, const GridText& text) {
+  const Margins m = margins(text);
+  const auto [W, H] = grid_png_size(rows, cols, height, width, text);
+  const int64_t gap = 1, out_c = channels == 3 ? 3 : 1;
+  std::vector<unsigned char> pixels(size_t(W * H * out_c), 255);  // white gaps and margins
   const int64_t size = channels * height * width;
   for (int64_t i = 0; i < std::min(rows * cols, int64_t(images.size()) / size); ++i) {
-    const int64_t r0 = (i / cols) * (height + gap) + gap, c0 = (i % cols) * (width + gap) + gap;
+    const int64_t r0 = m.top + (i / cols) * (height + gap) + gap, c0 = m.left + (i % cols) * (width + gap) + gap;
     for (int64_t c = 0; c < out_c; ++c)
       for (int64_t y = 0; y < height; ++y)
         for (int64_t x = 0; x < width; ++x) {
@@ -51,20 +118,27 @@ void write_png_grid(const std::string& path, const std::vector<float>& images, i
           pixels[size_t(((r0 + y) * W + c0 + x) * out_c + c)] = static_cast<unsigned char>(std::lround(v * 255));
         }
   }
+  if (!text.title.empty()) draw_text(pixels, W, H, out_c, 2, 2, text.title, kTitleScale);
+  for (size_t j = 0; j < text.columns.size() && int64_t(j) < cols; ++j)
+    draw_text(pixels, W, H, out_c, m.left + int64_t(j) * (width + gap) + gap, m.title,
+              fit(text.columns[j], width + gap, kLabelScale), kLabelScale);
+  for (size_t i = 0; i < text.rows.size() && int64_t(i) < rows; ++i)
+    draw_text(pixels, W, H, out_c, 2, m.top + int64_t(i) * (height + gap) + gap + std::max<int64_t>(0, (height - kTextHeight) / 2),
+              text.rows[i], kLabelScale);
   if (!stbi_write_png(path.c_str(), int(W), int(H), int(out_c), pixels.data(), int(W * out_c)))
     throw std::runtime_error("figures: cannot write " + path);
 }
 
-std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& val, const std::string& dir,
-                                       uint64_t seed) {
+std::vector<std::string> write_figures(const EquiVAE& model, Device device, const data::Dataset& val,
+                                       const std::string& dir, uint64_t seed) {
   NoGradGuard no_grad;
-  const EquiVAE& model = trainer.model();
   const ModelConfig& cfg = model.config();
-  const Device device = trainer.params().values().device();
   const int64_t K = cfg.num_classes, dr = cfg.d_r, dv = cfg.d_v, C = val.channels, S = val.height;
+  std::vector<std::string> names = val.class_names;  // digits when the data set has none
+  for (int64_t y = int64_t(names.size()); y < K; ++y) names.push_back(std::to_string(y));
 
   // Class means of r over validation data, and the first two validation images of each class.
-  const std::vector<float> r = trainer.represent(val);
+  const std::vector<float> r = represent(model, val, device);
   std::vector<float> r_mean(size_t(K * dr), 0.0f);
   std::vector<int64_t> count(static_cast<size_t>(K), 0);
   std::vector<std::vector<int64_t>> examples(static_cast<size_t>(K));
@@ -80,8 +154,7 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
     if (e.size() < 2) throw std::runtime_error("figures: every class needs two validation images");
 
   auto decode = [&](const std::vector<float>& rs, const std::vector<float>& vs, int64_t n) {
-    return to_pixels(model.decode(Var(rows_tensor(rs, n, dr, device)), Var(rows_tensor(vs, n, dv, device))).value(),
-                     cfg.likelihood);
+    return to_pixels(decode_rows(model, rs, vs, n, device), cfg.likelihood);
   };
   auto repeat_r = [&](const std::vector<int64_t>& classes) {
     std::vector<float> out;
@@ -124,7 +197,8 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
       for (int64_t k = 0; k < dv; ++k) vs.push_back(philox_normal(seed, uint64_t(i * dv + k)));
     }
     paths.push_back(dir + "/samples.png");
-    write_png_grid(paths.back(), decode(rs, vs, rows * K), rows, K, C, S, S);
+    write_png_grid(paths.back(), decode(rs, vs, rows * K), rows, K, C, S, S,
+                   {"Samples: column = class (r_y = its mean r), v ~ N(0, I)", names, {}});
   }
   {  // swap: row = class r_y, column = the style of example image j (first column: the originals)
     std::vector<float> images;
@@ -138,8 +212,11 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
       }
     const std::vector<float> decoded = decode(rs, vs, K * K);
     images.insert(images.end(), decoded.begin(), decoded.end());
+    std::vector<std::string> rows{"style"};
+    rows.insert(rows.end(), names.begin(), names.end());
     paths.push_back(dir + "/swap.png");
-    write_png_grid(paths.back(), images, K + 1, K, C, S, S);
+    write_png_grid(paths.back(), images, K + 1, K, C, S, S,
+                   {"Swap: row = class r_y, column = v of the top image", names, rows});
   }
   {  // interpolation: originals at both ends, 8 decoded steps between
     const int64_t steps = 8;
@@ -159,8 +236,25 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
       images.insert(images.end(), decoded.begin() + y * steps * size, decoded.begin() + (y + 1) * steps * size);
       images.insert(images.end(), val.image(second_rows[size_t(y)]), val.image(second_rows[size_t(y)]) + size);
     }
+    std::vector<std::string> columns(size_t(steps + 2));
+    columns.front() = "image", columns.back() = "image";
     paths.push_back(dir + "/interpolation.png");
-    write_png_grid(paths.back(), images, K, steps + 2, C, S, S);
+    write_png_grid(paths.back(), images, K, steps + 2, C, S, S,
+                   {"Interpolation of v between two images, r_y of their class", columns, names});
+  }
+  {  // reconstruction: the two example images of each class above their reconstructions
+    std::vector<int64_t> shown;
+    for (int64_t y = 0; y < K; ++y) shown.push_back(first_rows[size_t(y)]), shown.push_back(second_rows[size_t(y)]);
+    const data::Dataset d = val.subset(shown);
+    const Embedding e = embed(model, d, device);
+    const std::vector<float> decoded = decode(e.r, e.v_mean, d.n);
+    std::vector<float> images(d.images.begin(), d.images.end());
+    images.insert(images.end(), decoded.begin(), decoded.end());
+    std::vector<std::string> columns;
+    for (int64_t y = 0; y < K; ++y) columns.push_back(names[size_t(y)]), columns.push_back("");
+    paths.push_back(dir + "/reconstruction.png");
+    write_png_grid(paths.back(), images, 2, d.n, C, S, S,
+                   {"Reconstruction at r(x) and the mean of q(v | r(x), x)", columns, {"input", "output"}});
   }
   {  // latents.tsv: every validation image's label, r(x) (m = 1) and v, for tools/figures.py
     std::vector<int64_t> all_rows;
@@ -197,7 +291,9 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
         rs.push_back(box[1].second - (box[1].second - box[1].first) * float(a) / float(n - 1));
       }
     paths.push_back(dir + "/r_plane.png");
-    write_png_grid(paths.back(), decode(rs, vs, n * n), n, n, C, S, S);
+    write_png_grid(paths.back(), decode(rs, vs, n * n), n, n, C, S, S,
+                   {fmt::format("r over [{:.2g}, {:.2g}] x [{:.2g}, {:.2g}], v = 0", box[0].first, box[0].second,
+                                box[1].first, box[1].second), {}, {}});
   }
   if (dv == 2) {  // v over [-2, 2]^2 at each class's r_y: one n x n block per class, blocks in 2 rows
     const int64_t size = C * S * S, per_row = (K + 1) / 2, cols = per_row * (n + 1) - 1, rows = 2 * n + 1;
@@ -216,8 +312,11 @@ std::vector<std::string> write_figures(Trainer& trainer, const data::Dataset& va
         std::copy_n(decoded.begin() + t * size, size,
                     images.begin() + ((row0 + t / n) * cols + col0 + t % n) * size);
     }
+    std::string order;
+    for (int64_t y = 0; y < K; ++y) order += (y ? ", " : "") + names[size_t(y)];
     paths.push_back(dir + "/v_grid.png");
-    write_png_grid(paths.back(), images, rows, cols, C, S, S);
+    write_png_grid(paths.back(), images, rows, cols, C, S, S,
+                   {"v over [-2, 2]^2 at each class's r_y: " + order, {}, {}});
   }
   return paths;
 }

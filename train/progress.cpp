@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -16,7 +18,9 @@ void ProgressBar::update(int64_t done, const std::string& status) {
   if (!enabled_) return;
   const auto now = std::chrono::steady_clock::now();
   const int decile = total_ > 0 ? int(10 * done / total_) : 10;
-  if (tty_ ? now - last_draw_ < std::chrono::milliseconds(200) : decile == last_decile_) return;
+  if (tty_ ? now - last_draw_ < std::chrono::milliseconds(200)
+           : decile == last_decile_ || now - last_draw_ < std::chrono::seconds(10))
+    return;
   last_draw_ = now;
   last_decile_ = decile;
   draw(done, status, false);
@@ -38,6 +42,28 @@ void ProgressBar::draw(int64_t done, const std::string& status, bool final) {
   if (tty_) std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), final ? "\n" : "");
   else std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
+}
+
+namespace {
+
+std::atomic<bool> interrupt_flag{false};
+
+void on_interrupt(int) {
+  if (interrupt_flag.exchange(true)) {  // the second Ctrl-C: stop now
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+    return;
+  }
+  static const char message[] = "\nequivae: Ctrl-C: stopping at the next step (Ctrl-C again to quit at once)\n";
+  [[maybe_unused]] const ssize_t written = write(STDERR_FILENO, message, sizeof(message) - 1);
+}
+
+}  // namespace
+
+void install_interrupt_handler() { std::signal(SIGINT, on_interrupt); }
+
+void throw_if_interrupted(const std::string& where) {
+  if (interrupt_flag.load()) throw Interrupted("interrupted (Ctrl-C) " + where);
 }
 
 }  // namespace equivae

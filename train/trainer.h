@@ -1,6 +1,7 @@
-// Supervised EquiVAE training (SPEC.md sections 2-4): the objective L_lab with complementary
-// sets, Adam, the doubling batch schedule, per-epoch validation with the distance classifier,
-// JSON-lines metrics, atomic safetensors checkpoints and bit-for-bit resume.
+// The training loop of EquiVAE: Adam over the objective (train/objective.h) with the doubling
+// batch schedule, per-epoch validation with the distance classifier (train/evaluation.h),
+// JSON-lines metrics, atomic safetensors checkpoints (their run state: train/run_state.h) and
+// bit-for-bit resume.
 #pragma once
 #include <limits>
 #include <map>
@@ -10,57 +11,12 @@
 
 #include "model/equivae.h"
 #include "train/data.h"
+#include "train/evaluation.h"
+#include "train/objective.h"
+#include "train/run_state.h"
 #include "train/sampler.h"
 
 namespace equivae {
-
-struct TrainConfig {
-  int epochs = 40;
-  int64_t batch_size = 32;      // at the start; doubled every `double_every` epochs
-  int double_every = 10;        // 0: never
-  int64_t max_batch_size = 256;
-  int m_max = 7;
-  data::SetSampling set_sampling = data::SetSampling::batch;
-  // > 0: semi-supervised (SPEC.md section 2) with this many labelled training images per class
-  // (a balanced subset drawn with the seed); the model must be semi_supervised.
-  int labels_per_class = 0;
-  double lr = 1e-3;
-  uint64_t seed = 1;
-  Device device = Device::cpu;
-  // checkpoint.safetensors (the last epoch), best.safetensors (the best on validation),
-  // metrics.jsonl; empty: write nothing
-  std::string out_dir;
-  bool progress = true;
-  int64_t eval_batch_size = 500;
-  int64_t batch_size_for(int epoch) const;  // epoch counts from 0
-};
-
-// A checkpoint's initialisation scheme and set sampling (checkpoints from before these options
-// were torch and batch).
-InitScheme checkpoint_init(const std::map<std::string, std::string>& metadata);
-data::SetSampling checkpoint_set_sampling(const std::map<std::string, std::string>& metadata);
-
-// The model configuration as a checkpoint's metadata holds it (JSON), and back.
-// model_from_json checks every field's type and range and throws std::runtime_error naming it.
-std::string model_json(const ModelConfig& m);
-ModelConfig model_from_json(const std::string& text);
-// The model of a checkpoint's metadata, refused (naming the file and the field) before anything
-// is allocated when a field is bad, when it has more parameters than the file holds values, or
-// when training it would need more memory than the machine has.
-ModelConfig checkpoint_model(const std::string& path, const std::map<std::string, std::string>& metadata);
-
-// Units of one ReLU layer that never fire (output <= 0 everywhere) on some images.
-struct DeadUnits {
-  std::string layer;
-  int64_t units = 0, dead = 0;
-};
-
-// One pass of the objective over some rows, averaged per example.
-struct ElboStats {
-  double elbo = 0, loglik = 0, kl = 0;
-  int64_t n = 0;
-  void add(double loglik_sum, double kl_sum, double log_prior_sum, int64_t count);
-};
 
 class Trainer {
  public:
@@ -84,13 +40,10 @@ class Trainer {
   double distance_error(const data::Dataset& d);
   // The objective on d, with complementary sets drawn within d (no gradient).
   ElboStats evaluate_elbo(const data::Dataset& d);
-  // The never-active ReLU units of h and g (EquiVAE::invariant_activations) on the first
-  // `images` rows of d.
-  std::vector<DeadUnits> dead_units(const data::Dataset& d, int64_t images);
   // Semi-supervised models: the error rate of argmax q(y | x) on d.
   double classifier_error(const data::Dataset& d);
   // The training rows whose labels the model sees (all of them unless semi-supervised).
-  const std::vector<int64_t>& labelled_rows() const { return labelled_rows_; }
+  const std::vector<int64_t>& labelled_rows() const { return objective_->labelled_rows(); }
 
   const EquiVAE& model() const { return *model_; }
   ParameterStore& params() { return params_; }
@@ -100,33 +53,17 @@ class Trainer {
   std::string best_path() const;
 
  private:
-  struct StepResult {
-    Var loss;
-    double loglik_sum, kl_sum, log_prior_sum;
-    int64_t n;
-    double unlabelled_sum = 0;  // semi-supervised: the sum of L_unlab over the step's unlabelled rows
-  };
-  StepResult objective(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
-                       uint64_t seed, uint64_t step);
-  // Semi-supervised step: these unlabelled rows and as many labelled ones (cycling through the
-  // labelled set); the loss is the objective of SPEC.md section 2 with no weight on any term,
-  // each of its two sums taken as a mean over its own batch.
-  StepResult semi_objective(const std::vector<int64_t>& unlabelled, uint64_t step);
-  Tensor gather(const data::Dataset& d, const std::vector<int64_t>& rows) const;
-  std::vector<std::vector<double>> centroids();
   void save(const std::string& path);
   std::map<std::string, std::string> metadata() const;
 
   ModelConfig model_config_;
   TrainConfig config_;
   const data::Splits& data_;
-  data::ClassIndex train_classes_;      // of the labelled rows
-  std::vector<int64_t> labelled_rows_;  // all training rows unless semi-supervised
   std::vector<int64_t> epoch_rows_;     // what an epoch passes over: all rows, or the unlabelled ones
-  std::vector<double> log_prior_;
   ParameterStore params_;
   std::unique_ptr<EquiVAE> model_;
   std::unique_ptr<Adam> adam_;
+  std::unique_ptr<Objective> objective_;
   int epoch_ = 0;      // epochs completed
   uint64_t step_ = 0;  // optimiser steps completed
   int best_epoch_ = 0;  // 0: none yet

@@ -1,5 +1,5 @@
 // libFuzzer harness of checkpoint reading (train/checkpoint.cpp) and of its model metadata
-// (train/trainer.cpp checkpoint_model): what train_mnist --evaluate does with a file (the model
+// (train/run_state.cpp checkpoint_model): what train_mnist --evaluate does with a file (the model
 // it declares, built and loaded) and what --resume does (loaded into fuzz_model() with Adam).
 #include <climits>
 #include <memory>

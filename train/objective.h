@@ -1,0 +1,84 @@
+// The objective EquiVAE maximises (docs/model.md section 2) on batches of rows: L_lab with
+// complementary sets drawn for each row, and for semi-supervised models L_unlab and log q(y|x);
+// and the training configuration it and the training loop share.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/equivae.h"
+#include "train/data.h"
+#include "train/sampler.h"
+
+namespace equivae {
+
+struct TrainConfig {
+  int epochs = 40;
+  int64_t batch_size = 32;      // at the start; doubled every `double_every` epochs
+  int double_every = 10;        // 0: never
+  int64_t max_batch_size = 256;
+  int m_max = 7;
+  data::SetSampling set_sampling = data::SetSampling::batch;
+  // > 0: semi-supervised (docs/model.md section 2) with this many labelled training images per class
+  // (a balanced subset drawn with the seed); the model must be semi_supervised.
+  int labels_per_class = 0;
+  double lr = 1e-3;
+  uint64_t seed = 1;
+  Device device = Device::cpu;
+  // checkpoint.safetensors (the last epoch), best.safetensors (the best on validation),
+  // metrics.jsonl; empty: write nothing
+  std::string out_dir;
+  bool progress = true;
+  int64_t eval_batch_size = 500;  // rows per pass of evaluate_elbo
+  // The run's options (train/run_options.h), kept in every checkpoint so that --resume and
+  // --evaluate restore them.
+  nlohmann::json options = nlohmann::json::object();
+  int64_t batch_size_for(int epoch) const;  // epoch counts from 0
+};
+
+// One pass of the objective over some rows, averaged per example.
+struct ElboStats {
+  double elbo = 0, loglik = 0, kl = 0;
+  int64_t n = 0;
+  void add(double loglik_sum, double kl_sum, double log_prior_sum, int64_t count);
+};
+
+class Objective {
+ public:
+  // `train`: the training set; semi-supervised configurations keep the labels of a balanced
+  // subset of it (labels_per_class per class, drawn with the seed).
+  Objective(const EquiVAE& model, const TrainConfig& config, const data::Dataset& train);
+
+  struct StepResult {
+    Var loss;  // to minimise: minus the batch mean of the objective
+    double loglik_sum, kl_sum, log_prior_sum;
+    int64_t n;
+    double unlabelled_sum = 0;  // semi-supervised: the sum of L_unlab over the step's unlabelled rows
+  };
+  // L_lab over rows of d, sets drawn from d's rows of each class (`classes`) with (seed, step).
+  StepResult supervised(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
+                        uint64_t seed, uint64_t step) const;
+  // Semi-supervised step: these unlabelled rows and as many labelled ones (cycling through the
+  // labelled set); the loss is the objective of docs/model.md section 2 with no weight on any
+  // term, each of its two sums taken as a mean over its own batch.
+  StepResult semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step) const;
+  // The objective on d, with complementary sets drawn within d from a stream of validation's
+  // own (no gradient).
+  ElboStats evaluate(const data::Dataset& d) const;
+
+  // The training rows whose labels the model sees (all of them unless semi-supervised).
+  const std::vector<int64_t>& labelled_rows() const { return labelled_rows_; }
+  const data::ClassIndex& train_classes() const { return train_classes_; }
+
+ private:
+  const EquiVAE& model_;
+  TrainConfig config_;
+  const data::Dataset& train_;
+  data::ClassIndex train_classes_;      // of the labelled rows
+  std::vector<int64_t> labelled_rows_;  // all training rows unless semi-supervised
+  std::vector<double> log_prior_;
+};
+
+}  // namespace equivae
