@@ -148,31 +148,27 @@ def complementary_sets(batch, labels, by_class, m_max, rng):
         pool = list(dict.fromkeys(int(b) for b in batch if labels[b] == c))
         extra = [r for r in rng.permutation(by_class[c])[: m + 1 + len(pool)] if r not in pool]
         pools[c] = pool + extra[: max(0, m + 1 - len(pool))]
-    images, index, offsets, members = [], {}, [0], []
-    for b in batch:
-        choices = [r for r in pools[labels[b]] if r != b]
-        for r in rng.choice(choices, m, replace=False):
-            if r not in index:
-                index[r] = len(images)
-                images.append(r)
-            members.append(index[r])
-        offsets.append(len(members))
-    return images, torch.tensor(offsets), torch.tensor(members)
+    return gather_sets(rng.choice([r for r in pools[labels[b]] if r != b], m, replace=False) for b in batch)
 
 
 def class_sets(n, by_class, m, rng):
     """Sets of m labelled images of class y for each (image i, y) in row i K + y: train/sampler.cpp
     sample_class_sets's scheme (not its random numbers)."""
     pools = [rng.permutation(rows)[:max(m, n)] for rows in by_class]
+    return gather_sets(rng.choice(pool, m, replace=False) for _ in range(n) for pool in pools)
+
+
+def gather_sets(sets):
+    """Each distinct image of the sets once: the rows to encode, and the sets' offsets and members
+    into them (the engine's segmented-mean layout)."""
     images, index, offsets, members = [], {}, [0], []
-    for _ in range(n):
-        for pool in pools:
-            for r in rng.choice(pool, m, replace=False):
-                if r not in index:
-                    index[r] = len(images)
-                    images.append(r)
-                members.append(index[r])
-            offsets.append(len(members))
+    for chosen in sets:
+        for r in chosen:
+            if r not in index:
+                index[r] = len(images)
+                images.append(r)
+            members.append(index[r])
+        offsets.append(len(members))
     return images, torch.tensor(offsets), torch.tensor(members)
 
 
