@@ -166,7 +166,10 @@ std::set<std::string> OptionTable::given() const {
 void OptionTable::restore(const nlohmann::json& stored, const std::string& source, const std::set<std::string>& given) {
   if (!stored.is_object())
     throw std::runtime_error(fmt::format("{}: the run's options are {}, expected an object", source, json_brief(stored)));
-  for (const auto& [name, value] : stored.items()) {
+  for (const auto& item : stored.items()) {
+    // Not a structured binding: clang 14 (the fuzzing build) cannot capture one in a lambda.
+    const std::string name = item.key();
+    const nlohmann::json& value = item.value();
     const auto found = std::find_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e.first == name; });
     if (found == entries_.end()) throw std::runtime_error(fmt::format("{}: unknown option \"{}\"", source, name));
     const Entry& e = found->second;
