@@ -132,3 +132,53 @@ TEST_CASE("figures: a grid's title and labels are drawn in its margins, cut to f
   CHECK(grid_grey == 6 * S * S);  // the tiles, untouched by text
   std::filesystem::remove_all(out);
 }
+
+TEST_CASE("figures: a confusion matrix is a K x K grid shaded by each row's shares", "[figures]") {
+  const std::string out = temp_dir("confusion");
+  const std::string path = out + "/confusion.png";
+  // rows: true class; 3 classes, no empty cell in the first row, the last row empty
+  const std::vector<int64_t> counts = {2, 1, 1, 1, 3, 0, 0, 0, 0};
+  write_confusion_png(path, counts, {"a", "b", "c"}, "t");
+  int W = 0, H = 0, channels = 0;
+  unsigned char* pixels = stbi_load(path.c_str(), &W, &H, &channels, 1);
+  REQUIRE(pixels);
+  // The tiles' last pixel row carries no text: read each tile's shade there, from the grid's
+  // bottom right; the tile width is the run of grey left of the first row's last gap.
+  const int height = 16, gap = 1, first_row = H - 2 - 2 * (height + gap);
+  int width = 0;
+  while (width < W - 2 && pixels[first_row * W + W - 2 - width] != 255) ++width;
+  auto shade = [&](int row, int col) {
+    const int y = H - 2 - (2 - row) * (height + gap), x = W - 2 - (2 - col) * (width + gap) - width / 2;
+    return int(pixels[y * W + x]);
+  };
+  INFO("tile width " << width);
+  REQUIRE(width >= 16);
+  auto expected = [](double share) { return int(std::lround(255 * (1 - 0.6 * share))); };
+  CHECK(shade(0, 0) == expected(0.5));
+  CHECK(shade(0, 1) == expected(0.25));
+  CHECK(shade(1, 0) == expected(0.25));
+  CHECK(shade(1, 1) == expected(0.75));
+  CHECK(shade(1, 2) == 255);
+  CHECK(shade(2, 2) == 255);  // an empty row stays white
+  stbi_image_free(pixels);
+  CHECK_THROWS_WITH(write_confusion_png(path, {1, 2, 3}, {"a", "b"}, "t"), Contains("3 counts for 2 classes"));
+  std::filesystem::remove_all(out);
+}
+
+TEST_CASE("figures: text keeps every stroke of a long run of many-stroke digits", "[figures]") {
+  // Each '8' is 7 quads of stb_easy_font: a buffer sized by stb's average dropped the last ones.
+  const std::string out = temp_dir("eights");
+  const std::string path = out + "/eights.png";
+  write_png_grid(path, std::vector<float>(2 * 16 * 60, 1.0f), 1, 2, 1, 16, 60, {}, {"8", "88888888"});
+  int W = 0, H = 0, channels = 0;
+  unsigned char* pixels = stbi_load(path.c_str(), &W, &H, &channels, 1);
+  REQUIRE(pixels);
+  REQUIRE(W == grid_pixels(2, 60));
+  int64_t black[2] = {0, 0};
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) black[x > 61] += pixels[y * W + x] == 0;
+  stbi_image_free(pixels);
+  CHECK(black[0] > 0);
+  CHECK(black[1] == 8 * black[0]);
+  std::filesystem::remove_all(out);
+}

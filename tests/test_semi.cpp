@@ -12,6 +12,7 @@
 #include "tests/gradcheck.h"
 #include "tests/synthetic.h"
 #include "model/equivae.h"
+#include "train/evaluation.h"
 
 using namespace equivae;
 using namespace equivae::testing;
@@ -278,6 +279,16 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
   INFO("predictions per class " << predicted[0] << " " << predicted[1] << " " << predicted[2] << " " << predicted[3]);
   CHECK(*std::min_element(predicted.begin(), predicted.end()) > 0);
   CHECK(*std::max_element(predicted.begin(), predicted.end()) <= 3 * s.validation.n / 4);
+  // The confusion matrix of the run's results: its columns are these predictions, its rows the
+  // labels, its error the one above.
+  const std::vector<int64_t> confusion = classifier_confusion(t.model(), s.validation, Device::cpu);
+  for (int c = 0; c < 4; ++c) {
+    int64_t column = 0, row = 0;
+    for (int other = 0; other < 4; ++other) column += confusion[size_t(other * 4 + c)], row += confusion[size_t(c * 4 + other)];
+    CHECK(column == predicted[size_t(c)]);
+    CHECK(row == std::count(s.validation.labels.begin(), s.validation.labels.end(), c));
+  }
+  CHECK(confusion_error(confusion) == after);
   // The subset is the seed's balanced one: the benchmark classifier of this seed trains on it.
   CHECK(t.labelled_rows() == data::balanced_label_subset(s.train, 20, long_run.seed));
   CHECK(t.steps_done() == 40 * ((320 - 80 + 15) / 16));  // an epoch passes over the 240 unlabelled rows

@@ -114,15 +114,35 @@ double distance_error(const EquiVAE& model, const data::Dataset& train, const st
   return double(wrong) / double(d.n);
 }
 
-double classifier_error(const EquiVAE& model, const data::Dataset& d, Device device) {
+std::vector<int64_t> classifier_confusion(const EquiVAE& model, const data::Dataset& d, Device device) {
   NoGradGuard no_grad;
   RandomStream unused;
-  int64_t wrong = 0;
+  const int64_t K = model.config().num_classes;
+  std::vector<int64_t> counts(size_t(K * K), 0);
   for_batches(d.n, [&](const std::vector<int64_t>& rows) {
-    wrong += wrong_predictions(model.class_logits(Var(gather_images(d, rows, device)), unused, false).value().to_vector(),
-                               d.labels, rows);
+    const std::vector<double> logits =
+        model.class_logits(Var(gather_images(d, rows, device)), unused, false).value().to_vector();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto row = logits.begin() + int64_t(i) * K;
+      ++counts[size_t(d.labels[size_t(rows[i])] * K + (std::max_element(row, row + K) - row))];
+    }
   });
-  return double(wrong) / double(d.n);
+  return counts;
+}
+
+double confusion_error(const std::vector<int64_t>& counts) {
+  const size_t K = size_t(std::llround(std::sqrt(double(counts.size()))));
+  if (K * K != counts.size()) throw std::invalid_argument(fmt::format("confusion_error: {} counts is no square matrix", counts.size()));
+  int64_t total = 0, right = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    total += counts[i];
+    if (i % (K + 1) == 0) right += counts[i];  // the diagonal
+  }
+  return total > 0 ? double(total - right) / double(total) : 0.0;
+}
+
+double classifier_error(const EquiVAE& model, const data::Dataset& d, Device device) {
+  return confusion_error(classifier_confusion(model, d, device));
 }
 
 std::vector<DeadUnits> dead_units(const EquiVAE& model, const data::Dataset& d, int64_t images, Device device) {

@@ -48,6 +48,10 @@ std::vector<float> decode_rows(const EquiVAE& model, const std::vector<float>& r
 double distance_error(const EquiVAE& model, const data::Dataset& train, const std::vector<int64_t>& labelled_rows,
                       const data::Dataset& d, Device device);
 
+// Semi-supervised models: argmax q(y | x) on d, counts[true * K + predicted] for K classes.
+std::vector<int64_t> classifier_confusion(const EquiVAE& model, const data::Dataset& d, Device device);
+// The share of d off the diagonal of a confusion matrix (the error rate of its classifier).
+double confusion_error(const std::vector<int64_t>& counts);
 // Semi-supervised models: the error rate of argmax q(y | x) on d.
 double classifier_error(const EquiVAE& model, const data::Dataset& d, Device device);
 

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "engine/rng.h"
 #include "train/evaluation.h"
 
@@ -65,7 +67,10 @@ std::string fit(const std::string& text, int64_t width, int64_t scale) {
 void draw_text(std::vector<unsigned char>& pixels, int64_t W, int64_t H, int64_t channels, int64_t x, int64_t y,
                const std::string& text, int64_t scale) {
   static_assert(sizeof(float) == 4);
-  std::vector<char> quads(std::max<size_t>(1000, text.size() * 300));  // stb's guide: about 270 bytes a character
+  // 64 bytes a quad. stb's guide of about 270 bytes a character is an average: '8' takes 7 quads,
+  // and a buffer sized by it silently drops the last strokes of a run of such digits. 16 quads
+  // bound any glyph.
+  std::vector<char> quads(std::max<size_t>(1, text.size()) * 16 * 64);
   const int n = stb_easy_font_print(0, 0, const_cast<char*>(text.c_str()), nullptr, quads.data(), int(quads.size()));
   for (int q = 0; q < n; ++q) {
     float xs[4], ys[4];  // each vertex: x, y, z as floats, then 4 bytes of colour
@@ -103,7 +108,8 @@ std::pair<int64_t, int64_t> grid_png_size(int64_t rows, int64_t cols, int64_t he
 }
 
 void write_png_grid(const std::string& path, const std::vector<float>& images, int64_t rows, int64_t cols,
-                    int64_t channels, int64_t height, int64_t width, const GridText& text) {
+                    int64_t channels, int64_t height, int64_t width, const GridText& text,
+                    const std::vector<std::string>& cells) {
   const Margins m = margins(text);
   const auto [W, H] = grid_png_size(rows, cols, height, width, text);
   const int64_t gap = 1, out_c = channels == 3 ? 3 : 1;
@@ -125,8 +131,37 @@ void write_png_grid(const std::string& path, const std::vector<float>& images, i
   for (size_t i = 0; i < text.rows.size() && int64_t(i) < rows; ++i)
     draw_text(pixels, W, H, out_c, 2, m.top + int64_t(i) * (height + gap) + gap + std::max<int64_t>(0, (height - kTextHeight) / 2),
               text.rows[i], kLabelScale);
+  for (size_t i = 0; i < cells.size() && int64_t(i) < rows * cols; ++i)
+    draw_text(pixels, W, H, out_c, m.left + int64_t(i) % cols * (width + gap) + gap + 2,
+              m.top + int64_t(i) / cols * (height + gap) + gap + std::max<int64_t>(0, (height - kTextHeight) / 2),
+              fit(cells[i], width - 2, kLabelScale), kLabelScale);
   if (!stbi_write_png(path.c_str(), int(W), int(H), int(out_c), pixels.data(), int(W * out_c)))
     throw std::runtime_error("figures: cannot write " + path);
+}
+
+void write_confusion_png(const std::string& path, const std::vector<int64_t>& counts,
+                         const std::vector<std::string>& class_names, const std::string& title) {
+  const int64_t K = int64_t(class_names.size());
+  if (K == 0 || int64_t(counts.size()) != K * K)
+    throw std::invalid_argument(fmt::format("figures: a confusion matrix of {} counts for {} classes", counts.size(), K));
+  int64_t width = 16;  // stb_easy_font_width counts a character's advance, its last stroke may run past
+  std::vector<std::string> cells;
+  for (int64_t c : counts) {
+    cells.push_back(std::to_string(c));
+    width = std::max(width, text_width(cells.back(), kLabelScale) + 10);
+  }
+  // Shades from white to 40 % grey, so the black counts stay legible on every cell.
+  std::vector<float> tiles;
+  const int64_t height = kTextHeight + 8;
+  for (int64_t t = 0; t < K; ++t) {
+    int64_t row = 0;
+    for (int64_t p = 0; p < K; ++p) row += counts[size_t(t * K + p)];
+    for (int64_t p = 0; p < K; ++p) {
+      const float share = row > 0 ? float(counts[size_t(t * K + p)]) / float(row) : 0.0f;
+      tiles.insert(tiles.end(), size_t(height * width), 1.0f - 0.6f * share);
+    }
+  }
+  write_png_grid(path, tiles, K, K, 1, height, width, {title, class_names, class_names}, cells);
 }
 
 std::vector<std::string> write_figures(const EquiVAE& model, Device device, const data::Dataset& val,

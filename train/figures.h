@@ -12,6 +12,7 @@
 // and, for a model with 2-D latents (figure 5):
 //   r_plane.png       (d_r = 2) decoded grid over the plane of r at v = 0
 //   v_grid.png        (d_v = 2) decoded grid of v over [-2, 2]^2 at each class's r_y
+// and, for a semi-supervised run, confusion.png (write_confusion_png): q(y|x) on the test set.
 #pragma once
 #include <string>
 #include <vector>
@@ -29,12 +30,20 @@ struct GridText {
   std::vector<std::string> columns, rows;
 };
 
-// images: n x c x h x w floats in [0, 1], laid out row by row in a rows x cols grid.
+// images: n x c x h x w floats in [0, 1], laid out row by row in a rows x cols grid; `cells`, if
+// given, is written inside the tiles, row by row.
 void write_png_grid(const std::string& path, const std::vector<float>& images, int64_t rows, int64_t cols,
-                    int64_t channels, int64_t height, int64_t width, const GridText& text = {});
+                    int64_t channels, int64_t height, int64_t width, const GridText& text = {},
+                    const std::vector<std::string>& cells = {});
 // The PNG's width and height: the grid (a 1-pixel gap around tiles) and the text's margins.
 std::pair<int64_t, int64_t> grid_png_size(int64_t rows, int64_t cols, int64_t height, int64_t width,
                                           const GridText& text);
+
+// A confusion matrix (counts[true * K + predicted], K = class_names.size()) as a K x K grid: row =
+// true class, column = predicted one; each cell shaded by its share of its row (white: none,
+// darkest grey: all) with its count written in it.
+void write_confusion_png(const std::string& path, const std::vector<int64_t>& counts,
+                         const std::vector<std::string>& class_names, const std::string& title);
 
 // Writes the figures into `dir`, titled, with the class names of `validation` on their rows and
 // columns; returns their paths.

@@ -109,10 +109,16 @@ void report(const EquiVAE& model, Device device, const data::Splits& splits, con
   fmt::print("test error (distance classifier on r, {} test images): {:.2f} %\n", splits.test.n, 100 * test_error);
   const bool semi = model.config().semi_supervised;
   if (semi) {
-    const double q_error = classifier_error(model, splits.test, device);
+    const std::vector<int64_t> confusion = classifier_confusion(model, splits.test, device);
+    const double q_error = confusion_error(confusion);
     results["labels"] = int64_t(labelled_rows.size());
     results["test_error_classifier"] = q_error;
+    results["test_confusion_classifier"] = confusion;  // [true * K + predicted]
     fmt::print("test error (q(y|x), {} labels): {:.2f} %\n", labelled_rows.size(), 100 * q_error);
+    const std::string figure = o.out + "/confusion.png";
+    write_confusion_png(figure, confusion, splits.test.class_names,
+                        fmt::format("q(y|x) on the test set, {} labels: row = true class, column = predicted", labelled_rows.size()));
+    fmt::print("figure: {}\n", figure);
   }
   if (classifier.epochs > 0) {
     auto features = [&](const data::Dataset& d) { return Features{represent(model, d, device), d.labels, model.config().d_r}; };
