@@ -16,15 +16,14 @@ epoch of each model) is made on validation by train_mnist; the test errors read 
 the chosen epochs. Standard library only (Debian's python3).
 """
 import argparse
-import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_table import load_json as load_json_of, ledger_seconds, median_images_per_s, run_one as run_ledgered, \
+    splice_markdown, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 ROWS = [100, 600, 1000, 3000]
@@ -118,69 +117,19 @@ def commands(a, labels, seed):
 
 
 def load_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as e:
-        sys.exit(f"table2: {path} is not valid JSON ({e}); remove it to redo that run")
-
-
-def write_json(path, value):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)  # a reader never sees half a file
-
-
-def what_it_computes(command):
-    """A command without the binary's path and --threads: what may change between resumed parts."""
-    out, args = [], command[1:]
-    for i, arg in enumerate(args):
-        if arg != "--threads" and (i == 0 or args[i - 1] != "--threads"):
-            out.append(arg)
-    return out
+    return load_json_of(path, "table2")
 
 
 def run_one(a, kind, command, folder):
-    """Runs (or continues) one run unless it is finished; returns nothing, raises on failure."""
-    ledger_path = os.path.join(folder, "runner.json")  # the command and the wall time of each invocation
-    ledger = load_json(ledger_path)
-    if ledger and what_it_computes(ledger["command"]) != what_it_computes(command):
-        sys.exit(f"table2: {folder} was run as\n  {shlex.join(ledger['command'])}\nnot as\n  {shlex.join(command)}\n"
-                 "remove the folder or give --runs another folder")
-    if a.resume == "auto" and load_json(os.path.join(folder, "results.json")) is not None:
-        return
-    invoked = command
-    if a.resume == "never" or (kind == "benchmark"):
-        # The benchmark has no checkpoint: it starts again, and train_mnist --force clears the
-        # run folder's files of the earlier attempt (without it, a used --out is refused).
-        ledger = None
-        invoked = [arg for i, arg in enumerate(command)
-                   if arg != "--resume" and (i == 0 or command[i - 1] != "--resume")] + ["--force"]
-    ledger = ledger or {"command": command, "invocations": []}
-    ledger["command"] = command
-    os.makedirs(folder, exist_ok=True)
-    print(f"table2: {shlex.join(invoked)}", flush=True)
-    start = time.time()
-    try:
-        with open(os.path.join(folder, "log.txt"), "a") as log:
-            code = subprocess.run(invoked, stdout=log, stderr=subprocess.STDOUT).returncode
-    finally:  # an interrupted invocation's time counts too
-        ledger["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
-                                      "seconds": round(time.time() - start, 1)})
-        write_json(ledger_path, ledger)
-    if code != 0:
-        sys.exit(f"table2: {kind} run failed (exit {code}); its output is in {os.path.join(folder, 'log.txt')}")
+    """Runs (or continues) one run unless it is finished. The benchmark has no checkpoint: it
+    starts again."""
+    run_ledgered("table2", kind, command, folder, skip_finished=a.resume == "auto",
+                 fresh=a.resume == "never" or kind == "benchmark")
 
 
 def seed_record(a, kind, folder, seed):
     """A finished run's figures, or None."""
     r = load_json(os.path.join(folder, "results.json"))
-    ledger = load_json(os.path.join(folder, "runner.json"))
     if r is None:
         return None
     key = "test_error_classifier" if kind == "equivae" else "test_error"
@@ -188,17 +137,11 @@ def seed_record(a, kind, folder, seed):
         sys.exit(f"table2: {folder}/results.json has no '{key}'")
     out = {"seed": seed, "test_error": round(100 * r[key], 4), "best_epoch": r.get("best_epoch"),
            "validation_error": round(100 * r[("best_validation_error" if kind == "equivae" else "validation_error")], 4),
-           "wall_seconds": round(sum(i["seconds"] for i in ledger["invocations"]), 1) if ledger else None}
+           "wall_seconds": ledger_seconds(folder, "table2")}
     if kind == "equivae":
-        speeds = []
-        try:
-            with open(os.path.join(folder, "metrics.jsonl")) as f:
-                speeds = sorted(json.loads(line)["images_per_s"] for line in f if line.strip())
-        except FileNotFoundError:
-            pass
         # the median epoch's images/s of the semi-supervised step (one labelled and one
         # unlabelled image per step row)
-        out["images_per_s"] = round(speeds[len(speeds) // 2], 1) if speeds else None
+        out["images_per_s"] = median_images_per_s(folder)
     return out
 
 
@@ -234,8 +177,7 @@ def cell(part):
 
 
 def write_markdown(path, table, json_path):
-    lines = [MD_BEGIN, "",
-             f"Test error % of q(y|x) (EquiVAE) and of the benchmark classifier, each at its epoch chosen on "
+    lines = [f"Test error % of q(y|x) (EquiVAE) and of the benchmark classifier, each at its epoch chosen on "
              f"validation; mean +/- s.e.m. over the seeds (`{json_path}` has every seed, its wall time and the "
              "commands).", "",
              "| labels | epochs | m_max | EquiVAE | benchmark | paper EquiVAE | paper benchmark | wall per run (EquiVAE / benchmark) |",
@@ -252,15 +194,7 @@ def write_markdown(path, table, json_path):
         lines.append(f"| {key}{limit} | {row['epochs']} | {row['m_max']} | {cell(row['equivae'])} | "
                      f"{cell(row['benchmark'])} | {p['equivae'][0]:.2f} +/- {p['equivae'][1]:.2f} | "
                      f"{p['benchmark'][0]:.2f} +/- {p['benchmark'][1]:.2f} | {wall('equivae')} / {wall('benchmark')} |")
-    lines += ["", MD_END]
-    text = open(path).read() if os.path.exists(path) else ""
-    if MD_BEGIN in text and MD_END in text:
-        text = text[:text.index(MD_BEGIN)] + "\n".join(lines) + text[text.index(MD_END) + len(MD_END):]
-    else:
-        text += ("\n" if text else "") + "## Table 2: semi-supervised MNIST (tools/table2.py)\n\n" + "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
+    splice_markdown(path, MD_BEGIN, MD_END, "## Table 2: semi-supervised MNIST (tools/table2.py)", lines)
 
 
 def main():

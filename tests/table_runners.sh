@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The table runners (tools/table1.py; tools/table2.py shares tools/run_table.py): a real tiny
+# table 1 of one seed, started again (the finished runs are skipped, not redone), then the
+# statistics of the collected table on fabricated run folders of known test errors, and a broken
+# results.json refused by name. Usage: table_runners.sh TRAIN_MNIST
+set -euo pipefail
+train_mnist=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+quick=(python3 tools/table1.py --quick --seeds 1 --train-limit 500 --threads 1 --binary "$train_mnist"
+       --runs "$work/t1" -- --classifier-epochs 1)
+"${quick[@]}" > "$work/first.txt"
+"${quick[@]}" > "$work/second.txt"
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+t = json.load(open(f"{work}/t1/table1.json"))
+assert t["pending_seeds"] == [], t["pending_seeds"]
+for key in ("distance", "dense", "benchmark"):
+    assert t[key]["seeds"] == [1] and 0 <= t[key]["mean"] <= 100, (key, t[key])
+for folder in ("seed1", "benchmark/seed1"):
+    ledger = json.load(open(f"{work}/t1/{folder}/runner.json"))
+    assert len(ledger["invocations"]) == 1, (folder, ledger)  # the second invocation skipped it
+assert "table1: " not in open(f"{work}/second.txt").read()
+assert "| distance on r (0 parameters) |" in open(f"{work}/t1/results.md").read()
+PY
+
+# Three fabricated seeds: distance 1.0 / 1.2 / 1.4 %, so mean 1.2, s.e.m. 0.2 / sqrt(3).
+fake="$work/fake"
+for s in 1 2 3; do
+  mkdir -p "$fake/seed$s" "$fake/benchmark/seed$s"
+  python3 - "$fake" "$s" <<'PY'
+import json, sys
+fake, s = sys.argv[1], int(sys.argv[2])
+json.dump({"test_error_distance": (0.8 + 0.2 * s) / 100, "test_error_neural": 0.01, "best_epoch": 30 + s,
+           "best_validation_error": 0.011, "parameters": 516353,
+           "dead_units": {"h": {"fraction": 0.1}, "g": {"fraction": 0.2}}}, open(f"{fake}/seed{s}/results.json", "w"))
+json.dump({"test_error": 0.009, "validation_error": 0.01, "best_epoch": 7}, open(f"{fake}/benchmark/seed{s}/results.json", "w"))
+PY
+done
+python3 tools/table1.py --collect-only --seeds 3 --runs "$fake" --json "$fake/t.json" --md "$fake/r.md" > /dev/null
+python3 - "$fake" <<'PY'
+import json, math, sys
+t = json.load(open(f"{sys.argv[1]}/t.json"))
+assert t["distance"]["seeds"] == [1, 2, 3]
+assert abs(t["distance"]["mean"] - 1.2) < 1e-9 and abs(t["distance"]["sem"] - 0.2 / math.sqrt(3)) < 1e-4, t["distance"]
+assert t["benchmark"]["mean"] == 0.9 and t["benchmark"]["sem"] == 0.0, t["benchmark"]
+assert [r["best_epoch"] for r in t["equivae_runs"]] == [31, 32, 33]
+PY
+echo '{"best_epoch": 3}' > "$fake/seed2/results.json"
+if python3 tools/table1.py --collect-only --seeds 3 --runs "$fake" --json "$fake/t.json" --md "$fake/r.md" 2> "$work/err.txt"; then
+  echo "a results.json without test_error_distance was accepted"; exit 1
+fi
+grep -q "$fake/seed2/results.json has no 'test_error_distance'" "$work/err.txt"
+echo "table runners: ok"

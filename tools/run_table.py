@@ -1,0 +1,107 @@
+"""What the table runners (tools/table1.py, tools/table2.py) share: resumable runs of train_mnist
+with a ledger of each invocation's command and wall time, JSON written whole, and the part of a
+Markdown file that a runner owns. Standard library only (Debian's python3).
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+
+def load_json(path, who):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        sys.exit(f"{who}: {path} is not valid JSON ({e}); remove it to redo that run")
+
+
+def write_json(path, value):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)  # a reader never sees half a file
+
+
+def what_it_computes(command):
+    """A command without the binary's path and --threads: what may change between resumed parts."""
+    out, args = [], command[1:]
+    for i, arg in enumerate(args):
+        if arg != "--threads" and (i == 0 or args[i - 1] != "--threads"):
+            out.append(arg)
+    return out
+
+
+def without_option(command, option):
+    """The command without `option` and its value."""
+    return [arg for i, arg in enumerate(command) if arg != option and (i == 0 or command[i - 1] != option)]
+
+
+def run_one(who, kind, command, folder, skip_finished, fresh):
+    """Runs (or continues, with the command's --resume auto) one train_mnist run. skip_finished:
+    not when its results.json says it finished. fresh: start afresh (the command without --resume,
+    with --force so that train_mnist clears the earlier attempt's files), for runs without
+    checkpoints or when asked. Its output goes to
+    FOLDER/log.txt; FOLDER/runner.json records the command and the wall time of every invocation,
+    an interrupted one's included. Exits naming the log on failure."""
+    ledger_path = os.path.join(folder, "runner.json")
+    ledger = load_json(ledger_path, who)
+    if ledger and what_it_computes(ledger["command"]) != what_it_computes(command):
+        sys.exit(f"{who}: {folder} was run as\n  {shlex.join(ledger['command'])}\nnot as\n  {shlex.join(command)}\n"
+                 "remove the folder or give --runs another folder")
+    if skip_finished and load_json(os.path.join(folder, "results.json"), who) is not None:
+        return
+    invoked = command
+    if fresh:
+        ledger = None
+        invoked = without_option(command, "--resume") + ["--force"]
+    ledger = ledger or {"command": command, "invocations": []}
+    ledger["command"] = command
+    os.makedirs(folder, exist_ok=True)
+    print(f"{who}: {shlex.join(invoked)}", flush=True)
+    start = time.time()
+    try:
+        with open(os.path.join(folder, "log.txt"), "a") as log:
+            code = subprocess.run(invoked, stdout=log, stderr=subprocess.STDOUT).returncode
+    finally:  # an interrupted invocation's time counts too
+        ledger["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                                      "seconds": round(time.time() - start, 1)})
+        write_json(ledger_path, ledger)
+    if code != 0:
+        sys.exit(f"{who}: {kind} run failed (exit {code}); its output is in {os.path.join(folder, 'log.txt')}")
+
+
+def ledger_seconds(folder, who):
+    """The wall seconds of every invocation the ledger of a run folder records, or None."""
+    ledger = load_json(os.path.join(folder, "runner.json"), who)
+    return round(sum(i["seconds"] for i in ledger["invocations"]), 1) if ledger else None
+
+
+def median_images_per_s(folder):
+    """The median epoch's training images/s in a run's metrics.jsonl, or None."""
+    try:
+        with open(os.path.join(folder, "metrics.jsonl")) as f:
+            speeds = sorted(json.loads(line)["images_per_s"] for line in f if line.strip())
+    except FileNotFoundError:
+        return None
+    return round(speeds[len(speeds) // 2], 1) if speeds else None
+
+
+def splice_markdown(path, begin, end, heading, lines):
+    """Replaces the part of the Markdown file between the markers `begin` and `end` with `lines`
+    (markers included), or appends it under `heading` when the file has none."""
+    block = "\n".join([begin, ""] + lines + ["", end])
+    text = open(path).read() if os.path.exists(path) else ""
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text += ("\n" if text else "") + heading + "\n\n" + block + "\n"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""The paper's Table 1 on MNIST (supervised): for each seed, one EquiVAE run of train_mnist's
+recipe (its defaults: test error of the distance classifier on r and of the dense classifier on
+frozen r, at the epoch chosen on validation) and one benchmark classifier run on the same schedule
+(its epoch chosen on validation), then mean +/- s.e.m. into a JSON file and a table in a Markdown
+file.
+
+  python3 tools/table1.py                               # 5 seeds, one run after another
+  nohup nice -n 19 python3 tools/table1.py --jobs 2 --threads 1 > runs/table1.log 2>&1 &
+  python3 tools/table1.py --quick                       # 1 epoch of 2,000 images, 2 seeds, scratch outputs
+  python3 tools/table1.py --collect-only                # just rebuild the JSON and the table
+
+Resumable: RUNS/seed<k> holds seed k's EquiVAE run, RUNS/benchmark/seed<k> its benchmark run; a
+finished run (its results.json) is skipped, an interrupted EquiVAE run continues from its last
+epoch's checkpoint (train_mnist --resume auto), a benchmark run starts again. --jobs 2 --threads 1
+runs two at a time with one thread each, the best use of 2 cores. Every choice (the epoch of each
+model) is made on validation by train_mnist; the test errors read here are those of the chosen
+epochs. Standard library only (Debian's python3).
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_table import ledger_seconds, load_json, median_images_per_s, run_one, splice_markdown, \
+    write_json  # noqa: E402
+from seeds import mean_sem  # noqa: E402
+
+WHO = "table1"
+# SPEC.md section 5: test error %, mean +/- s.e.m. over 5 runs.
+PAPER = {"distance": (0.82, 0.05), "benchmark": (0.84, 0.03)}
+MD_BEGIN, MD_END = "<!-- table1: begin (tools/table1.py writes this part) -->", "<!-- table1: end -->"
+
+
+def parse():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=40, help="epochs of every run (the paper's 40)")
+    ap.add_argument("--train-limit", type=int, default=0, help="train on the first N images (0: all 55,000)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    ap.add_argument("--threads", type=int, default=0, help="train_mnist --threads (0: its default, all cores)")
+    ap.add_argument("--binary", default="build/train/train_mnist")
+    ap.add_argument("--runs", default="", help="run folders (default runs/t1, --quick: runs/table1-quick)")
+    ap.add_argument("--json", default="", help="default docs/results/table1.json (--quick: RUNS/table1.json)")
+    ap.add_argument("--md", default="", help="Markdown file whose table1 part is rewritten "
+                    "(default docs/results.md; --quick: RUNS/results.md)")
+    ap.add_argument("--resume", default="auto", choices=["auto", "never"],
+                    help="auto: skip finished runs, continue interrupted ones; never: start every run afresh")
+    ap.add_argument("--collect-only", action="store_true", help="run nothing; rebuild the JSON and the table")
+    ap.add_argument("--quick", action="store_true", help="a smoke test: 1 epoch of 2,000 images, 2 seeds, "
+                    "scratch outputs")
+    ap.add_argument("extra", nargs=argparse.REMAINDER, help="-- further train_mnist options for every run")
+    a = ap.parse_args()
+    a.extra = a.extra[1:] if a.extra[:1] == ["--"] else a.extra
+    if a.quick:  # unless given
+        a.epochs = 1 if a.epochs == ap.get_default("epochs") else a.epochs
+        a.seeds = 2 if a.seeds == ap.get_default("seeds") else a.seeds
+        a.train_limit = a.train_limit or 2000
+    for name in ("seeds", "epochs", "jobs"):
+        if getattr(a, name) < 1:
+            sys.exit(f"{WHO}: --{name} must be at least 1, not {getattr(a, name)}")
+    a.runs = a.runs or ("runs/table1-quick" if a.quick else "runs/t1")
+    a.json = a.json or (os.path.join(a.runs, "table1.json") if a.quick else "docs/results/table1.json")
+    a.md = a.md or (os.path.join(a.runs, "results.md") if a.quick else "docs/results.md")
+    return a
+
+
+def commands(a, seed):
+    """The EquiVAE and benchmark train_mnist command lines of one seed, and their run folders."""
+    common = ["--epochs", str(a.epochs), "--seed", str(seed), "--no-progress"]
+    if a.train_limit:
+        common += ["--train-limit", str(a.train_limit)]
+    if a.threads:
+        common += ["--threads", str(a.threads)]
+    eq_dir, bench_dir = os.path.join(a.runs, f"seed{seed}"), os.path.join(a.runs, "benchmark", f"seed{seed}")
+    equivae = [a.binary] + common + ["--out", eq_dir, "--resume", "auto"] + a.extra
+    benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir] + a.extra
+    return [("equivae", equivae, eq_dir), ("benchmark", benchmark, bench_dir)]
+
+
+def train_seconds(folder):
+    """The training seconds of a run's epochs (metrics.jsonl), for runs started without the ledger."""
+    try:
+        with open(os.path.join(folder, "metrics.jsonl")) as f:
+            return round(sum(json.loads(line).get("train_seconds", 0) for line in f if line.strip()), 1)
+    except FileNotFoundError:
+        return None
+
+
+def percent(x):
+    return round(100 * x, 4)
+
+
+def equivae_record(folder, seed):
+    r = load_json(os.path.join(folder, "results.json"), WHO)
+    if r is None:
+        return None
+    for key in ("test_error_distance", "best_epoch", "best_validation_error"):
+        if key not in r:
+            sys.exit(f"{WHO}: {folder}/results.json has no '{key}'")
+    dead = r.get("dead_units", {})
+    return {"seed": seed, "distance": percent(r["test_error_distance"]),
+            "dense": percent(r["test_error_neural"]) if "test_error_neural" in r else None,
+            "best_epoch": r["best_epoch"], "validation_distance_error": percent(r["best_validation_error"]),
+            "dense_best_epoch": r.get("neural_best_epoch"),
+            "never_active_units": {part: round(dead[part]["fraction"], 4) for part in ("h", "g") if part in dead},
+            "parameters": r.get("parameters"), "wall_seconds": ledger_seconds(folder, WHO),
+            "train_seconds": train_seconds(folder), "images_per_s": median_images_per_s(folder)}
+
+
+def benchmark_record(folder, seed):
+    r = load_json(os.path.join(folder, "results.json"), WHO)
+    if r is None:
+        return None
+    if "test_error" not in r:
+        sys.exit(f"{WHO}: {folder}/results.json has no 'test_error'")
+    return {"seed": seed, "benchmark": percent(r["test_error"]), "best_epoch": r.get("best_epoch"),
+            "validation_error": percent(r["validation_error"]), "wall_seconds": ledger_seconds(folder, WHO)}
+
+
+def summary(records, key):
+    values = [rec[key] for rec in records if rec.get(key) is not None]
+    if not values:
+        return {"mean": None, "sem": None, "seeds": []}
+    mean, sem = mean_sem(values)
+    return {"mean": round(mean, 4), "sem": round(sem, 4) if sem is not None else None,
+            "seeds": [rec["seed"] for rec in records if rec.get(key) is not None]}
+
+
+def collect(a, argv):
+    seeds = range(a.first_seed, a.first_seed + a.seeds)
+    eq, bench, pending = [], [], []
+    for seed in seeds:
+        (_, _, eq_dir), (_, _, bench_dir) = commands(a, seed)
+        e, b = equivae_record(eq_dir, seed), benchmark_record(bench_dir, seed)
+        eq += [e] if e else []
+        bench += [b] if b else []
+        if not e or not b:
+            pending.append(seed)
+    table = {"distance": summary(eq, "distance"), "dense": summary(eq, "dense"),
+             "benchmark": summary(bench, "benchmark"),
+             "recipe": {"epochs": a.epochs, "train_limit": a.train_limit or None,
+                        "train_mnist": shlex.join(commands(a, "{seed}")[0][1]),
+                        "benchmark": shlex.join(commands(a, "{seed}")[1][1])},
+             "command": shlex.join(["python3", "tools/table1.py"] + argv),
+             "paper": {k: list(v) for k, v in PAPER.items()},
+             "equivae_runs": eq, "benchmark_runs": bench, "pending_seeds": pending}
+    write_json(a.json, table)
+    write_markdown(a.md, table, a.json)
+    return table
+
+
+def cell(part):
+    if part["mean"] is None:
+        return "pending"
+    n = len(part["seeds"])
+    sem = f" +/- {part['sem']:.2f}" if part["sem"] is not None else ""
+    return f"{part['mean']:.2f}{sem} ({n} seed{'s' if n > 1 else ''})"
+
+
+def duration(seconds):
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def write_markdown(path, table, json_path):
+    p = table["paper"]
+    limit = f", the first {table['recipe']['train_limit']} training images" if table["recipe"]["train_limit"] else ""
+    epochs = table["recipe"]["epochs"]
+    parameters = sorted({e["parameters"] for e in table["equivae_runs"] if e.get("parameters")})
+    model = f"; the EquiVAE model has {', '.join(f'{n:,}' for n in parameters)} parameters" if parameters else ""
+    lines = [f"Test error % on MNIST ({epochs} epoch{'s' if epochs > 1 else ''}{limit}), each model at its epoch "
+             f"chosen on validation; mean +/- s.e.m. over the seeds (`{json_path}` has every seed and the commands)"
+             f"{model}.", "",
+             "| classifier | EquiVAE recipe | paper |", "| --- | --- | --- |",
+             f"| distance on r (0 parameters) | {cell(table['distance'])} | {p['distance'][0]:.2f} +/- {p['distance'][1]:.2f} |",
+             f"| dense on frozen r | {cell(table['dense'])} | - |",
+             f"| benchmark classifier | {cell(table['benchmark'])} | {p['benchmark'][0]:.2f} +/- {p['benchmark'][1]:.2f} |",
+             "", "| seed | EquiVAE best epoch | validation distance | distance | dense | never-active h / g | "
+             "wall (train) | benchmark best epoch | benchmark | benchmark wall |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    bench = {b["seed"]: b for b in table["benchmark_runs"]}
+    for e in table["equivae_runs"]:
+        b = bench.get(e["seed"])
+        dead = e["never_active_units"]
+        dense = f"{e['dense']:.2f}" if e["dense"] is not None else "-"
+        never = " / ".join(f"{100 * dead[part]:.1f}" if part in dead else "-" for part in ("h", "g"))
+        benchmark = f"{b['best_epoch']} | {b['benchmark']:.2f} | {duration(b['wall_seconds'])}" if b else "- | pending | -"
+        lines.append(f"| {e['seed']} | {e['best_epoch']} | {e['validation_distance_error']:.2f} | {e['distance']:.2f} | "
+                     f"{dense} | {never} % | {duration(e['wall_seconds'])} ({duration(e['train_seconds'])}) | {benchmark} |")
+    if table["pending_seeds"]:
+        lines += ["", f"Pending seeds: {', '.join(map(str, table['pending_seeds']))}."]
+    splice_markdown(path, MD_BEGIN, MD_END, "## Table 1: supervised MNIST (tools/table1.py)", lines)
+
+
+def main():
+    # A background run is stopped with SIGTERM (to its process group): exit through the runs'
+    # `finally`, which records their time.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    argv = sys.argv[1:]
+    a = parse()
+    if not a.collect_only:
+        if not os.access(a.binary, os.X_OK):
+            sys.exit(f"{WHO}: --binary {a.binary} is not an executable (build it first: README)")
+        # Seed-major: an interrupted table has its first seeds whole.
+        tasks = [t for seed in range(a.first_seed, a.first_seed + a.seeds) for t in commands(a, seed)]
+        lock = threading.Lock()
+
+        def work(task):
+            kind, command, folder = task
+            try:
+                run_one(WHO, kind, command, folder, skip_finished=a.resume == "auto",
+                        fresh=a.resume == "never" or kind == "benchmark")
+            except SystemExit as e:  # run_one's message, to the main thread
+                return str(e.code)
+            with lock:
+                collect(a, argv)  # the table grows run by run
+            return None
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
+            failures = [f for f in pool.map(work, tasks) if f]
+        if failures:
+            sys.exit("\n".join(failures))
+    table = collect(a, argv)
+    for key in ("distance", "dense", "benchmark"):
+        print(f"{key}: {cell(table[key])}")
+
+
+if __name__ == "__main__":
+    main()
