@@ -12,7 +12,8 @@ file.
 
 Resumable: RUNS/seed<k> holds seed k's EquiVAE run, RUNS/benchmark/seed<k> its benchmark run; a
 finished run (its results.json) is skipped, an interrupted EquiVAE run continues from its last
-epoch's checkpoint (train_mnist --resume auto), a benchmark run starts again. --jobs 2 --threads 1
+epoch's checkpoint (train_mnist --resume auto), a benchmark run starts again (so they come after
+every EquiVAE run). --jobs 2 --threads 1
 runs two at a time with one thread each, the best use of 2 cores. Every choice (the epoch of each
 model) is made on validation by train_mnist; the test errors read here are those of the chosen
 epochs. Standard library only (Debian's python3).
@@ -209,8 +210,11 @@ def main():
     if not a.collect_only:
         if not os.access(a.binary, os.X_OK):
             sys.exit(f"{WHO}: --binary {a.binary} is not an executable (build it first: README)")
-        # Seed-major: an interrupted table has its first seeds whole.
-        tasks = [t for seed in range(a.first_seed, a.first_seed + a.seeds) for t in commands(a, seed)]
+        # Every EquiVAE run (seed by seed) before any benchmark run: an EquiVAE run resumes from
+        # its last epoch, a benchmark run (no checkpoints) starts again, so an interrupted table
+        # loses least this way.
+        seeds = range(a.first_seed, a.first_seed + a.seeds)
+        tasks = [commands(a, seed)[i] for i in (0, 1) for seed in seeds]
         lock = threading.Lock()
 
         def work(task):
