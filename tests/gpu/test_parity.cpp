@@ -146,6 +146,28 @@ TEST_CASE("parity: elementwise ops, row sums, column copies, the NaN scan", "[gp
     cpu().copy_columns(src.cpu, 2, dst.cpu, 5, rows, 4);
     gpu().copy_columns(src.gpu, 2, dst.gpu, 5, rows, 4);
     compare("copy_columns f32", dst);
+    const Pair other = uniform({rows, 1}, rng), third = uniform({rows, 4}, rng);
+    Pair joined = output({rows, 12});  // concat and split in one pass
+    cpu().concat_columns({src.cpu, other.cpu, third.cpu}, rows, joined.cpu);
+    gpu().concat_columns({src.gpu, other.gpu, third.gpu}, rows, joined.gpu);
+    compare("concat_columns f32, 3 parts", joined);
+    Pair parts[3] = {output({rows, 7}), output({rows, 1}), output({rows, 4})};
+    std::vector<Tensor> on_cpu{parts[0].cpu, parts[1].cpu, parts[2].cpu}, on_gpu{parts[0].gpu, parts[1].gpu, parts[2].gpu};
+    cpu().split_columns(joined.cpu, rows, on_cpu);
+    gpu().split_columns(joined.gpu, rows, on_gpu);
+    for (const Pair& p : parts) compare("split_columns f32, a part of 3", p);
+    std::vector<Tensor> many_cpu, many_gpu;  // more parts than one kernel takes: copied part by part
+    for (int p = 0; p < 12; ++p) {
+      const Pair column = uniform({rows, 1}, rng);
+      many_cpu.push_back(column.cpu), many_gpu.push_back(column.gpu);
+    }
+    cpu().concat_columns(many_cpu, rows, joined.cpu);
+    gpu().concat_columns(many_gpu, rows, joined.gpu);
+    compare("concat_columns f32, 12 parts", joined);
+    Pair placed = output({rows, 12});  // a split's backward: zeros but for the part's columns
+    cpu().place_columns(src.cpu, placed.cpu, 5, rows);
+    gpu().place_columns(src.gpu, placed.gpu, 5, rows);
+    compare("place_columns f32", placed);
     std::vector<int32_t> iv(27);
     for (size_t k = 0; k < iv.size(); ++k) iv[k] = int32_t(k * 7 - 50);
     const Pair isrc = indices(iv);
