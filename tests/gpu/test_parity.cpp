@@ -28,6 +28,8 @@
 #include "engine/ops.h"
 #include "engine/params.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/self_check.h"
+#include "tests/forwarding_backend.h"
 #include "tests/parity.h"
 
 using namespace equivae;
@@ -271,10 +273,8 @@ TEST_CASE("parity: linear forward and backward (as 1x1 convolutions)", "[gpu]") 
   }
 }
 
-// TF32 tensor cores round both operands of each product to 10 mantissa bits (2^-11 relative each)
-// and sum in FP32: |error| <= 2^-10 sum_k |a_k b_k|, which for these random inputs stays under
-// 5e-3 of the output's scale; an indexing error is O(1).
-constexpr double kTf32Rel = 5e-3, kTf32Abs = 5e-3;
+// TF32 tensor cores: engine/self_check.h (kTf32Tolerance) says why 5e-3.
+constexpr double kTf32Rel = kTf32Tolerance.rel, kTf32Abs = kTf32Tolerance.abs;
 
 TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces", "[gpu]") {
   const bool tf32 = GENERATE(false, true);
@@ -694,6 +694,27 @@ TEST_CASE("parity: an EquiVAE-shaped step (loss, every gradient, Adam), determin
                 tag.c_str(), (unsigned long long)after.mallocs, double(after.bytes_reserved) / (1 << 20),
                 (unsigned long long)(after.mallocs - before.mallocs));
     CHECK(after.mallocs == before.mallocs);
+  }
+}
+
+// Issue 15's self-check on first use (engine/self_check.h; train_mnist runs it before training on
+// a GPU): it passes on this device, and refuses the same backend with one kernel spoiled.
+TEST_CASE("self-check: the CUDA backend passes; a spoiled kernel is refused, named", "[gpu][self_check]") {
+  std::vector<KernelCheck> checks;
+  REQUIRE_NOTHROW(checks = require_self_check(gpu(), Device::cuda, cpu()));
+  double worst = 0;
+  for (const KernelCheck& c : checks) worst = std::max(worst, c.result.worst);
+  std::printf("  self-check: %zu kernel outputs, worst %.3g of threshold\n", checks.size(), worst);
+  CHECK(checks.size() > 60);
+  for (const char* spoiled : {"conv2d_backward_weight", "place_columns", "adam_step"}) {
+    equivae::testing::ForwardingBackend wrong(gpu(), spoiled);
+    try {
+      require_self_check(wrong, Device::cuda, cpu());
+      FAIL("a spoiled " << spoiled << " passed the self-check");
+    } catch (const std::runtime_error& e) {
+      INFO(e.what());
+      CHECK(std::string(e.what()).find(std::string("\n  ") + spoiled) != std::string::npos);
+    }
   }
 }
 
