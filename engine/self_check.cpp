@@ -83,9 +83,10 @@ class Checker {
     const Pair& pair;
   };
   // Calls `call(backend, side)` on the reference (0) and on the backend under test (1), then
-  // compares each of `outs`. What the tested backend throws is recorded against every output.
+  // compares each of `outs` (gemm: products of the GEMM kernels, convolutions and dense layers,
+  // at options.gemm). What the tested backend throws is recorded against every output.
   void run(const std::string& kernel, const std::function<void(Backend&, int)>& call, std::initializer_list<Out> outs,
-           bool conv = false) {
+           bool gemm = false) {
     call(*backends_[0], 0);
     std::string error;
     try {
@@ -95,7 +96,7 @@ class Checker {
     }
     for (const Out& o : outs) {
       KernelCheck c{
-          kernel + (*o.what ? std::string(" ") + o.what : ""), conv ? options_.conv : options_.tolerance, {}, error};
+          kernel + (*o.what ? std::string(" ") + o.what : ""), gemm ? options_.gemm : options_.tolerance, {}, error};
       if (error.empty()) {
         try {
           c.result = agreement(o.pair[1], o.pair[0], c.tolerance);
@@ -201,17 +202,17 @@ void Checker::linear() {
   const int64_t n = 7, in = 33, out = 17;
   const Pair x = uniform({n, in}), w = uniform({out, in}), b = uniform({out}), dy = uniform({n, out});
   Pair y = output({n, out}), yr = output({n, out});
-  run("linear_forward", [&](Backend& k, int s) { k.linear_forward(x[s], w[s], b[s], y[s]); }, {{"", y}});
+  run("linear_forward", [&](Backend& k, int s) { k.linear_forward(x[s], w[s], b[s], y[s]); }, {{"", y}}, true);
   run("linear_relu_forward", [&](Backend& k, int s) { k.linear_relu_forward(x[s], w[s], b[s], true, yr[s]); },
-      {{"", yr}});
+      {{"", yr}}, true);
   Pair dx = output({n, in}), dw = output({out, in}), db = output({out});
   run("linear_backward", [&](Backend& k, int s) { k.linear_backward(x[s], w[s], dy[s], dx[s], dw[s], db[s]); },
-      {{"dx", dx}, {"dw", dw}, {"db", db}});
+      {{"dx", dx}, {"dw", dw}, {"db", db}}, true);
   const Pair y_out = uniform({n, out});  // the forward's output: its sign masks dy
   Pair rdx = output({n, in}), rdw = output({out, in}), rdb = output({out});
   run("linear_relu_backward",
       [&](Backend& k, int s) { k.linear_relu_backward(x[s], w[s], y_out[s], dy[s], rdx[s], rdw[s], rdb[s]); },
-      {{"dx", rdx}, {"dw", rdw}, {"db", rdb}});
+      {{"dx", rdx}, {"dw", rdw}, {"db", rdb}}, true);
 }
 
 void Checker::conv(const ConvShape& c) {

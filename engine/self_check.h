@@ -47,7 +47,8 @@ struct KernelCheck {
 
 struct SelfCheckOptions {
   Tolerance tolerance;  // every kernel's
-  Tolerance conv;       // the convolutions' (kTf32Tolerance when they run on TF32 tensor cores)
+  Tolerance gemm;       // the convolutions' and dense layers' (one set of GEMM kernels): kTf32Tolerance
+                        // when they run on TF32 tensor cores
   uint64_t seed = 1;    // of the random inputs
 };
 

@@ -33,7 +33,7 @@ namespace {
 void self_check_gpu(bool tf32) {
   const auto start = std::chrono::steady_clock::now();
   SelfCheckOptions options;
-  if (tf32) options.conv = kTf32Tolerance;
+  if (tf32) options.gemm = kTf32Tolerance;  // dense layers run on the conv kernels: TF32 too
   const std::vector<KernelCheck> checks = require_self_check(
       backend(Device::cuda), Device::cuda, backend(Device::cpu), options,
       "\nThe kernels do not hold on this GPU: please report it with this message (docs/gpu_session.md). "

@@ -706,6 +706,17 @@ TEST_CASE("self-check: the CUDA backend passes; a spoiled kernel is refused, nam
   for (const KernelCheck& c : checks) worst = std::max(worst, c.result.worst);
   std::printf("  self-check: %zu kernel outputs, worst %.3g of threshold\n", checks.size(), worst);
   CHECK(checks.size() > 60);
+  {  // train_mnist --tf32: convolutions and dense layers on TF32 tensor cores, at the TF32 bound
+    set_cuda_tf32(true);
+    struct BackToFp32 {
+      ~BackToFp32() { set_cuda_tf32(false); }
+    } back_to_fp32;
+    SelfCheckOptions tf32;
+    tf32.gemm = kTf32Tolerance;
+    CHECK_NOTHROW(require_self_check(gpu(), Device::cuda, cpu(), tf32));
+    // At the FP32 bound TF32 is refused: the self-check sees which math the kernels use.
+    CHECK_THROWS_WITH(require_self_check(gpu(), Device::cuda, cpu()), Catch::Contains("\n  linear_forward:"));
+  }
   for (const char* spoiled : {"conv2d_backward_weight", "place_columns", "adam_step"}) {
     equivae::testing::ForwardingBackend wrong(gpu(), spoiled);
     try {
