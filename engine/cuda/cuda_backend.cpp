@@ -404,4 +404,32 @@ void cuda_synchronize() { instance().wait(); }
 
 uint64_t cuda_host_waits() { return instance().host_waits(); }
 
+CudaLateRead::CudaLateRead(size_t capacity) : capacity_(capacity) {
+  void* pinned = nullptr;
+  CUDA_CHECK(cudaMallocHost(&pinned, capacity * sizeof(float)));
+  host_ = static_cast<float*>(pinned);
+  cudaEvent_t event = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  event_ = event;
+}
+
+CudaLateRead::~CudaLateRead() {
+  cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+  cudaFreeHost(host_);
+}
+
+void CudaLateRead::start(const std::vector<const float*>& device_scalars) {
+  EQUIVAE_CHECK(device_scalars.size() <= capacity_, "late read: {} scalars, room for {}", device_scalars.size(),
+                capacity_);
+  count_ = device_scalars.size();
+  for (size_t i = 0; i < count_; ++i)
+    CUDA_CHECK(cudaMemcpyAsync(host_ + i, device_scalars[i], sizeof(float), cudaMemcpyDeviceToHost, cuda_stream()));
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_stream()));
+}
+
+std::vector<double> CudaLateRead::finish() {
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+  return std::vector<double>(host_, host_ + count_);
+}
+
 }  // namespace equivae
