@@ -296,6 +296,19 @@ cudaError_t cudaDeviceSynchronize() {
   ++emu::counters().host_waits;
   return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  *event = reinterpret_cast<cudaEvent_t>(new char);  // a distinct non-null handle
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete reinterpret_cast<char*>(event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) { return event ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  ++emu::counters().event_waits;
+  return event ? cudaSuccess : cudaErrorInvalidValue;
+}
 
 // ---- cuBLAS --------------------------------------------------------------------------------------------
 

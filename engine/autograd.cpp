@@ -1,5 +1,7 @@
 #include "engine/autograd.h"
 
+#include <map>
+#include <mutex>
 #include <unordered_set>
 
 #include "engine/backend.h"
@@ -86,7 +88,20 @@ void Var::zero_grad() const {
 
 void Var::backward() const {
   EQUIVAE_CHECK(value().numel() == 1, "backward: the loss must have one element, got {}", describe());
-  backward(Tensor::full(value().shape(), 1.0, value().dtype(), value().device()));
+  // The seed d(loss)/d(loss) = 1, made once per dtype and device (a fill saved every step): safe
+  // to share because no backward function writes into the gradient it is given, and a gradient
+  // not owned by its Var (as the seed is) is replaced, never added into. Never destroyed, like the
+  // CUDA backend, so that no device memory is freed during static destruction.
+  static std::mutex mutex;
+  static auto* ones = new std::map<std::pair<DType, Device>, Tensor>;
+  Tensor one;
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    Tensor& cached = (*ones)[{value().dtype(), value().device()}];
+    if (!cached.defined()) cached = Tensor::full({1}, 1.0, value().dtype(), value().device());
+    one = cached;
+  }
+  backward(one.reshape(value().shape()));
 }
 
 void Var::backward(const Tensor& seed) const {

@@ -39,6 +39,29 @@ void Backend::conv_transpose2d_forward(const Tensor& x, const Tensor& w, const T
   if (relu) relu_forward(y, y);
 }
 
+void Backend::place_columns(const Tensor& src, Tensor& dst, int64_t dst_col, int64_t rows) {
+  fill(dst, 0.0);
+  copy_columns(src, 0, dst, dst_col, rows, rows ? src.numel() / rows : 0);
+}
+
+void Backend::concat_columns(const std::vector<Tensor>& parts, int64_t rows, Tensor& y) {
+  int64_t col = 0;
+  for (const Tensor& p : parts) {
+    const int64_t width = rows ? p.numel() / rows : 0;
+    copy_columns(p, 0, y, col, rows, width);
+    col += width;
+  }
+}
+
+void Backend::split_columns(const Tensor& x, int64_t rows, std::vector<Tensor>& parts) {
+  int64_t col = 0;
+  for (Tensor& p : parts) {
+    const int64_t width = rows ? p.numel() / rows : 0;
+    copy_columns(x, col, p, 0, rows, width);
+    col += width;
+  }
+}
+
 namespace {
 // dy through the ReLU whose output is y (undefined: none), and db from it.
 Tensor masked_gradient(Backend& b, const Tensor& y, const Tensor& dy, Tensor& db) {

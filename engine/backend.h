@@ -112,6 +112,13 @@ class Backend {
   // A transposed conv: y = relu?(conv2d_backward_data(x, w) + b) (s is the conv2d it reverses).
   virtual void conv_transpose2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y,
                                         const ConvShape& s);
+  // dst [rows, dst_cols] = 0 except columns [dst_col, dst_col + src_cols) = src [rows, src_cols]
+  // (a split's backward).
+  virtual void place_columns(const Tensor& src, Tensor& dst, int64_t dst_col, int64_t rows);
+  // y [rows, sum of widths] = the parts [rows, width_p] side by side (concat), and its adjoint:
+  // each part = its columns of x (concat's backward, split). One pass each instead of a copy_columns per part.
+  virtual void concat_columns(const std::vector<Tensor>& parts, int64_t rows, Tensor& y);
+  virtual void split_columns(const Tensor& x, int64_t rows, std::vector<Tensor>& parts);
   // The gradients of y = relu?(conv2d(x, w) + b) from dy: y is the forward's output when it had
   // the ReLU (undefined: no ReLU); any of dx, dw, db may be undefined (not wanted).
   virtual void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& dy, Tensor& dx,

@@ -108,28 +108,22 @@ Var reshape(const Var& x, Shape shape) {
 Var concat(const std::vector<Var>& xs) {
   EQUIVAE_CHECK(!xs.empty(), "concat: no inputs");
   const int64_t rows = rows_of("concat", xs[0]);
-  std::vector<int64_t> widths;
   int64_t total = 0;
   for (const Var& x : xs) {
     check_float("concat", x);
     check_compatible("concat", xs[0].value(), x.value());
     EQUIVAE_CHECK(x.shape()[0] == rows, "concat: inputs differ in dim 0: {} vs {}", xs[0].describe(), x.describe());
-    widths.push_back(x.value().numel() / rows);
-    total += widths.back();
+    total += x.value().numel() / rows;
   }
   Tensor y = empty_as({rows, total}, xs[0].value());
-  for (size_t i = 0, col = 0; i < xs.size(); col += size_t(widths[i]), ++i)
-    on(y).copy_columns(xs[i].value(), 0, y, int64_t(col), rows, widths[i]);
+  std::vector<Tensor> values;
   std::vector<Shape> shapes;
-  for (const Var& x : xs) shapes.push_back(x.shape());
-  return make_result(y, "concat", xs, [rows, widths, shapes](const Tensor& g) -> std::vector<Tensor> {
+  for (const Var& x : xs) values.push_back(x.value()), shapes.push_back(x.shape());
+  on(y).concat_columns(values, rows, y);
+  return make_result(y, "concat", xs, [rows, shapes](const Tensor& g) -> std::vector<Tensor> {
     std::vector<Tensor> grads;
-    int64_t col = 0;
-    for (size_t i = 0; i < widths.size(); col += widths[i], ++i) {
-      Tensor d = empty_as(shapes[i], g);
-      on(g).copy_columns(g, col, d, 0, rows, widths[i]);
-      grads.push_back(d);
-    }
+    for (const Shape& shape : shapes) grads.push_back(empty_as(shape, g));
+    on(g).split_columns(g, rows, grads);
     return grads;
   });
 }
@@ -140,18 +134,19 @@ std::vector<Var> split(const Var& x, const std::vector<int64_t>& sizes) {
   int64_t total = 0;
   for (int64_t s : sizes) total += s;
   EQUIVAE_CHECK(total == width, "split: sizes add up to {} but {} has {} columns per row", total, x.describe(), width);
+  std::vector<Tensor> ys;
+  for (int64_t size : sizes) ys.push_back(empty_as({rows, size}, x.value()));
+  on(x.value()).split_columns(x.value(), rows, ys);
   std::vector<Var> parts;
   int64_t col = 0;
-  for (int64_t size : sizes) {
-    Tensor y = empty_as({rows, size}, x.value());
-    on(y).copy_columns(x.value(), col, y, 0, rows, size);
+  for (size_t i = 0; i < sizes.size(); ++i) {
     const Shape in_shape = x.shape();
-    parts.push_back(make_result(y, "split", {x}, [in_shape, rows, col, size](const Tensor& g) -> std::vector<Tensor> {
-      Tensor d = Tensor::zeros(in_shape, g.dtype(), g.device());
-      on(g).copy_columns(g, 0, d, col, rows, size);
+    parts.push_back(make_result(ys[i], "split", {x}, [in_shape, rows, col](const Tensor& g) -> std::vector<Tensor> {
+      Tensor d = empty_as(in_shape, g);
+      on(g).place_columns(g, d, col, rows);
       return {d};
     }));
-    col += size;
+    col += sizes[i];
   }
   return parts;
 }

@@ -34,6 +34,40 @@ void relu_backward(int64_t n, const float* y, const float* dy, float* dx, cudaSt
   launch_map(n, stream, [=] __device__(int64_t i) { dx[i] = y[i] > 0.f ? dy[i] : 0.f; });
 }
 
+void place_columns(const float* src, float* dst, int64_t rows, int64_t src_cols, int64_t dst_cols, int64_t dst_col,
+                   cudaStream_t stream) {
+  launch_map(rows * dst_cols, stream, [=] __device__(int64_t i) {
+    const int64_t r = i / dst_cols, c = i - r * dst_cols - dst_col;
+    dst[i] = c >= 0 && c < src_cols ? src[r * src_cols + c] : 0.f;
+  });
+}
+
+namespace {
+// Which part holds column c (count <= kMaxColumnParts: a short scan), and where in it.
+__device__ __forceinline__ float* column_part(const ColumnParts& parts, int64_t rows_done, int64_t c) {
+  int p = 0;
+  while (p + 1 < parts.count && c >= parts.begin[p + 1]) ++p;
+  const int64_t width = parts.begin[p + 1] - parts.begin[p];
+  return parts.part[p] + rows_done * width + (c - parts.begin[p]);
+}
+}  // namespace
+
+void join_columns(const ColumnParts& parts, int64_t rows, float* y, cudaStream_t stream) {
+  const int64_t total = parts.begin[parts.count];
+  launch_map(rows * total, stream, [=] __device__(int64_t i) {
+    const int64_t r = i / total;
+    y[i] = *column_part(parts, r, i - r * total);
+  });
+}
+
+void split_columns(const float* x, int64_t rows, const ColumnParts& parts, cudaStream_t stream) {
+  const int64_t total = parts.begin[parts.count];
+  launch_map(rows * total, stream, [=] __device__(int64_t i) {
+    const int64_t r = i / total;
+    *column_part(parts, r, i - r * total) = x[i];
+  });
+}
+
 // A strided 2-D copy is exactly what cudaMemcpy2DAsync does (pitches in bytes).
 void copy_columns(const void* src, void* dst, const ColumnCopy& c, cudaStream_t stream) {
   if (c.rows <= 0 || c.cols <= 0) return;

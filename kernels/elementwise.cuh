@@ -25,6 +25,19 @@ struct ColumnCopy {
   size_t elem_bytes;
 };
 void copy_columns(const void* src, void* dst, const ColumnCopy& c, cudaStream_t stream);
+// dst [rows, dst_cols] = 0 except columns [dst_col, + src_cols) = src [rows, src_cols]: one pass.
+void place_columns(const float* src, float* dst, int64_t rows, int64_t src_cols, int64_t dst_cols, int64_t dst_col,
+                   cudaStream_t stream);
+// Up to kMaxColumnParts matrices part[p] [rows, begin[p + 1] - begin[p]] side by side as one
+// [rows, begin[count]] (concat and split in one pass each, not one copy per part).
+constexpr int kMaxColumnParts = 8;
+struct ColumnParts {
+  int count;
+  float* part[kMaxColumnParts];
+  int64_t begin[kMaxColumnParts + 1];  // first column of each part; begin[count] is the total
+};
+void join_columns(const ColumnParts& parts, int64_t rows, float* y, cudaStream_t stream);   // parts read only
+void split_columns(const float* x, int64_t rows, const ColumnParts& parts, cudaStream_t stream);
 
 void sum_rows(const float* x, int64_t rows, int64_t cols, float* y, cudaStream_t stream);        // double sums
 void broadcast_rows(const float* dy, int64_t rows, int64_t cols, float* dx, cudaStream_t stream);

@@ -45,6 +45,11 @@ Objective::Objective(const EquiVAE& model, const TrainConfig& config, const data
   }
 }
 
+void Objective::StepResult::read() {
+  loglik_sum = loglik.item(), kl_sum = kl.item();
+  if (unlabelled.defined()) unlabelled_sum = unlabelled.item();
+}
+
 Objective::StepResult Objective::supervised(const data::Dataset& d, const data::ClassIndex& classes,
                                        const std::vector<int64_t>& rows, uint64_t seed, uint64_t step) const {
   const data::ComplementarySets sets =
@@ -60,7 +65,7 @@ Objective::StepResult Objective::supervised(const data::Dataset& d, const data::
   const int64_t n = int64_t(rows.size());
   // Maximise the mean of L_lab; log p(y) is a constant of the parameters.
   const Var loss = scale(sub(kl, loglik), 1.0 / double(n));
-  return {loss, loglik.value().item(), kl.value().item(), log_prior_sum, n};
+  return {loss, loglik.value(), kl.value(), Tensor(), log_prior_sum, n};
 }
 
 Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step) const {
@@ -108,7 +113,7 @@ Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unl
   // objective summed over the whole data set) left q(y|x) at chance on MNIST: 1,000 labels of
   // 10,000 images, 3 epochs, validation q(y|x) error 88.74 % every epoch, distance error 76 %.
   s.loss = sub(s.loss, add(scale(log_q, 1.0 / double(b_l)), scale(u, 1.0 / double(b_u))));
-  s.unlabelled_sum = u.value().item();
+  s.unlabelled = u.value();
   return s;
 }
 
@@ -119,7 +124,8 @@ ElboStats Objective::evaluate(const data::Dataset& d) const {
   for (int64_t begin = 0, b = 0; begin < d.n; begin += config_.eval_batch_size, ++b) {
     std::vector<int64_t> rows;
     for (int64_t i = begin; i < std::min(d.n, begin + config_.eval_batch_size); ++i) rows.push_back(i);
-    const StepResult s = supervised(d, classes, rows, config_.seed ^ kValidationSeedSalt, uint64_t(b));
+    StepResult s = supervised(d, classes, rows, config_.seed ^ kValidationSeedSalt, uint64_t(b));
+    s.read();
     stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
   }
   return stats;

@@ -31,6 +31,10 @@ struct TrainConfig {
   // metrics.jsonl; empty: write nothing
   std::string out_dir;
   bool progress = true;
+  // Read a step's loss terms one step late (engine/late_read.h): on a GPU the host then never
+  // waits for the queue inside training; a non-finite loss stops training a step later, without
+  // naming its op (which --device cpu does). false: read at once, as the tests' reference.
+  bool late_reads = true;
   int64_t eval_batch_size = 500;  // rows per pass of evaluate_elbo
   // The run's options (train/run_options.h), kept in every checkpoint so that --resume and
   // --evaluate restore them.
@@ -51,11 +55,15 @@ class Objective {
   // subset of it (labels_per_class per class, drawn with the seed).
   Objective(const EquiVAE& model, const TrainConfig& config, const data::Dataset& train);
 
+  // The sums are on the step's device (one element each; unlabelled undefined when supervised):
+  // read() reads them now, or a trainer reads them one step late (engine/late_read.h).
   struct StepResult {
     Var loss;  // to minimise: minus the batch mean of the objective
-    double loglik_sum, kl_sum, log_prior_sum;
+    Tensor loglik, kl, unlabelled;
+    double log_prior_sum;
     int64_t n;
-    double unlabelled_sum = 0;  // semi-supervised: the sum of L_unlab over the step's unlabelled rows
+    double loglik_sum = 0, kl_sum = 0, unlabelled_sum = 0;  // read(): unlabelled is semi-supervised's L_unlab
+    void read();
   };
   // L_lab over rows of d, sets drawn from d's rows of each class (`classes`) with (seed, step).
   StepResult supervised(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,

@@ -148,6 +148,9 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   add("quick", o.quick, "a short CPU schedule (minutes): 2 epochs, batch 32, 3 epochs of the classifier on r", here);
   add("no-progress", o.no_progress, "no progress bar", here);
   add("tf32", o.tf32, "with --device cuda: convolutions on TF32 tensor cores (~1e-3 relative error per product)", here);
+  add("skip-self-check", o.skip_self_check,
+      "with --device cuda: start without the self-check (every kernel once on small random shapes against the CPU "
+      "reference, a second or two; a disagreement stops the run naming the kernel: docs/gpu_session.md)", here);
 }
 
 nlohmann::json OptionTable::to_json() const {

@@ -41,7 +41,7 @@ struct RunOptions {
   int labels = 0, latent = 0, threads = 0, classifier_epochs = ClassifierConfig{}.epochs;
   double lr = TrainConfig{}.lr;
   uint64_t seed = TrainConfig{}.seed;
-  bool quick = false, no_progress = false, benchmark = false, tf32 = false, force = false;
+  bool quick = false, no_progress = false, benchmark = false, tf32 = false, force = false, skip_self_check = false;
 };
 
 class OptionTable {

@@ -14,6 +14,7 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/conv2d_fast.h"
+#include "engine/self_check.h"
 #include "train/classifiers.h"
 #include "train/evaluation.h"
 #include "train/figures.h"
@@ -25,6 +26,24 @@ using namespace equivae;
 namespace fs = std::filesystem;
 
 namespace {
+
+// Issue 15's self-check on first use of a GPU: every kernel family once against the CPU reference
+// (engine/self_check.h), in the convolutions' mode of this run; refuses to start on a
+// disagreement, naming the kernel and its error against its tolerance.
+void self_check_gpu(bool tf32) {
+  const auto start = std::chrono::steady_clock::now();
+  SelfCheckOptions options;
+  if (tf32) options.gemm = kTf32Tolerance;  // dense layers run on the conv kernels: TF32 too
+  const std::vector<KernelCheck> checks = require_self_check(
+      backend(Device::cuda), Device::cuda, backend(Device::cpu), options,
+      "\nThe kernels do not hold on this GPU: please report it with this message (docs/gpu_session.md). "
+      "--skip-self-check starts anyway.");
+  double worst = 0;
+  for (const KernelCheck& c : checks) worst = std::max(worst, c.result.worst);
+  fmt::print(stderr, "equivae: self-check: {} kernel outputs agree with the CPU reference (worst error {:.2g} of its "
+                     "tolerance) in {:.1f} s\n",
+             checks.size(), worst, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
 
 // What a run folder holds: a second run into it without --resume must not mix with these.
 const std::vector<std::string> kRunFiles = {
@@ -163,7 +182,10 @@ int run(RunOptions& o, OptionTable& table) {
 
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const Device device = o.device == "cuda" ? Device::cuda : Device::cpu;
-  if (device == Device::cuda) backend(Device::cuda), set_cuda_tf32(o.tf32);  // fails early, with the reason
+  if (device == Device::cuda) {
+    backend(Device::cuda), set_cuda_tf32(o.tf32);  // fails early, with the reason
+    if (!o.skip_self_check) self_check_gpu(o.tf32);
+  }
   data::Splits splits = load_run_data(o);
   if (splits.train.skipped_files > 0)
     fmt::print(stderr, "equivae: skipped {} file(s) of {} that are not .png, .jpg or .jpeg\n",

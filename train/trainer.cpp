@@ -5,6 +5,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/backend.h"
+#include "engine/late_read.h"
 #include "engine/ops.h"
 #include "train/checkpoint.h"
 #include "train/classifiers.h"
@@ -119,6 +121,7 @@ void Trainer::train() {
     metrics.open(config_.out_dir + "/metrics.jsonl", epoch_ > 0 ? std::ios::app : std::ios::trunc);
 
   const bool quiet_steps = config_.device == Device::cuda;
+  LateScalars late;
   auto step = [&](const std::vector<int64_t>& rows) {
     return semi ? objective_->semi_supervised(rows, step_)
                 : objective_->supervised(data_.train, objective_->train_classes(), rows, config_.seed, step_);
@@ -132,26 +135,61 @@ void Trainer::train() {
     int64_t unlabelled_n = 0;
     ProgressBar bar(fmt::format("epoch {}/{}", epoch_ + 1, config_.epochs), batches, config_.progress);
     const auto start = std::chrono::steady_clock::now();
+    auto stop = [&](uint64_t step, const std::string& why) {
+      return std::runtime_error(fmt::format(
+          "training stopped at epoch {}, step {}: {}. Last good checkpoint: {}", epoch_ + 1, step, why,
+          !config_.out_dir.empty() && std::filesystem::exists(checkpoint_path()) ? checkpoint_path() : "none"));
+    };
+    auto not_finite = [](double loglik, double kl, double unlabelled) -> const char* {
+      if (!std::isfinite(loglik)) return "log p(x|r,v)";
+      if (!std::isfinite(kl)) return "the KL term";
+      return std::isfinite(unlabelled) ? nullptr : "L_unlab";
+    };
+    // The loss terms of steps not yet accounted for (late reads), oldest first.
+    struct Counted {
+      uint64_t step;
+      int64_t n, unlabelled_n;
+      double log_prior_sum;
+    };
+    std::deque<Counted> counted;
+    auto account = [&] {
+      const std::vector<double> v = late.pop();
+      const Counted c = counted.front();
+      counted.pop_front();
+      const double unlabelled = v.size() > 2 ? v[2] : 0.0;
+      if (const char* bad = not_finite(v[0], v[1], unlabelled))
+        throw stop(c.step, fmt::format("{} is not finite (read a step late; on the CPU the op that made it is named)", bad));
+      stats.add(v[0], v[1], c.log_prior_sum, c.n);
+      unlabelled_sum += unlabelled, unlabelled_n += c.unlabelled_n;
+    };
     for (int64_t b = 0; b < batches; ++b) {
       const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(epoch_size, (b + 1) * batch));
       Objective::StepResult s;
       try {
         {
-          // On a GPU every value check is a host wait. The step reads its two loss terms anyway
-          // (one wait each), so there the checks run only to name the op of a step gone NaN.
+          // On a GPU every value check is a host wait: there the checks run only to name the op
+          // of a step gone NaN (when the loss is read at once).
           const ValueChecks checks(!quiet_steps);
           s = step(rows);
         }
-        if (!std::isfinite(s.loglik_sum) || !std::isfinite(s.kl_sum) || !std::isfinite(s.unlabelled_sum)) {
-          if (quiet_steps) step(rows);  // the same step, checked
-          throw NumericError(fmt::format("{} is not finite", !std::isfinite(s.loglik_sum) ? "log p(x|r,v)"
-                                                             : !std::isfinite(s.kl_sum) ? "the KL term"
-                                                                                        : "L_unlab"));
+        if (!config_.late_reads) {
+          s.read();
+          if (const char* bad = not_finite(s.loglik_sum, s.kl_sum, s.unlabelled_sum)) {
+            if (quiet_steps) step(rows);  // the same step, checked
+            throw NumericError(fmt::format("{} is not finite", bad));
+          }
         }
       } catch (const NumericError& e) {
-        throw std::runtime_error(fmt::format(
-            "training stopped at epoch {}, step {}: {}. Last good checkpoint: {}", epoch_ + 1, step_, e.what(),
-            !config_.out_dir.empty() && std::filesystem::exists(checkpoint_path()) ? checkpoint_path() : "none"));
+        throw stop(step_, e.what());
+      }
+      if (config_.late_reads) {
+        std::vector<Tensor> terms{s.loglik, s.kl};
+        if (s.unlabelled.defined()) terms.push_back(s.unlabelled);
+        late.push(terms);  // queued behind the forward, read after the next step is queued
+        counted.push_back({step_, s.n, semi ? int64_t(rows.size()) : 0, s.log_prior_sum});
+      } else {
+        stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
+        unlabelled_sum += s.unlabelled_sum, unlabelled_n += semi ? int64_t(rows.size()) : 0;
       }
       params_.zero_grad();
       s.loss.backward();
@@ -162,11 +200,11 @@ void Trainer::train() {
             "in epoch {}: {}; continue with --resume auto --out {}", epoch_ + 1,
             epoch_ > 0 ? fmt::format("{} holds epoch {}", checkpoint_path(), epoch_) : "no epoch was completed",
             config_.out_dir));
-      stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
-      unlabelled_sum += s.unlabelled_sum, unlabelled_n += semi ? int64_t(rows.size()) : 0;
+      while (late.pending() > 1) account();  // the previous step's, long computed
       bar.update(b + 1, fmt::format("elbo {:.2f} rec {:.2f} kl {:.2f} {:.0f} img/s", stats.elbo, stats.loglik, stats.kl,
                                     double(stats.n) / seconds_since(start)));
     }
+    while (late.pending() > 0) account();
     const double train_seconds = seconds_since(start);
     const double images_per_s = double(stats.n) / train_seconds;
     bar.finish(fmt::format("elbo {:.2f} rec {:.2f} kl {:.2f} {:.0f} img/s", stats.elbo, stats.loglik, stats.kl,

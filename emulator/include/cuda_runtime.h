@@ -58,7 +58,8 @@ template <class F> void launch(dim3 grid, dim3 block, const char* name, F&& body
 // short of a profiler). Launches are kernels, cuBLAS calls, device-side copies and memsets.
 struct Counters {
   uint64_t kernels = 0, blas = 0, copies = 0, memsets = 0;
-  uint64_t host_waits = 0;  // stream or device synchronisations
+  uint64_t host_waits = 0;   // stream or device synchronisations
+  uint64_t event_waits = 0;  // cudaEventSynchronize: a wait for one point of the queue, not all of it
   uint64_t launches() const { return kernels + blas + copies + memsets; }
 };
 Counters& counters();
@@ -120,6 +121,7 @@ enum cudaError_t {
   cudaErrorNoDevice = 100,
 };
 typedef struct CUstream_st* cudaStream_t;
+typedef struct CUevent_st* cudaEvent_t;
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
   cudaMemcpyHostToDevice = 1,
@@ -129,6 +131,7 @@ enum cudaMemcpyKind {
 };
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
 constexpr unsigned cudaStreamNonBlocking = 0x01;
+constexpr unsigned cudaEventDisableTiming = 0x02;
 
 const char* cudaGetErrorString(cudaError_t error);
 cudaError_t cudaGetLastError();
@@ -154,3 +157,8 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaDeviceSynchronize();
+// Events: the stream runs each call as it is made, so an event is complete once recorded.
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);

@@ -41,6 +41,22 @@ int32_t* i32(const char* op, const Tensor& t) {
 // cols of x viewed as [rows, cols] (0 for no rows, as on the CPU).
 int64_t cols_of(const Tensor& x, int64_t rows) { return rows ? x.numel() / rows : 0; }
 
+// The parts of a concat or split as one kernel's table (float32, at most kMaxColumnParts, each
+// part whole rows of `whole`'s columns); false when they do not fit it: copy part by part.
+bool column_parts(const char* op, const std::vector<Tensor>& parts, int64_t rows, const Tensor& whole,
+                  gpu::ColumnParts& c) {
+  if (parts.empty() || parts.size() > size_t(gpu::kMaxColumnParts) || rows <= 0) return false;
+  c.count = int(parts.size());
+  c.begin[0] = 0;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    c.part[p] = f32(op, parts[p]);
+    c.begin[p + 1] = c.begin[p] + parts[p].numel() / rows;
+  }
+  EQUIVAE_CHECK(c.begin[c.count] * rows == whole.numel(), "{}: parts of {} columns in all for {} as {} rows", op,
+                c.begin[c.count], whole.describe(), rows);
+  return true;
+}
+
 gpu::ChannelShape channels_of(const Tensor& t) {
   const int64_t n = t.dim(0), c = t.dim(1);
   return {n, c, n * c != 0 ? t.numel() / (n * c) : 0};
@@ -116,6 +132,22 @@ class CudaBackend final : public Backend {
     const gpu::ColumnCopy c{rows, cols, cols_of(src, rows), src_col, cols_of(dst, rows), dst_col,
                             dtype_size(src.dtype())};
     gpu::copy_columns(src.raw(), dst.raw(), c, stream_);
+  }
+  void place_columns(const Tensor& src, Tensor& dst, int64_t dst_col, int64_t rows) override {
+    const int64_t src_cols = cols_of(src, rows), dst_cols = cols_of(dst, rows);
+    EQUIVAE_CHECK(dst_col >= 0 && dst_col + src_cols <= dst_cols, "place_columns: {} as {} columns from column {} of {}",
+                  src.describe(), src_cols, dst_col, dst.describe());
+    gpu::place_columns(f32("place_columns", src), f32("place_columns", dst), rows, src_cols, dst_cols, dst_col, stream_);
+  }
+  void concat_columns(const std::vector<Tensor>& parts, int64_t rows, Tensor& y) override {
+    gpu::ColumnParts c{};
+    if (!column_parts("concat_columns", parts, rows, y, c)) return Backend::concat_columns(parts, rows, y);
+    gpu::join_columns(c, rows, f32("concat_columns", y), stream_);
+  }
+  void split_columns(const Tensor& x, int64_t rows, std::vector<Tensor>& parts) override {
+    gpu::ColumnParts c{};
+    if (!column_parts("split_columns", parts, rows, x, c)) return Backend::split_columns(x, rows, parts);
+    gpu::split_columns(f32("split_columns", x), rows, c, stream_);
   }
   void sum_rows(const Tensor& x, int64_t rows, Tensor& y) override {
     gpu::sum_rows(f32("sum_rows", x), rows, cols_of(x, rows), f32("sum_rows", y), stream_);
@@ -371,5 +403,33 @@ CUstream_st* cuda_stream() { return instance().stream(); }
 void cuda_synchronize() { instance().wait(); }
 
 uint64_t cuda_host_waits() { return instance().host_waits(); }
+
+CudaLateRead::CudaLateRead(size_t capacity) : capacity_(capacity) {
+  void* pinned = nullptr;
+  CUDA_CHECK(cudaMallocHost(&pinned, capacity * sizeof(float)));
+  host_ = static_cast<float*>(pinned);
+  cudaEvent_t event = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  event_ = event;
+}
+
+CudaLateRead::~CudaLateRead() {
+  cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+  cudaFreeHost(host_);
+}
+
+void CudaLateRead::start(const std::vector<const float*>& device_scalars) {
+  EQUIVAE_CHECK(device_scalars.size() <= capacity_, "late read: {} scalars, room for {}", device_scalars.size(),
+                capacity_);
+  count_ = device_scalars.size();
+  for (size_t i = 0; i < count_; ++i)
+    CUDA_CHECK(cudaMemcpyAsync(host_ + i, device_scalars[i], sizeof(float), cudaMemcpyDeviceToHost, cuda_stream()));
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_stream()));
+}
+
+std::vector<double> CudaLateRead::finish() {
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+  return std::vector<double>(host_, host_ + count_);
+}
 
 }  // namespace equivae

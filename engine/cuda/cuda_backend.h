@@ -2,7 +2,9 @@
 // engine/backend.cpp calls them in builds with
 // EQUIVAE_WITH_CUDA; GPU tests and benchmarks use the rest. Needs no CUDA header.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
@@ -36,5 +38,24 @@ void cuda_synchronize();
 // How many times the host has waited for the stream so far: copies to or from host memory, flag
 // reads (the NaN scans), cuda_synchronize. A training step's waits are its reads of values.
 uint64_t cuda_host_waits();
+
+// Float32 scalars read late (issue 15: a step's loss terms, read one step later): start() queues
+// copies of them from device memory to pinned host memory on the backend's stream, behind what is
+// queued so far, and records an event; finish() waits for that event only (long passed when the
+// next step has been queued) and returns the values. Neither is a wait in cuda_host_waits().
+class CudaLateRead {
+ public:
+  explicit CudaLateRead(size_t capacity);  // scalars per start()
+  ~CudaLateRead();
+  CudaLateRead(const CudaLateRead&) = delete;
+  CudaLateRead& operator=(const CudaLateRead&) = delete;
+  void start(const std::vector<const float*>& device_scalars);
+  std::vector<double> finish();
+
+ private:
+  size_t capacity_, count_ = 0;
+  float* host_ = nullptr;  // pinned
+  void* event_ = nullptr;  // cudaEvent_t
+};
 
 }  // namespace equivae

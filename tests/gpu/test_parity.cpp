@@ -28,6 +28,8 @@
 #include "engine/ops.h"
 #include "engine/params.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/self_check.h"
+#include "tests/forwarding_backend.h"
 #include "tests/parity.h"
 
 using namespace equivae;
@@ -146,6 +148,28 @@ TEST_CASE("parity: elementwise ops, row sums, column copies, the NaN scan", "[gp
     cpu().copy_columns(src.cpu, 2, dst.cpu, 5, rows, 4);
     gpu().copy_columns(src.gpu, 2, dst.gpu, 5, rows, 4);
     compare("copy_columns f32", dst);
+    const Pair other = uniform({rows, 1}, rng), third = uniform({rows, 4}, rng);
+    Pair joined = output({rows, 12});  // concat and split in one pass
+    cpu().concat_columns({src.cpu, other.cpu, third.cpu}, rows, joined.cpu);
+    gpu().concat_columns({src.gpu, other.gpu, third.gpu}, rows, joined.gpu);
+    compare("concat_columns f32, 3 parts", joined);
+    Pair parts[3] = {output({rows, 7}), output({rows, 1}), output({rows, 4})};
+    std::vector<Tensor> on_cpu{parts[0].cpu, parts[1].cpu, parts[2].cpu}, on_gpu{parts[0].gpu, parts[1].gpu, parts[2].gpu};
+    cpu().split_columns(joined.cpu, rows, on_cpu);
+    gpu().split_columns(joined.gpu, rows, on_gpu);
+    for (const Pair& p : parts) compare("split_columns f32, a part of 3", p);
+    std::vector<Tensor> many_cpu, many_gpu;  // more parts than one kernel takes: copied part by part
+    for (int p = 0; p < 12; ++p) {
+      const Pair column = uniform({rows, 1}, rng);
+      many_cpu.push_back(column.cpu), many_gpu.push_back(column.gpu);
+    }
+    cpu().concat_columns(many_cpu, rows, joined.cpu);
+    gpu().concat_columns(many_gpu, rows, joined.gpu);
+    compare("concat_columns f32, 12 parts", joined);
+    Pair placed = output({rows, 12});  // a split's backward: zeros but for the part's columns
+    cpu().place_columns(src.cpu, placed.cpu, 5, rows);
+    gpu().place_columns(src.gpu, placed.gpu, 5, rows);
+    compare("place_columns f32", placed);
     std::vector<int32_t> iv(27);
     for (size_t k = 0; k < iv.size(); ++k) iv[k] = int32_t(k * 7 - 50);
     const Pair isrc = indices(iv);
@@ -249,10 +273,8 @@ TEST_CASE("parity: linear forward and backward (as 1x1 convolutions)", "[gpu]") 
   }
 }
 
-// TF32 tensor cores round both operands of each product to 10 mantissa bits (2^-11 relative each)
-// and sum in FP32: |error| <= 2^-10 sum_k |a_k b_k|, which for these random inputs stays under
-// 5e-3 of the output's scale; an indexing error is O(1).
-constexpr double kTf32Rel = 5e-3, kTf32Abs = 5e-3;
+// TF32 tensor cores: engine/self_check.h (kTf32Tolerance) says why 5e-3.
+constexpr double kTf32Rel = kTf32Tolerance.rel, kTf32Abs = kTf32Tolerance.abs;
 
 TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces", "[gpu]") {
   const bool tf32 = GENERATE(false, true);
@@ -672,6 +694,38 @@ TEST_CASE("parity: an EquiVAE-shaped step (loss, every gradient, Adam), determin
                 tag.c_str(), (unsigned long long)after.mallocs, double(after.bytes_reserved) / (1 << 20),
                 (unsigned long long)(after.mallocs - before.mallocs));
     CHECK(after.mallocs == before.mallocs);
+  }
+}
+
+// Issue 15's self-check on first use (engine/self_check.h; train_mnist runs it before training on
+// a GPU): it passes on this device, and refuses the same backend with one kernel spoiled.
+TEST_CASE("self-check: the CUDA backend passes; a spoiled kernel is refused, named", "[gpu][self_check]") {
+  std::vector<KernelCheck> checks;
+  REQUIRE_NOTHROW(checks = require_self_check(gpu(), Device::cuda, cpu()));
+  double worst = 0;
+  for (const KernelCheck& c : checks) worst = std::max(worst, c.result.worst);
+  std::printf("  self-check: %zu kernel outputs, worst %.3g of threshold\n", checks.size(), worst);
+  CHECK(checks.size() > 60);
+  {  // train_mnist --tf32: convolutions and dense layers on TF32 tensor cores, at the TF32 bound
+    set_cuda_tf32(true);
+    struct BackToFp32 {
+      ~BackToFp32() { set_cuda_tf32(false); }
+    } back_to_fp32;
+    SelfCheckOptions tf32;
+    tf32.gemm = kTf32Tolerance;
+    CHECK_NOTHROW(require_self_check(gpu(), Device::cuda, cpu(), tf32));
+    // At the FP32 bound TF32 is refused: the self-check sees which math the kernels use.
+    CHECK_THROWS_WITH(require_self_check(gpu(), Device::cuda, cpu()), Catch::Contains("\n  linear_forward:"));
+  }
+  for (const char* spoiled : {"conv2d_backward_weight", "place_columns", "adam_step"}) {
+    equivae::testing::ForwardingBackend wrong(gpu(), spoiled);
+    try {
+      require_self_check(wrong, Device::cuda, cpu());
+      FAIL("a spoiled " << spoiled << " passed the self-check");
+    } catch (const std::runtime_error& e) {
+      INFO(e.what());
+      CHECK(std::string(e.what()).find(std::string("\n  ") + spoiled) != std::string::npos);
+    }
   }
 }
 

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/cuda/cuda_backend.h"
 #include "engine/ops.h"
 #include "tests/synthetic.h"
 
@@ -98,12 +99,15 @@ TEST_CASE("train on the GPU: the CPU's run epoch by epoch, and its checkpoint co
 }
 
 TEST_CASE("train on the GPU: a NaN stops training, naming the step, the op and the last good checkpoint", "[gpu][train]") {
-  // The GPU's training steps run without value checks (each would be a host wait); a step whose
-  // loss terms come out NaN is run again with them, so the message still names the op.
+  // The GPU's training steps run without value checks (each would be a host wait); with the loss
+  // read at once, a step whose loss terms come out NaN is run again with them, so the message
+  // still names the op. Read a step late (the default), the step is named but not the op.
+  const bool late = GENERATE(false, true);
   const data::Splits s = synthetic_splits();
   const std::string dir = temp_dir("gpu_nan");
   TrainConfig config = small_training(dir, 1);
   config.device = Device::cuda;
+  config.late_reads = late;
   {
     Trainer t(small_model(), config, s);
     t.train();
@@ -114,8 +118,39 @@ TEST_CASE("train on the GPU: a NaN stops training, naming the step, the op and t
   Tensor values = t.params().values().to(Device::cpu);
   values.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
   t.params().values().copy_from(values);
-  CHECK_THROWS_WITH(t.train(), Contains("epoch 2") && Contains("step 20") && Contains("contains NaN or Inf") &&
+  CHECK_THROWS_WITH(t.train(), Contains("epoch 2") && Contains("step 20") &&
+                                   Contains(late ? "is not finite (read a step late" : "contains NaN or Inf") &&
                                    Contains(dir + "/checkpoint.safetensors"));
   CHECK(value_checks());  // restored after the step
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("train on the GPU: the loss read a step late logs what eager reads log, with no host wait", "[gpu][train]") {
+  const data::Splits s = synthetic_splits();
+  const std::string eager_dir = temp_dir("gpu_eager"), late_dir = temp_dir("gpu_late");
+  TrainConfig eager_config = small_training(eager_dir, 2), late_config = small_training(late_dir, 2);
+  eager_config.device = late_config.device = Device::cuda;
+  eager_config.late_reads = false;
+  REQUIRE(late_config.late_reads);  // the default
+  Trainer eager(small_model(), eager_config, s), late(small_model(), late_config, s);
+  uint64_t waits = cuda_host_waits();
+  eager.train();
+  const uint64_t eager_waits = cuda_host_waits() - waits;
+  waits = cuda_host_waits();
+  late.train();
+  const uint64_t late_waits = cuda_host_waits() - waits;
+  std::printf("  host waits: eager %llu, late %llu, over %lld steps\n", (unsigned long long)eager_waits,
+              (unsigned long long)late_waits, (long long)late.steps_done());
+  REQUIRE(late.steps_done() == eager.steps_done());
+  CHECK(eager_waits - late_waits == 2 * uint64_t(late.steps_done()));  // log p(x|r,v) and KL: one wait each
+  const std::vector<nlohmann::json> a = read_metrics(late_dir), b = read_metrics(eager_dir);
+  REQUIRE(a.size() == 2);
+  REQUIRE(b.size() == 2);
+  for (size_t e = 0; e < a.size(); ++e) {
+    CHECK(a[e]["train"] == b[e]["train"]);  // bit for bit: the same sums, added in the same order
+    CHECK(a[e]["validation"] == b[e]["validation"]);
+  }
+  CHECK(late.params().values().to_vector() == eager.params().values().to_vector());
+  std::filesystem::remove_all(eager_dir);
+  std::filesystem::remove_all(late_dir);
 }
