@@ -279,6 +279,7 @@ TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces",
       shape(2, 5, 13, 12, 3, 3, 3, 0),    // stride 3: nine backward-data phases
       shape(2, 4, 7, 8, 6, 1, 2, 0),      // 1x1 stride 2: phases with no taps at all
       shape(1, 70, 6, 5, 70, 2, 1, 1),    // N > 64: several column tiles
+      shape(6, 1, 28, 28, 16, 5, 1, 2),   // backward-weight split 37 ways: a 7 x 6 finish tree
   };
   for (const ConvShape& s : cases) {
     const Shape xs{s.n, s.in_c, s.in_h, s.in_w}, ys{s.n, s.out_c, s.out_h, s.out_w};
