@@ -638,6 +638,79 @@ struct BackwardWeight : Dims {
   };
 };
 
+// ---- narrow layers: <= 4 output columns, a direct kernel -----------------------------------------
+// The decoder's last transposed conv (16 -> 1 channel: backward-data with N = in_c = 1) as a GEMM
+// fills 1 of the 128x4 tile's 4 columns. The direct kernel gives each thread one output pixel and
+// all N (<= 4) channels of it: it walks the pixel's taps (for backward-data, only its phase's
+// taps, as the GEMM does), reads each input value once and multiplies it by N weights that the
+// block keeps in shared memory as [tap][N]. No idle lanes, no split, no workspace; each output is
+// a sum in a fixed order (taps in (channel, ky, kx) order), so the bits are the same every run.
+constexpr int kNarrowN = 4;                  // most output columns the direct kernel takes
+constexpr int kNarrowThreads = 128;
+constexpr int kNarrowMaxWeights = 4096;      // floats of weights in shared memory (16 KiB)
+
+// Forward (kData false): out (img, oc < N, oy, ox) = sum over (c, ky, kx) of x * w[oc, c, ky, kx].
+// Backward-data (kData true): out (img, c < N, iy, ix) = sum over (oc, ky, kx) of dy * w[oc, c, ky, kx],
+// over the taps with ky = iy + P (mod S) whose output pixel exists.
+template <bool kData>
+__global__ void __launch_bounds__(kNarrowThreads)
+    narrow_conv_kernel(const float* in, const float* mask, const float* w, const Dims d, const Epilogue ep) {
+  __shared__ float ws[kNarrowMaxWeights];
+  const int N = kData ? d.C : d.OC, R = kData ? d.OC : d.C;  // output channels, reduced channels
+  const int taps = d.KS * d.KS, weights = R * taps * N;
+  // ws[(r * taps + t) * N + j]: weight of reduced channel r, tap t, output channel j.
+  for (int i = threadIdx.x; i < weights; i += blockDim.x) {
+    const int j = i % N, rt = i / N, r = rt / taps, t = rt - r * taps;
+    ws[i] = kData ? w[(r * d.C + j) * taps + t] : w[(j * d.C + r) * taps + t];
+  }
+  __syncthreads();
+  const int OH = kData ? d.H : d.OH, OW = kData ? d.W : d.OW;  // the output's pixels
+  const int IH = kData ? d.OH : d.H, IW = kData ? d.OW : d.W;  // the input's
+  const int pixels = OH * OW, p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p >= d.images * pixels) return;
+  const int img = p / pixels, pix = p - img * pixels, y = pix / OW, x = pix - y * OW;
+  const float* in_img = in + int64_t(img) * R * IH * IW;
+  const float* mask_img = mask ? mask + int64_t(img) * R * IH * IW : nullptr;
+  // Backward-data: taps ky = ky0 + a S (the pixel's phase) reach input row (y + P - ky) / S.
+  // Forward: every tap, input row y S - P + ky.
+  const int ky0 = kData ? (y + d.P) % d.S : 0, kx0 = kData ? (x + d.P) % d.S : 0, step = kData ? d.S : 1;
+  float acc[kNarrowN] = {};
+  for (int r = 0; r < R; ++r) {
+    const int plane = r * IH * IW;
+    for (int ky = ky0; ky < d.KS; ky += step) {
+      const int iy = kData ? (y + d.P - ky) / d.S : y * d.S - d.P + ky;
+      if (kData ? (y + d.P - ky < 0 || iy >= IH) : unsigned(iy) >= unsigned(IH)) continue;
+      for (int kx = kx0; kx < d.KS; kx += step) {
+        const int ix = kData ? (x + d.P - kx) / d.S : x * d.S - d.P + kx;
+        if (kData ? (x + d.P - kx < 0 || ix >= IW) : unsigned(ix) >= unsigned(IW)) continue;
+        const float v = kData ? masked(in_img, mask_img, plane + iy * IW + ix) : in_img[plane + iy * IW + ix];
+        const float* wt = &ws[(r * taps + ky * d.KS + kx) * N];
+#pragma unroll
+        for (int j = 0; j < kNarrowN; ++j)
+          if (j < N) acc[j] = fmaf(v, wt[j], acc[j]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kNarrowN; ++j)
+    if (j < N) ep.apply((img * N + j) * pixels + pix, acc[j]);
+}
+
+// Whether product (forward, or backward-data) of s runs on the direct kernel.
+bool narrow(const ConvShape& s, bool data) {
+  const int64_t n = data ? s.in_c : s.out_c;
+  return n <= kNarrowN && s.weight_numel() <= kNarrowMaxWeights;
+}
+
+template <bool kData>
+void launch_narrow(const float* in, const float* mask, const float* w, const ConvShape& s, const Epilogue& ep,
+                   cudaStream_t stream) {
+  const int64_t outputs = kData ? s.n * s.in_h * s.in_w : s.n * s.out_h * s.out_w;
+  if (outputs == 0 || ep.numel == 0) return;
+  EQUIVAE_LAUNCH(narrow_conv_kernel<kData>, unsigned(ceil_div(outputs, kNarrowThreads)), kNarrowThreads, stream,
+                 in, mask, w, Dims(s), ep);
+}
+
 Extent forward_extent(const ConvShape& s) {
   return {s.n * s.out_h * s.out_w, s.out_c, s.patch(), s.out_numel(), 1};
 }
@@ -658,6 +731,10 @@ Extent backward_weight_extent(const ConvShape& s, bool bias) {
 }  // namespace
 
 ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias) {
+  if (product != ConvProduct::backward_weight && narrow(s, product == ConvProduct::backward_data)) {
+    const int64_t outputs = product == ConvProduct::forward ? s.n * s.out_h * s.out_w : s.n * s.in_h * s.in_w;
+    return ConvPlan{0, 0, 0, 1, 0, ceil_div(outputs, kNarrowThreads), true};
+  }
   const Extent e = product == ConvProduct::forward         ? forward_extent(s)
                    : product == ConvProduct::backward_data ? backward_data_extent(s)
                                                            : backward_weight_extent(s, bias);
@@ -665,22 +742,25 @@ ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias) {
   return with_tile(e.n, [&](auto tile) {
     using Tl = decltype(tile);
     return ConvPlan{Tl::BM, Tl::BN, resident_blocks<Tl>(), split.slices, split.chunk,
-                    ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * split.groups * split.slices};
+                    ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * split.groups * split.slices, false};
   });
 }
 
-size_t conv2d_forward_workspace_bytes(const ConvShape& s) { return split_workspace_bytes(forward_extent(s)); }
+size_t conv2d_forward_workspace_bytes(const ConvShape& s) {
+  return narrow(s, false) ? 0 : split_workspace_bytes(forward_extent(s));
+}
 
 void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,
                     void* workspace, cudaStream_t stream) {
   check_conv(s);
   const Epilogue ep{y, int(s.out_numel()), b, int(s.out_h * s.out_w), int(s.out_c), relu};
+  if (narrow(s, false)) return launch_narrow<false>(x, nullptr, w, s, ep, stream);
   run(Forward(s, x, w), forward_extent(s), ep, workspace, stream);
 }
 
 size_t conv2d_backward_data_workspace_bytes(const ConvShape& s) {
   check_conv(s);
-  return split_workspace_bytes(backward_data_extent(s));
+  return narrow(s, true) ? 0 : split_workspace_bytes(backward_data_extent(s));
 }
 
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s, void* workspace,
@@ -688,6 +768,7 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
   check_conv(s);
   if (s.stride * s.stride > 65535) throw std::invalid_argument("conv2d: stride too large for the CUDA kernels");
   const Epilogue ep{dx, int(s.in_numel()), bias, int(s.in_h * s.in_w), int(s.in_c), relu};
+  if (narrow(s, true)) return launch_narrow<true>(dy, dy_mask, w, s, ep, stream);
   run(BackwardData(s, dy, w, dy_mask), backward_data_extent(s), ep, workspace, stream);
 }
 

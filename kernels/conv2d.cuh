@@ -30,14 +30,16 @@ bool reproducible_plans();
 // For tests: plan as if the device had `sms` SMs (0: the device's own count).
 void set_plan_device_sms(int sms);
 
-// How a product runs (tests, the bench): the GEMM's block tile, its split-K and the grid.
+// How a product runs (tests, the bench): the GEMM's block tile, its split-K and the grid; or,
+// direct, the kernel for <= 4 output channels (forward, backward-data; tile and split then 0, 1).
 enum class ConvProduct { forward, backward_data, backward_weight };
 struct ConvPlan {
   int tile_m, tile_n, blocks_per_sm, slices, chunk;  // blocks_per_sm: resident at once (a wave / SMs)
   int64_t blocks;
+  bool direct;
   bool operator==(const ConvPlan& o) const {  // the .cu files are C++17: no defaulted ==
     return tile_m == o.tile_m && tile_n == o.tile_n && blocks_per_sm == o.blocks_per_sm && slices == o.slices &&
-           chunk == o.chunk && blocks == o.blocks;
+           chunk == o.chunk && blocks == o.blocks && direct == o.direct;
   }
   bool operator!=(const ConvPlan& o) const { return !(*this == o); }
 };

@@ -280,6 +280,10 @@ TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces",
       shape(2, 4, 7, 8, 6, 1, 2, 0),      // 1x1 stride 2: phases with no taps at all
       shape(1, 70, 6, 5, 70, 2, 1, 1),    // N > 64: several column tiles
       shape(6, 1, 28, 28, 16, 5, 1, 2),   // backward-weight split 37 ways: a 7 x 6 finish tree
+      // The direct kernel for <= 4 output channels (forward: out_c, backward-data: in_c):
+      shape(1, 1, 28, 28, 16, 5, 2, 2),   // the decoder's last transposed conv (16 -> 1), batch 1
+      shape(3, 3, 11, 9, 4, 4, 3, 1),     // 4 and 3 channels, even kernel, stride 3, odd sizes
+      shape(1, 2, 7, 5, 2, 3, 2, 0),      // batch 1, odd, no padding
   };
   for (const ConvShape& s : cases) {
     const Shape xs{s.n, s.in_c, s.in_h, s.in_w}, ys{s.n, s.out_c, s.out_h, s.out_w};

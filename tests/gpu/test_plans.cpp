@@ -74,6 +74,13 @@ TEST_CASE("plans: split-K by occupancy; reproducible plans give the same plan an
     return out;
   };
 
+  // <= 4 output channels: the direct kernel (the decoder's last layer: backward-data with in_c 1).
+  const ConvShape last = shape(64, 1, 28, 16, 5, 2, 2);
+  CHECK(gpu::conv2d_plan(gpu::ConvProduct::backward_data, last).direct);
+  CHECK(gpu::conv2d_plan(gpu::ConvProduct::forward, shape(64, 16, 28, 1, 5, 1, 2)).direct);
+  CHECK_FALSE(gpu::conv2d_plan(gpu::ConvProduct::forward, last).direct);  // 16 output channels: the GEMM
+  CHECK_FALSE(gpu::conv2d_plan(gpu::ConvProduct::backward_weight, shape(64, 16, 28, 1, 5, 1, 2)).direct);
+
   gpu::set_reproducible_plans(false);
   for (int sms : {114, 132}) {
     INFO(sms << " SMs");
