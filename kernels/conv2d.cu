@@ -62,6 +62,9 @@ constexpr int BK = 16;  // reduction depth of a shared-memory tile
 template <int BM_, int BN_, int TM_, int TN_, int kMinBlocks_, int kMinBlocksTf32_> struct Tile {
   static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_;
   static constexpr int kMinBlocks = kMinBlocks_, kMinBlocksTf32 = kMinBlocksTf32_;
+  // Fewer resident blocks, fewer slices: a TF32 plan never needs more workspace than the FP32 one,
+  // so a workspace sized before set_conv_tf32(true) (equivae_bench) still suffices.
+  static_assert(kMinBlocksTf32 <= kMinBlocks, "TF32 plans must not outgrow FP32 workspaces");
   static constexpr int RM = BM / TM, RN = BN / TN;  // threads along m, along n
   static constexpr int kThreads = RM * RN;
   static constexpr int kB = (BN * BK + kThreads - 1) / kThreads;  // B-tile elements per thread
