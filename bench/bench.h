@@ -27,7 +27,7 @@ struct BenchContext {
   DeviceInfo device;
   cudaStream_t stream = nullptr;
   int warmup = 5, repeats = 25;
-  void* flush = nullptr;  // when set: written before every repeat to evict the L2 (--flush-l2)
+  void* flush = nullptr;  // when set: written before every repeat to evict the L2 (unless --no-flush-l2)
   size_t flush_bytes = 0;
   std::vector<int> batches;
 };
@@ -47,21 +47,30 @@ struct Result {
   bool mismatch = false;      // our output differed from the vendor's beyond float rounding
 };
 
-// Median time of one call of fn, in ms, on ctx.stream. Each repeat times `inner` back-to-back
-// calls (enough for ~0.2 ms) so that a tiny kernel is not measured as launch latency.
+// Median time of one call of fn, in ms, on ctx.stream. Each repeat times `inner` calls (enough
+// for ~0.2 ms) so that a tiny kernel is not measured as launch latency: back to back, or with
+// the L2 flushed before each call (ctx.flush), the flush outside the timed events.
 inline double median_ms(const BenchContext& ctx, const std::function<void()>& fn) {
   cudaEvent_t start, stop;
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&stop));
-  auto time = [&](int calls) {
-    if (ctx.flush) CUDA_CHECK(cudaMemsetAsync(ctx.flush, 0, ctx.flush_bytes, ctx.stream));
+  auto timed = [&](int calls) {  // ms of `calls` calls between one pair of events
     CUDA_CHECK(cudaEventRecord(start, ctx.stream));
     for (int i = 0; i < calls; ++i) fn();
     CUDA_CHECK(cudaEventRecord(stop, ctx.stream));
     CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    return double(ms) / calls;
+    return double(ms);
+  };
+  auto time = [&](int calls) {
+    if (!ctx.flush) return timed(calls) / calls;
+    double total = 0;
+    for (int i = 0; i < calls; ++i) {
+      CUDA_CHECK(cudaMemsetAsync(ctx.flush, 0, ctx.flush_bytes, ctx.stream));
+      total += timed(1);
+    }
+    return total / calls;
   };
   for (int i = 0; i < ctx.warmup; ++i) fn();
   const double one = time(1);

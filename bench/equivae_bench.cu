@@ -2,8 +2,12 @@
 // library doing the same work in the same run (llm.c's dev/cuda style). First every kernel is
 // validated against the CPU reference (float64) on a small case; then, for MNIST (1x28x28) and
 // SVHN (3x32x32) at each batch size, ours and the vendor's are warmed up and timed with CUDA
-// events (median of repeats), and the table gives time per call, GFLOP/s or GB/s, % of the
-// device's peak (from its SM count and clocks) and the speed relative to the vendor.
+// events (median of repeats; the L2 flushed before each timed call, as llm.c's dev/cuda
+// benchmarks do, so a layer does not find its inputs cached by its own previous repeat as it never
+// would in a step; --no-flush-l2 times warm-cache repeats), and the table gives time per call,
+// GFLOP/s or GB/s, % of the device's peak (from its SM count and clocks) and the speed relative to
+// the vendor. conv2d's L1 backward-data row is the decoder's last transposed conv (16 -> 1: the
+// direct kernel for <= 4 channels).
 //
 //   conv2d: the encoder's five layers (filters 16, 16, 32, 32, 64; 5x5; stride 1 then 2; pad 2).
 //     The decoder's transposed convs are the same three products of the same shapes (a
@@ -14,7 +18,7 @@
 //   dense: vendor = cuBLAS sgemm (and sgemv for the bias gradient); ours adds the bias pieces.
 //   memory-bound ops: GB/s of their compulsory traffic; no vendor.
 //
-//   equivae_bench [--json FILE] [--batches 32,64,...] [--repeats N] [--warmup N] [--flush-l2]
+//   equivae_bench [--json FILE] [--batches 32,64,...] [--repeats N] [--warmup N] [--no-flush-l2]
 #include <cublas_v2.h>
 #include <cudnn.h>
 
@@ -582,7 +586,7 @@ int run(int argc, char** argv) {
   BenchContext ctx;
   ctx.batches = {32, 64, 128, 256, 512};
   std::string json;
-  bool flush_l2 = false;
+  bool flush_l2 = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -593,9 +597,10 @@ int run(int argc, char** argv) {
     else if (a == "--batches") ctx.batches = parse_list(value());
     else if (a == "--repeats") ctx.repeats = std::max(1, std::stoi(value()));
     else if (a == "--warmup") ctx.warmup = std::max(0, std::stoi(value()));
-    else if (a == "--flush-l2") flush_l2 = true;
+    else if (a == "--flush-l2") flush_l2 = true;  // the default; kept for older scripts
+    else if (a == "--no-flush-l2") flush_l2 = false;
     else {
-      std::printf("usage: equivae_bench [--json FILE] [--batches 32,64,...] [--repeats N] [--warmup N] [--flush-l2]\n");
+      std::printf("usage: equivae_bench [--json FILE] [--batches 32,64,...] [--repeats N] [--warmup N] [--no-flush-l2]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }

@@ -37,13 +37,15 @@ Var ParameterStore::declare(const std::string& name, Shape shape, Init init) {
   EQUIVAE_CHECK(!allocated(), "parameters: cannot declare {} after allocate()", name);
   for (const Entry& e : entries_) EQUIVAE_CHECK(e.name != name, "parameters: {} declared twice", name);
   const int64_t n = shape_numel(shape);  // throws on a negative dimension or overflow
-  int64_t total = 0;
-  EQUIVAE_CHECK(!__builtin_add_overflow(total_, n, &total), "parameters: {} {} makes more than 2^63 parameters",
-                name, shape_str(shape));
+  int64_t total = 0, end = 0;
+  const int64_t offset = (buffer_numel_ + kParamAlign - 1) / kParamAlign * kParamAlign;
+  EQUIVAE_CHECK(!__builtin_add_overflow(total_, n, &total) && !__builtin_add_overflow(offset, n, &end),
+                "parameters: {} {} makes more than 2^63 parameters", name, shape_str(shape));
   // Placeholder value (shape only matters) until allocate() points it into the buffer.
   Var var(Tensor(), true);
-  entries_.push_back({name, total_, std::move(shape), init, var});
+  entries_.push_back({name, offset, total_, std::move(shape), init, var});
   total_ = total;
+  buffer_numel_ = end;
   return var;
 }
 
@@ -55,21 +57,21 @@ const ParameterStore::Entry& ParameterStore::find(const std::string& name) const
 
 void ParameterStore::allocate(uint64_t seed, DType dtype, Device device) {
   EQUIVAE_CHECK(!allocated(), "parameters: allocate() called twice");
-  Tensor host = Tensor::empty({total_}, dtype, Device::cpu);
-  // Every parameter draws from its own range of the stream: adding a parameter at the end
-  // leaves the others' initial values unchanged.
+  Tensor host = Tensor::zeros({buffer_numel_}, dtype, Device::cpu);  // the gaps stay 0
+  // Every parameter draws from its own range of the stream, keyed by its packed index (not its
+  // padded offset): adding a parameter at the end leaves the others' initial values unchanged.
   for (const Entry& e : entries_) {
     const int64_t n = shape_numel(e.shape);
     const double bound = e.init.bound(scheme_);
     for (int64_t i = 0; i < n; ++i) {
-      const double u = philox_uniform(seed, uint64_t(e.offset + i));
+      const double u = philox_uniform(seed, uint64_t(e.index + i));
       const double v = e.init.kind == Init::constant ? e.init.value : (2 * u - 1) * bound;
       if (dtype == DType::f32) host.data<float>()[e.offset + i] = float(v);
       else host.data<double>()[e.offset + i] = v;
     }
   }
   values_ = host.to(device);
-  grads_ = Tensor::zeros({total_}, dtype, device);
+  grads_ = Tensor::zeros({buffer_numel_}, dtype, device);
   point_vars();
 }
 
@@ -97,8 +99,8 @@ void ParameterStore::to(Device device) {
 
 Adam::Adam(ParameterStore& params, AdamConfig config) : params_(params), config_(config) {
   EQUIVAE_CHECK(params.allocated(), "adam: parameters are not allocated");
-  m_ = Tensor::zeros({params.numel()}, params.values().dtype(), params.values().device());
-  v_ = Tensor::zeros({params.numel()}, params.values().dtype(), params.values().device());
+  m_ = Tensor::zeros({params.buffer_numel()}, params.values().dtype(), params.values().device());
+  v_ = Tensor::zeros({params.buffer_numel()}, params.values().dtype(), params.values().device());
 }
 
 void Adam::step() {

@@ -2,6 +2,12 @@
 // moments) in buffers of the same layout and a name -> (offset, shape) table (llm.c's
 // malloc_and_point_parameters). Adam is one pass over the buffers; a checkpoint is the table
 // plus the buffers; benchmarks and tests walk the table.
+//
+// Every parameter's view starts at a multiple of kParamAlign elements (16 bytes in f32, 32 in
+// f64) so kernels may read and write it with 128-bit accesses; the gaps are zeros that stay zero
+// (zero gradient, zero Adam moments). Each parameter also keeps its index in the packed order
+// (no gaps), which keys its initial values and lays out Adam's moments in a checkpoint, so
+// neither depends on the padding.
 #pragma once
 #include <string>
 #include <vector>
@@ -33,12 +39,15 @@ struct Init {
   double bound(InitScheme scheme) const;
 };
 
+inline constexpr int64_t kParamAlign = 4;
+
 class ParameterStore {
  public:
   explicit ParameterStore(InitScheme scheme = InitScheme::torch) : scheme_(scheme) {}
   struct Entry {
     std::string name;
-    int64_t offset;
+    int64_t offset;  // of its view in the buffers: a multiple of kParamAlign
+    int64_t index;   // of its first element among all parameters, packed (no gaps)
     Shape shape;
     Init init;
     Var var;
@@ -54,7 +63,8 @@ class ParameterStore {
   bool allocated() const { return values_.defined(); }
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry& find(const std::string& name) const;
-  int64_t numel() const { return total_; }
+  int64_t numel() const { return total_; }                 // parameters (the gaps not counted)
+  int64_t buffer_numel() const { return buffer_numel_; }   // elements of each buffer (gaps counted)
   InitScheme init_scheme() const { return scheme_; }
   Tensor& values() { return values_; }
   Tensor& grads() { return grads_; }
@@ -67,7 +77,7 @@ class ParameterStore {
   void point_vars();
   InitScheme scheme_;
   std::vector<Entry> entries_;
-  int64_t total_ = 0;
+  int64_t total_ = 0, buffer_numel_ = 0;
   Tensor values_, grads_;
 };
 

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/adam.cuh"
 #include "kernels/common.cuh"
@@ -11,13 +12,35 @@ void adam_step(int64_t n, float* param, const float* grad, float* m, float* v, c
   const float b1 = float(p.beta1), b2 = float(p.beta2), eps = float(p.eps);
   const float step = float(p.lr / (1 - std::pow(p.beta1, double(p.t))));
   const float bc2_sqrt = float(std::sqrt(1 - std::pow(p.beta2, double(p.t))));
-  launch_map(n, stream, [=] __device__(int64_t i) {
-    const float g = grad[i];
-    const float mi = b1 * m[i] + (1 - b1) * g;
-    const float vi = b2 * v[i] + (1 - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    param[i] -= step * mi / (sqrtf(vi) / bc2_sqrt + eps);
+  const auto update = [=] __device__(float& w, float g, float& mi, float& vi) {
+    mi = b1 * mi + (1 - b1) * g;
+    vi = b2 * vi + (1 - b2) * g * g;
+    w -= step * mi / (sqrtf(vi) / bc2_sqrt + eps);
+  };
+  // 128-bit loads and stores where the four buffers allow them (ParameterStore's buffers are
+  // allocated whole: their bases are aligned); thread q takes elements [4q, 4q + 4), the last one
+  // the n % 4 left over one by one. Same arithmetic either way, in one launch.
+  const bool aligned = ((uintptr_t(param) | uintptr_t(grad) | uintptr_t(m) | uintptr_t(v)) & 15) == 0;
+  if (!aligned) {
+    launch_map(n, stream, [=] __device__(int64_t i) { update(param[i], grad[i], m[i], v[i]); });
+    return;
+  }
+  launch_map((n + 3) / 4, stream, [=] __device__(int64_t q) {
+    const int64_t i = 4 * q;
+    if (i + 4 > n) {
+      for (int64_t j = i; j < n; ++j) update(param[j], grad[j], m[j], v[j]);
+      return;
+    }
+    float4 w = reinterpret_cast<const float4*>(param)[q], mi = reinterpret_cast<const float4*>(m)[q];
+    float4 vi = reinterpret_cast<const float4*>(v)[q];
+    const float4 g = reinterpret_cast<const float4*>(grad)[q];
+    update(w.x, g.x, mi.x, vi.x);
+    update(w.y, g.y, mi.y, vi.y);
+    update(w.z, g.z, mi.z, vi.z);
+    update(w.w, g.w, mi.w, vi.w);
+    reinterpret_cast<float4*>(param)[q] = w;
+    reinterpret_cast<float4*>(m)[q] = mi;
+    reinterpret_cast<float4*>(v)[q] = vi;
   });
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +26,30 @@ inline int sm_count() {
     return std::max(n, 1);
   }();
   return count;
+}
+
+// The SM count that plans are made for: split-K (conv2d.cu) and the slices of channel sums. A plan
+// decides how a sum is cut into partial sums, hence its rounding, so with plans from the device's
+// own count an H100 PCIe (114 SMs) and an H100 SXM (132) give different bits. With reproducible
+// plans (EQUIVAE_REPRODUCIBLE=1 at start, or set_reproducible_plans in conv2d.cuh) every GPU plans
+// for kNominalSms, the H100 SXM's count: the same bits everywhere, at the price of a plan sized for
+// another GPU on the others. Plans never depend on anything else of the device.
+constexpr int kNominalSms = 132;
+struct PlanSettings {
+  bool reproducible = [] {
+    const char* v = std::getenv("EQUIVAE_REPRODUCIBLE");
+    return v && std::string(v) == "1";
+  }();
+  int device_sms = 0;  // > 0: taken for the device's count (tests emulating GPUs of other sizes)
+};
+inline PlanSettings& plan_settings() {
+  static PlanSettings settings;
+  return settings;
+}
+inline int plan_sm_count() {
+  const PlanSettings& s = plan_settings();
+  if (s.reproducible) return kNominalSms;
+  return s.device_sms > 0 ? s.device_sms : sm_count();
 }
 
 // Kernels index with int where the tensor sizes allow it (faster address math); this guards it.
@@ -104,7 +129,7 @@ inline ChannelSplit channel_split(int64_t n, int64_t channels, int64_t hw) {
   check_int32(channels, "channel count");
   if (per_channel == 0 || channels == 0) return {1, 1};
   if (per_channel <= kOneBlockChannel) return {1, int(per_channel)};
-  const int64_t fill = std::max<int64_t>(1, 4 * int64_t(sm_count()) / channels);  // blocks per channel
+  const int64_t fill = std::max<int64_t>(1, 4 * int64_t(plan_sm_count()) / channels);  // blocks per channel
   const int64_t by_size = ceil_div(per_channel, 4 * kThreads);                      // >= 4 elements a thread
   const int64_t chunk = ceil_div(per_channel, std::min(fill, by_size));
   return {int(ceil_div(per_channel, chunk)), int(chunk)};

@@ -13,9 +13,17 @@
 // spent on the zeros a strided transposed conv would otherwise multiply.
 //
 // When the output has too few tiles to fill the GPU (late encoder layers, every weight
-// gradient) the reduction is split across blocks (split-K); the slices' partial outputs are then
-// added in a fixed order, so results stay deterministic: by the last block of each tile to finish
-// (a per-tile arrival counter), so no second launch is needed.
+// gradient) the reduction is split across blocks (split-K), sized by real occupancy: each tile
+// states how many of its blocks an SM holds (kMinBlocks, kMinBlocksTf32, which __launch_bounds__
+// makes the compiler honour), a wave is that times the SM count, and a plan splits only while the
+// tiles alone fill less than a wave, into as many slices as one wave holds (never a second,
+// partial wave). The slices' partial outputs are then added in a fixed order, so results stay
+// deterministic, in a two-level tree inside the same launch: slices form sums of about
+// sqrt(slices) slices each; the last block of a sum to arrive (an arrival counter) adds that sum's
+// partials in slice order, and the last sum of a tile to finish adds the sums in order and
+// applies the epilogue. A finish is then 2 sqrt(slices) deep, spread over sqrt(slices) blocks per
+// tile, instead of every slice added by one block. The plan comes from plan_sm_count()
+// (common.cuh): with reproducible plans, the same on every GPU.
 #include <mma.h>
 
 #include <cstdlib>
@@ -35,6 +43,9 @@ bool tf32_enabled = [] {
 
 void set_conv_tf32(bool on) { tf32_enabled = on; }
 bool conv_tf32() { return tf32_enabled; }
+void set_reproducible_plans(bool on) { plan_settings().reproducible = on; }
+bool reproducible_plans() { return plan_settings().reproducible; }
+void set_plan_device_sms(int sms) { plan_settings().device_sms = sms; }
 
 namespace {
 namespace wmma = nvcuda::wmma;
@@ -42,19 +53,33 @@ namespace wmma = nvcuda::wmma;
 constexpr int BK = 16;  // reduction depth of a shared-memory tile
 
 // Block tile BM x BN, thread tile TM x TN. The thread count equals BM, so a thread loads one
-// A-tile row (m-major loads) or, k-major, a fixed k column of the A and B tiles.
-template <int BM_, int BN_, int TM_, int TN_> struct Tile {
+// A-tile row (m-major loads) or, k-major, a fixed k column of the A and B tiles. kMinBlocks (FP32)
+// and kMinBlocksTf32: the blocks an SM holds at once, which __launch_bounds__ makes true by capping
+// the registers at 64K / (threads x blocks) (shared memory fits: SharedLayout). Chosen as the most
+// that nvcc 13 fits without spilling (-Xptxas -v, sm_90): 24-32 resident warps for FP32's narrow
+// tiles, 12 for 128x64, whose 64 accumulators need 128 registers; about half with TF32, whose
+// fragments and output tile need more.
+template <int BM_, int BN_, int TM_, int TN_, int kMinBlocks_, int kMinBlocksTf32_> struct Tile {
   static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_;
+  static constexpr int kMinBlocks = kMinBlocks_, kMinBlocksTf32 = kMinBlocksTf32_;
+  // Fewer resident blocks, fewer slices: a TF32 plan never needs more workspace than the FP32 one,
+  // so a workspace sized before set_conv_tf32(true) (equivae_bench) still suffices.
+  static_assert(kMinBlocksTf32 <= kMinBlocks, "TF32 plans must not outgrow FP32 workspaces");
   static constexpr int RM = BM / TM, RN = BN / TN;  // threads along m, along n
   static constexpr int kThreads = RM * RN;
   static constexpr int kB = (BN * BK + kThreads - 1) / kThreads;  // B-tile elements per thread
   static constexpr int kRowStep = kThreads / BK;                  // k-major: rows between a thread's loads
   static_assert(kThreads == BM && kThreads % BK == 0, "loaders assume one thread per A-tile row");
 };
-using TileN4 = Tile<128, 4, 4, 1>;
-using TileN16 = Tile<64, 16, 4, 4>;
-using TileN32 = Tile<128, 32, 8, 4>;
-using TileN64 = Tile<128, 64, 8, 8>;
+using TileN4 = Tile<128, 4, 4, 1, 8, 8>;  // FP32 only (TF32 needs 16 columns)
+using TileN16 = Tile<64, 16, 4, 4, 12, 6>;
+using TileN32 = Tile<128, 32, 8, 4, 5, 3>;
+using TileN64 = Tile<128, 64, 8, 8, 3, 2>;
+
+// Blocks of tile Tl an SM holds with the math the products use now.
+template <class Tl> int resident_blocks() {
+  return conv_tf32() && Tl::BN % 16 == 0 ? Tl::kMinBlocksTf32 : Tl::kMinBlocks;
+}
 
 // Calls f(tile) with the tile for a GEMM of width n (the output channels): narrow N gets tall
 // tiles instead of idle columns.
@@ -66,9 +91,11 @@ template <class F> auto with_tile(int64_t n, F&& f) {
 }
 
 // blockIdx.z = group * slices + slice: a group is an independent GEMM (a phase of
-// backward-data), a slice a range [slice * chunk, + chunk) of its K.
+// backward-data), a slice a range [slice * chunk, + chunk) of its K. The finish adds slices
+// [s * per_sum, + per_sum) into sum s, then the sums.
 struct Split {
-  int groups, slices, chunk;
+  int groups, slices, chunk, per_sum;
+  __host__ __device__ int sums() const { return (slices + per_sum - 1) / per_sum; }
 };
 
 // What every problem reports on the host to size the launch.
@@ -77,17 +104,25 @@ struct Extent {
   int groups;
 };
 
-Split plan_split(const Extent& e) {
-  const int64_t blocks = with_tile(e.n, [&](auto tile) {
+constexpr int kMinChunk = 8 * BK;  // a slice's least depth: its pipeline start is then a small part
+
+// The plan for a GPU of `sms` SMs: a function of the shape, the tile and `sms` alone.
+Split plan_split(const Extent& e, int sms) {
+  return with_tile(e.n, [&](auto tile) {
     using Tl = decltype(tile);
-    return ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * e.groups;
+    const int64_t tiles = std::max<int64_t>(1, ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * e.groups);
+    const int64_t wave = int64_t(sms) * resident_blocks<Tl>();  // blocks resident at once
+    const int64_t fit = tiles >= wave ? 1 : wave / tiles;  // slices one wave holds; 1 once the tiles fill it
+    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(ceil_div(e.max_k, kMinChunk), 65535 / e.groups));
+    const int64_t want = std::min(fit, most);
+    const int64_t chunk = std::max<int64_t>(BK, ceil_div(ceil_div(e.max_k, want), BK) * BK);
+    const int slices = int(std::max<int64_t>(1, ceil_div(e.max_k, chunk)));
+    int per_sum = 1;
+    while (int64_t(per_sum) * per_sum < slices) ++per_sum;  // ceil(sqrt(slices))
+    return Split{e.groups, slices, int(chunk), per_sum};
   });
-  const int64_t want = ceil_div(2 * int64_t(sm_count()), std::max<int64_t>(blocks, 1));  // about 2 blocks per SM
-  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(ceil_div(e.max_k, 4 * BK), 65535 / e.groups));
-  const int64_t slices = std::clamp<int64_t>(want, 1, most);  // each slice at least 4 tiles deep
-  const int64_t chunk = std::max<int64_t>(BK, ceil_div(ceil_div(e.max_k, slices), BK) * BK);
-  return {e.groups, int(std::max<int64_t>(1, ceil_div(e.max_k, chunk))), int(chunk)};
 }
+Split plan_split(const Extent& e) { return plan_split(e, plan_sm_count()); }
 
 size_t split_workspace_bytes(const Extent& e) {
   const Split s = plan_split(e);
@@ -148,6 +183,7 @@ __device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[T
 // FP32 (exact: the CPU reference's products, rounded in a different order): each thread keeps
 // its TM x TN outputs in registers.
 template <class Tl> struct Fp32Math {
+  static constexpr bool kTf32 = false;
   static constexpr int kPad = 1;     // +1: k-major stores avoid bank conflicts
   static constexpr int kCFloats = 0;  // no output tile in shared memory
   float acc[Tl::TM][Tl::TN] = {};
@@ -174,6 +210,7 @@ template <class Tl> struct Fp32Math {
 // kFrags of the tile's 16x16 output blocks (w * kFrags + f, row-major over the blocks). At the
 // end the warps store their sums into shared memory (over the dead A/B tiles) for the epilogue.
 template <class Tl> struct Tf32Math {
+  static constexpr bool kTf32 = true;
   static_assert(Tl::BM % 16 == 0 && Tl::BN % 16 == 0, "TF32 tiles are made of 16x16 blocks");
   static constexpr int kPad = 8;  // rows of 32-byte multiples: wmma's loads need 256-bit alignment
   static constexpr int kBlocksN = Tl::BN / 16, kWarps = Tl::kThreads / 32;
@@ -223,23 +260,42 @@ template <class Tl> struct Tf32Math {
 template <class Tl, class Math> struct SharedLayout {
   static constexpr int kA = BK * (Tl::BM + Math::kPad), kB = BK * (Tl::BN + Math::kPad);
   static constexpr int kFloats = kA + kB > Math::kCFloats ? kA + kB : Math::kCFloats;
+  static constexpr int kMinBlocks = Math::kTf32 ? Tl::kMinBlocksTf32 : Tl::kMinBlocks;
+  // kMinBlocks blocks (and BackwardWeight's row tables, 13 bytes a row) fit in an H100 SM's 227 KiB.
+  static_assert(kMinBlocks * (kFloats * 4 + 13 * Tl::BM + 64) <= 227 * 1024, "kMinBlocks overstates occupancy");
 };
 
-// Arrival counters of the split tiles: zero between launches (each tile's last block resets its
-// own), allocated and zeroed once. A split plan has fewer tiles than 2 blocks per SM.
-constexpr int kMaxSplitTiles = 4096;
+// Arrival counters of the split tiles, per tile: one per first-level sum, then one for the tile.
+// Zero between launches (each sum's and tile's last block resets its own), allocated and zeroed
+// once. A split plan has fewer tiles than a wave, and sqrt(wave / tiles) + 2 counters a tile.
+constexpr int kMaxSplitCounters = 1 << 16;
 unsigned* split_counters() {
   static unsigned* counters = [] {
     void* p = nullptr;
-    CUDA_CHECK(cudaMalloc(&p, kMaxSplitTiles * sizeof(unsigned)));
-    CUDA_CHECK(cudaMemset(p, 0, kMaxSplitTiles * sizeof(unsigned)));  // once, before any kernel uses it
+    CUDA_CHECK(cudaMalloc(&p, kMaxSplitCounters * sizeof(unsigned)));
+    CUDA_CHECK(cudaMemset(p, 0, kMaxSplitCounters * sizeof(unsigned)));  // once, before any kernel uses it
     return static_cast<unsigned*>(p);
   }();
   return counters;
 }
 
+// One arrival of this block at `counter`, which expects `arrivals`: true (in every thread) for the
+// last to arrive, which then sees every earlier arrival's writes; it resets the counter.
+__device__ bool arrive_last(unsigned* counter, int arrivals) {
+  __shared__ bool last;
+  __threadfence();  // this block's writes are visible before its arrival counts
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1u) == unsigned(arrivals - 1);
+    if (last) *counter = 0;  // ready for the next launch
+  }
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
 template <class Tl, class P, class Math>
-__global__ void __launch_bounds__(Tl::kThreads)
+__global__ void __launch_bounds__(Tl::kThreads, (SharedLayout<Tl, Math>::kMinBlocks))
     igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial,
                  unsigned* counters) {
   using Layout = SharedLayout<Tl, Math>;
@@ -267,49 +323,46 @@ __global__ void __launch_bounds__(Tl::kThreads)
   }
   math.finish(smem, tid);
 
+  // f(output index, i, j, ml, nl) for each of this thread's outputs inside the GEMM.
+  const auto each_output = [&](auto&& f) {
 #pragma unroll
-  for (int i = 0; i < Tl::TM; ++i) {
-    const int ml = tm + i * Tl::RM, m = m0 + ml;
-    if (m >= g.M) continue;
+    for (int i = 0; i < Tl::TM; ++i) {
+      const int ml = tm + i * Tl::RM;
+      if (m0 + ml >= g.M) continue;
 #pragma unroll
-    for (int j = 0; j < Tl::TN; ++j) {
-      const int nl = tn + j * Tl::RN, n = n0 + nl;
-      if (n >= p.N) continue;
-      const int idx = p.out_index(g, m, n);
-      const float v = math.value(i, j, ml, nl);
-      if (split.slices == 1) ep.apply(idx, v);
-      else partial[int64_t(slice) * ep.numel + idx] = v;
+      for (int j = 0; j < Tl::TN; ++j) {
+        const int nl = tn + j * Tl::RN;
+        if (n0 + nl >= p.N) continue;
+        f(p.out_index(g, m0 + ml, n0 + nl), i, j, ml, nl);
+      }
     }
+  };
+  if (split.slices == 1) {
+    each_output([&](int idx, int i, int j, int ml, int nl) { ep.apply(idx, math.value(i, j, ml, nl)); });
+    return;
   }
-  if (split.slices == 1) return;
+  each_output([&](int idx, int i, int j, int ml, int nl) {
+    partial[int64_t(slice) * ep.numel + idx] = math.value(i, j, ml, nl);
+  });
 
-  // The tile's last slice to arrive adds all slices' partials in slice order (the same sums,
-  // whichever block that is) and applies the epilogue.
-  __shared__ bool last;
-  __threadfence();  // this block's partials are visible to the block that finishes
-  __syncthreads();
-  if (tid == 0) {
-    unsigned* counter = &counters[(blockIdx.z / split.slices * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x];
-    last = atomicAdd(counter, 1u) == unsigned(split.slices - 1);
-    if (last) *counter = 0;  // ready for the next launch
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-#pragma unroll
-  for (int i = 0; i < Tl::TM; ++i) {
-    const int m = m0 + tm + i * Tl::RM;
-    if (m >= g.M) continue;
-#pragma unroll
-    for (int j = 0; j < Tl::TN; ++j) {
-      const int n = n0 + tn + j * Tl::RN;
-      if (n >= p.N) continue;
-      const int idx = p.out_index(g, m, n);
-      double acc = 0;
-      for (int s = 0; s < split.slices; ++s) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
-      ep.apply(idx, float(acc));
-    }
-  }
+  // The finish (see the top of the file): the same additions in the same order whichever blocks
+  // arrive last. Sum s lands in the partials of its first slice, s * per_sum.
+  const int tile = (blockIdx.z / split.slices * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  unsigned* counters_of_tile = counters + int64_t(tile) * (split.sums() + 1);
+  const int sum = slice / split.per_sum, first = sum * split.per_sum;
+  const int end = min(split.slices, first + split.per_sum);
+  if (!arrive_last(&counters_of_tile[sum], end - first)) return;
+  each_output([&](int idx, int, int, int, int) {
+    double acc = 0;
+    for (int s = first; s < end; ++s) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
+    partial[int64_t(first) * ep.numel + idx] = float(acc);
+  });
+  if (!arrive_last(&counters_of_tile[split.sums()], split.sums())) return;
+  each_output([&](int idx, int, int, int, int) {
+    double acc = 0;
+    for (int s = 0; s < split.slices; s += split.per_sum) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
+    ep.apply(idx, float(acc));
+  });
 }
 
 template <class Tl, class P>
@@ -319,7 +372,8 @@ void launch_tile(const P& p, const Extent& e, const Split& split, const Epilogue
                   unsigned(split.groups * split.slices));
   unsigned* counters = nullptr;
   if (split.slices > 1) {
-    if (int64_t(grid.x) * grid.y * split.groups > kMaxSplitTiles) throw std::logic_error("conv2d: split plan too wide");
+    if (int64_t(grid.x) * grid.y * split.groups * (split.sums() + 1) > kMaxSplitCounters)
+      throw std::logic_error("conv2d: split plan too wide");
     counters = split_counters();
   }
   if constexpr (Tl::BN % 16 == 0) {
@@ -587,6 +641,79 @@ struct BackwardWeight : Dims {
   };
 };
 
+// ---- narrow layers: <= 4 output columns, a direct kernel -----------------------------------------
+// The decoder's last transposed conv (16 -> 1 channel: backward-data with N = in_c = 1) as a GEMM
+// fills 1 of the 128x4 tile's 4 columns. The direct kernel gives each thread one output pixel and
+// all N (<= 4) channels of it: it walks the pixel's taps (for backward-data, only its phase's
+// taps, as the GEMM does), reads each input value once and multiplies it by N weights that the
+// block keeps in shared memory as [tap][N]. No idle lanes, no split, no workspace; each output is
+// a sum in a fixed order (taps in (channel, ky, kx) order), so the bits are the same every run.
+constexpr int kNarrowN = 4;                  // most output columns the direct kernel takes
+constexpr int kNarrowThreads = 128;
+constexpr int kNarrowMaxWeights = 4096;      // floats of weights in shared memory (16 KiB)
+
+// Forward (kData false): out (img, oc < N, oy, ox) = sum over (c, ky, kx) of x * w[oc, c, ky, kx].
+// Backward-data (kData true): out (img, c < N, iy, ix) = sum over (oc, ky, kx) of dy * w[oc, c, ky, kx],
+// over the taps with ky = iy + P (mod S) whose output pixel exists.
+template <bool kData>
+__global__ void __launch_bounds__(kNarrowThreads)
+    narrow_conv_kernel(const float* in, const float* mask, const float* w, const Dims d, const Epilogue ep) {
+  __shared__ float ws[kNarrowMaxWeights];
+  const int N = kData ? d.C : d.OC, R = kData ? d.OC : d.C;  // output channels, reduced channels
+  const int taps = d.KS * d.KS, weights = R * taps * N;
+  // ws[(r * taps + t) * N + j]: weight of reduced channel r, tap t, output channel j.
+  for (int i = threadIdx.x; i < weights; i += blockDim.x) {
+    const int j = i % N, rt = i / N, r = rt / taps, t = rt - r * taps;
+    ws[i] = kData ? w[(r * d.C + j) * taps + t] : w[(j * d.C + r) * taps + t];
+  }
+  __syncthreads();
+  const int OH = kData ? d.H : d.OH, OW = kData ? d.W : d.OW;  // the output's pixels
+  const int IH = kData ? d.OH : d.H, IW = kData ? d.OW : d.W;  // the input's
+  const int pixels = OH * OW, p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p >= d.images * pixels) return;
+  const int img = p / pixels, pix = p - img * pixels, y = pix / OW, x = pix - y * OW;
+  const float* in_img = in + int64_t(img) * R * IH * IW;
+  const float* mask_img = mask ? mask + int64_t(img) * R * IH * IW : nullptr;
+  // Backward-data: taps ky = ky0 + a S (the pixel's phase) reach input row (y + P - ky) / S.
+  // Forward: every tap, input row y S - P + ky.
+  const int ky0 = kData ? (y + d.P) % d.S : 0, kx0 = kData ? (x + d.P) % d.S : 0, step = kData ? d.S : 1;
+  float acc[kNarrowN] = {};
+  for (int r = 0; r < R; ++r) {
+    const int plane = r * IH * IW;
+    for (int ky = ky0; ky < d.KS; ky += step) {
+      const int iy = kData ? (y + d.P - ky) / d.S : y * d.S - d.P + ky;
+      if (kData ? (y + d.P - ky < 0 || iy >= IH) : unsigned(iy) >= unsigned(IH)) continue;
+      for (int kx = kx0; kx < d.KS; kx += step) {
+        const int ix = kData ? (x + d.P - kx) / d.S : x * d.S - d.P + kx;
+        if (kData ? (x + d.P - kx < 0 || ix >= IW) : unsigned(ix) >= unsigned(IW)) continue;
+        const float v = kData ? masked(in_img, mask_img, plane + iy * IW + ix) : in_img[plane + iy * IW + ix];
+        const float* wt = &ws[(r * taps + ky * d.KS + kx) * N];
+#pragma unroll
+        for (int j = 0; j < kNarrowN; ++j)
+          if (j < N) acc[j] = fmaf(v, wt[j], acc[j]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kNarrowN; ++j)
+    if (j < N) ep.apply((img * N + j) * pixels + pix, acc[j]);
+}
+
+// Whether product (forward, or backward-data) of s runs on the direct kernel.
+bool narrow(const ConvShape& s, bool data) {
+  const int64_t n = data ? s.in_c : s.out_c;
+  return n <= kNarrowN && s.weight_numel() <= kNarrowMaxWeights;
+}
+
+template <bool kData>
+void launch_narrow(const float* in, const float* mask, const float* w, const ConvShape& s, const Epilogue& ep,
+                   cudaStream_t stream) {
+  const int64_t outputs = kData ? s.n * s.in_h * s.in_w : s.n * s.out_h * s.out_w;
+  if (outputs == 0 || ep.numel == 0) return;
+  EQUIVAE_LAUNCH(narrow_conv_kernel<kData>, unsigned(ceil_div(outputs, kNarrowThreads)), kNarrowThreads, stream,
+                 in, mask, w, Dims(s), ep);
+}
+
 Extent forward_extent(const ConvShape& s) {
   return {s.n * s.out_h * s.out_w, s.out_c, s.patch(), s.out_numel(), 1};
 }
@@ -606,18 +733,37 @@ Extent backward_weight_extent(const ConvShape& s, bool bias) {
 
 }  // namespace
 
-size_t conv2d_forward_workspace_bytes(const ConvShape& s) { return split_workspace_bytes(forward_extent(s)); }
+ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias) {
+  if (product != ConvProduct::backward_weight && narrow(s, product == ConvProduct::backward_data)) {
+    const int64_t outputs = product == ConvProduct::forward ? s.n * s.out_h * s.out_w : s.n * s.in_h * s.in_w;
+    return ConvPlan{0, 0, 0, 1, 0, ceil_div(outputs, kNarrowThreads), true};
+  }
+  const Extent e = product == ConvProduct::forward         ? forward_extent(s)
+                   : product == ConvProduct::backward_data ? backward_data_extent(s)
+                                                           : backward_weight_extent(s, bias);
+  const Split split = plan_split(e);
+  return with_tile(e.n, [&](auto tile) {
+    using Tl = decltype(tile);
+    return ConvPlan{Tl::BM, Tl::BN, resident_blocks<Tl>(), split.slices, split.chunk,
+                    ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * split.groups * split.slices, false};
+  });
+}
+
+size_t conv2d_forward_workspace_bytes(const ConvShape& s) {
+  return narrow(s, false) ? 0 : split_workspace_bytes(forward_extent(s));
+}
 
 void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,
                     void* workspace, cudaStream_t stream) {
   check_conv(s);
   const Epilogue ep{y, int(s.out_numel()), b, int(s.out_h * s.out_w), int(s.out_c), relu};
+  if (narrow(s, false)) return launch_narrow<false>(x, nullptr, w, s, ep, stream);
   run(Forward(s, x, w), forward_extent(s), ep, workspace, stream);
 }
 
 size_t conv2d_backward_data_workspace_bytes(const ConvShape& s) {
   check_conv(s);
-  return split_workspace_bytes(backward_data_extent(s));
+  return narrow(s, true) ? 0 : split_workspace_bytes(backward_data_extent(s));
 }
 
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s, void* workspace,
@@ -625,6 +771,7 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
   check_conv(s);
   if (s.stride * s.stride > 65535) throw std::invalid_argument("conv2d: stride too large for the CUDA kernels");
   const Epilogue ep{dx, int(s.in_numel()), bias, int(s.in_h * s.in_w), int(s.in_c), relu};
+  if (narrow(s, true)) return launch_narrow<true>(dy, dy_mask, w, s, ep, stream);
   run(BackwardData(s, dy, w, dy_mask), backward_data_extent(s), ep, workspace, stream);
 }
 

@@ -21,6 +21,30 @@ namespace equivae::gpu {
 void set_conv_tf32(bool on);
 bool conv_tf32();
 
+// Reproducible plans (common.cuh, plan_sm_count): split-K and reduction plans made for a nominal
+// 132-SM GPU whatever the device, so results are the same bits on every GPU. Off by default
+// (plans for the device's own SM count, which fill it better); EQUIVAE_REPRODUCIBLE=1 in the
+// environment turns it on at start.
+void set_reproducible_plans(bool on);
+bool reproducible_plans();
+// For tests: plan as if the device had `sms` SMs (0: the device's own count).
+void set_plan_device_sms(int sms);
+
+// How a product runs (tests, the bench): the GEMM's block tile, its split-K and the grid; or,
+// direct, the kernel for <= 4 output channels (forward, backward-data; tile and split then 0, 1).
+enum class ConvProduct { forward, backward_data, backward_weight };
+struct ConvPlan {
+  int tile_m, tile_n, blocks_per_sm, slices, chunk;  // blocks_per_sm: resident at once (a wave / SMs)
+  int64_t blocks;
+  bool direct;
+  bool operator==(const ConvPlan& o) const {  // the .cu files are C++17: no defaulted ==
+    return tile_m == o.tile_m && tile_n == o.tile_n && blocks_per_sm == o.blocks_per_sm && slices == o.slices &&
+           chunk == o.chunk && blocks == o.blocks && direct == o.direct;
+  }
+  bool operator!=(const ConvPlan& o) const { return !(*this == o); }
+};
+ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias = false);
+
 // y = relu?(conv(x, w) + b); b may be null. x [n, in_c, in_h, in_w], w [out_c, in_c, k, k].
 size_t conv2d_forward_workspace_bytes(const ConvShape& s);
 void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,

@@ -68,7 +68,7 @@ void check_refused(const TempDir& dir, const json& header, const std::string& da
   TwoParameters p;
   INFO(header.dump());
   CHECK_THROWS_WITH(load_checkpoint(path, p.store, nullptr), Contains(path) && Contains(problem));
-  CHECK(p.store.values().to_vector() == std::vector<double>(5, 0.0));
+  CHECK(p.store.values().to_vector() == std::vector<double>(7, 0.0));  // a [2], gap [2], b [3]
 }
 
 std::string model_text(const std::function<void(json&)>& edit) {
@@ -117,7 +117,7 @@ TEST_CASE("hostile: checkpoint tensor entries missing a field are refused by nam
     TwoParameters p;  // the good file loads
     const std::string path = write_safetensors(dir, "good.safetensors", good_entries(), kFiveValues);
     load_checkpoint(path, p.store, nullptr);
-    CHECK(p.store.values().to_vector() == std::vector<double>{1, 2, 3, 4, 5});
+    CHECK(p.store.values().to_vector() == std::vector<double>{1, 2, 0, 0, 3, 4, 5});  // b starts aligned
   }
   for (const char* field : {"shape", "dtype", "data_offsets"}) {
     json h = good_entries();

@@ -34,6 +34,27 @@ std::vector<char> host_bytes(const Tensor& t) {
   return std::vector<char>(p, p + host.bytes());
 }
 
+// Adam's moments are buffers in the parameters' padded layout (engine/params.h); a file holds them
+// packed, each parameter at its packed index, so files do not depend on the padding (and those
+// written before it load unchanged).
+std::vector<char> packed_bytes(const ParameterStore& params, const Tensor& buffer) {
+  const std::vector<char> all = host_bytes(buffer);
+  const size_t elem = dtype_size(buffer.dtype());
+  std::vector<char> out(size_t(params.numel()) * elem);
+  for (const auto& e : params.entries())
+    std::memcpy(out.data() + size_t(e.index) * elem, all.data() + size_t(e.offset) * elem,
+                size_t(shape_numel(e.shape)) * elem);
+  return out;
+}
+Tensor padded(const ParameterStore& params, const Tensor& packed, Device device) {
+  Tensor out = Tensor::zeros({params.buffer_numel()}, packed.dtype(), Device::cpu);
+  const size_t elem = dtype_size(packed.dtype());
+  for (const auto& e : params.entries())
+    std::memcpy(static_cast<char*>(out.raw()) + size_t(e.offset) * elem,
+                static_cast<const char*>(packed.raw()) + size_t(e.index) * elem, size_t(shape_numel(e.shape)) * elem);
+  return out.to(device);
+}
+
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw std::runtime_error(fmt::format("checkpoint {}: {}", path, what));
 }
@@ -162,8 +183,8 @@ void save_checkpoint(const std::string& path, const ParameterStore& params, Adam
   std::vector<Blob> blobs;
   for (const auto& e : params.entries()) blobs.push_back({e.name, e.shape, host_bytes(e.var.value())});
   if (adam) {
-    blobs.push_back({"adam.m", adam->first_moment().shape(), host_bytes(adam->first_moment())});
-    blobs.push_back({"adam.v", adam->second_moment().shape(), host_bytes(adam->second_moment())});
+    blobs.push_back({"adam.m", {params.numel()}, packed_bytes(params, adam->first_moment())});
+    blobs.push_back({"adam.v", {params.numel()}, packed_bytes(params, adam->second_moment())});
   }
   json header = json::object();
   std::vector<char> data;
@@ -200,20 +221,21 @@ std::map<std::string, std::string> read_checkpoint_metadata(const std::string& p
 std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam) {
   const Parsed p = parse(path);
   // Read everything into fresh buffers first, so a failure leaves the model untouched.
-  Tensor values = Tensor::empty(params.values().shape(), params.values().dtype(), params.values().device());
+  // Zeros: the alignment gaps between parameters (engine/params.h) stay zero.
+  Tensor values = Tensor::zeros(params.values().shape(), params.values().dtype(), params.values().device());
   for (const auto& e : params.entries()) {
     Tensor view = values.rows(e.offset, e.offset + shape_numel(e.shape)).reshape(e.shape);
     read_into(path, p, e.name, view);
   }
   const std::map<std::string, std::string>& meta = p.metadata;
   if (adam) {
-    Tensor m = Tensor::empty(adam->first_moment().shape(), values.dtype(), values.device());
-    Tensor v = Tensor::empty(adam->second_moment().shape(), values.dtype(), values.device());
+    Tensor m = Tensor::empty({params.numel()}, values.dtype(), Device::cpu);
+    Tensor v = Tensor::empty({params.numel()}, values.dtype(), Device::cpu);
     read_into(path, p, "adam.m", m);
     read_into(path, p, "adam.v", v);
     const int64_t steps = int64_t(metadata_count(path, meta, "adam_step", INT64_MAX));
-    adam->first_moment().copy_from(m);
-    adam->second_moment().copy_from(v);
+    adam->first_moment().copy_from(padded(params, m, values.device()));
+    adam->second_moment().copy_from(padded(params, v, values.device()));
     adam->set_steps(steps);
   }
   params.values().copy_from(values);

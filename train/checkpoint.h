@@ -2,8 +2,9 @@
 // little-endian header length, a JSON header naming each tensor's dtype, shape and byte range,
 // then the raw little-endian data. PyTorch users load one with safetensors.torch.load_file; the
 // tensor names are the parameter names of model/equivae.cpp (e.g. "h.conv0.weight"), plus the
-// flat Adam moments "adam.m" and "adam.v" in parameter-buffer order. String metadata carries the
-// training state and a CRC-32 of the data, so a corrupt or truncated file is refused.
+// flat Adam moments "adam.m" and "adam.v" in parameter order, packed (without the buffers' alignment
+// gaps, engine/params.h). String metadata carries the training state and a CRC-32 of the data, so a
+// corrupt or truncated file is refused.
 #pragma once
 #include <cstdint>
 #include <map>

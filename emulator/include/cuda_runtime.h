@@ -34,6 +34,11 @@
 struct uint3 {
   unsigned x, y, z;
 };
+// CUDA's 128-bit vector type: 16-byte aligned, so a misaligned float4 access faults (UBSan) or
+// at least reads what the device would read.
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
 struct dim3 {
   unsigned x, y, z;
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}

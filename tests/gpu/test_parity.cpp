@@ -301,6 +301,11 @@ TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces",
       shape(2, 5, 13, 12, 3, 3, 3, 0),    // stride 3: nine backward-data phases
       shape(2, 4, 7, 8, 6, 1, 2, 0),      // 1x1 stride 2: phases with no taps at all
       shape(1, 70, 6, 5, 70, 2, 1, 1),    // N > 64: several column tiles
+      shape(6, 1, 28, 28, 16, 5, 1, 2),   // backward-weight split 37 ways: a 7 x 6 finish tree
+      // The direct kernel for <= 4 output channels (forward: out_c, backward-data: in_c):
+      shape(1, 1, 28, 28, 16, 5, 2, 2),   // the decoder's last transposed conv (16 -> 1), batch 1
+      shape(3, 3, 11, 9, 4, 4, 3, 1),     // 4 and 3 channels, even kernel, stride 3, odd sizes
+      shape(1, 2, 7, 5, 2, 3, 2, 0),      // batch 1, odd, no padding
   };
   for (const ConvShape& s : cases) {
     const Shape xs{s.n, s.in_c, s.in_h, s.in_w}, ys{s.n, s.out_c, s.out_h, s.out_w};
@@ -510,22 +515,28 @@ TEST_CASE("parity: KL terms, softmax family, pick", "[gpu]") {
 }
 
 TEST_CASE("parity: Adam over a buffer, several steps", "[gpu]") {
+  // start 0: 16-byte aligned buffers, the kernel's 128-bit path with a tail of 3 (10007 = 4 x 2501
+  // + 3); start 1: views one float in, the scalar path.
+  const int64_t start = GENERATE(0, 1);
   std::mt19937_64 rng(8);
   const int64_t n = 10007;
-  Pair w = uniform({n}, rng), m = output({n}), v = output({n});
+  Pair w = uniform({n + start}, rng), m = output({n + start}), v = output({n + start});
   for (Pair* p : {&m, &v}) {
     cpu().fill(p->cpu, 0);
     gpu().fill(p->gpu, 0);
   }
+  auto view = [&](const Pair& p) { return Pair{p.cpu.rows(start, start + n), p.gpu.rows(start, start + n)}; };
+  Pair wv = view(w), mv = view(m), vv = view(v);
   for (int64_t t = 1; t <= 3; ++t) {
     const Pair g = uniform({n}, rng, -0.1, 0.1);
     const AdamParams p{1e-3, 0.9, 0.999, 1e-8, t};
-    cpu().adam_step(w.cpu, g.cpu, m.cpu, v.cpu, p);
-    gpu().adam_step(w.gpu, g.gpu, m.gpu, v.gpu, p);
+    cpu().adam_step(wv.cpu, g.cpu, mv.cpu, vv.cpu, p);
+    gpu().adam_step(wv.gpu, g.gpu, mv.gpu, vv.gpu, p);
   }
-  compare("adam param after 3 steps", w);
-  compare("adam first moment", m);
-  compare("adam second moment", v);
+  const std::string at = " (start " + std::to_string(start) + ")";
+  compare("adam param after 3 steps" + at, w);
+  compare("adam first moment" + at, m);
+  compare("adam second moment" + at, v);
 }
 
 // ---- a small EquiVAE-shaped step through engine/ops.h -------------------------------------------
