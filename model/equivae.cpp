@@ -129,9 +129,13 @@ Var gather_rows(const Var& x, const std::vector<int32_t>& rows) {
 }  // namespace
 
 Var EquiVAE::class_logits(const Var& images, RandomStream& stream, bool training) const {
+  // r(x) as a constant: the stop-gradient of SPEC section 2
+  return class_logits(images, represent(images).value(), stream, training);
+}
+
+Var EquiVAE::class_logits(const Var& images, const Tensor& r_stopped, RandomStream& stream, bool training) const {
   EQUIVAE_CHECK(config_.semi_supervised, "equivae: class_logits needs a semi-supervised model");
-  const Var r_stopped(represent(images).value());  // a constant: the stop-gradient of SPEC section 2
-  const Var c = concat({qy_(images), r_stopped});
+  const Var c = concat({qy_(images), Var(r_stopped)});
   const double p = config_.classifier_dropout;
   const Var h1 = dropout(qy1_(c, true), p, stream, training);
   return qy_out_(dropout(qy2_(h1, true), p, stream, training), false);

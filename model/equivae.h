@@ -74,6 +74,9 @@ class EquiVAE {
   // r(x) (m = 1) behind a stop-gradient, so no gradient reaches h or g this way; then dense 128
   // and 64 with ReLU and dropout, then K logits.
   Var class_logits(const Var& images, RandomStream& stream, bool training) const;
+  // The same with r(x), the input behind the stop-gradient, given: a constant to the gradient,
+  // which central differences must hold fixed too to compare with it (tests/test_semi.cpp).
+  Var class_logits(const Var& images, const Tensor& r_stopped, RandomStream& stream, bool training) const;
   // L_unlab of each unlabelled row (SPEC.md section 2), the expectation over y exact:
   //   sum_y q(y|x) [log p(x | r_y, v_y) - KL(q(v | r_y, x) || N(0, I))] - KL(q(y|x) || p(y)),
   // with r_pairs [n K, d_r] the r_y of each (image i, class y) pair in row i K + y (each from its

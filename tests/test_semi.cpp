@@ -76,14 +76,24 @@ TEST_CASE("semi: gradient check of the semi-supervised objective (double, odd ba
   const Tensor label = Tensor::from_indices({3});
   const Tensor log_prior = Tensor::from({std::log(0.1), std::log(0.2), std::log(0.3), std::log(0.4)}, {4}, DType::f64);
 
+  // q(y|x) reads r(x) behind a stop-gradient: a constant to the gradient, but central differences
+  // would move it with h's and g's parameters (the objective's value depends on them that way
+  // too). Both hold it at the parameters' starting r(x); the stop itself has its own test below.
+  Tensor r_labelled, r_unlabelled;
+  {
+    NoGradGuard g;
+    r_labelled = model.represent(Var(labelled)).value().clone();
+    r_unlabelled = model.represent(Var(unlabelled)).value().clone();
+  }
   auto objective = [&] {
     RandomStream v_noise{1, 0}, dropout_noise{2, 0}, u_noise{3, 0}, u_dropout{4, 0};
     const Var r_own = model.class_latent(Var(pool), own_offsets, own_members);
     const auto t = model.terms(Var(labelled), labelled, r_own, v_noise);
-    const Var log_q = pick(log_softmax(model.class_logits(Var(labelled), dropout_noise, true)), label);
+    const Var log_q = pick(log_softmax(model.class_logits(Var(labelled), r_labelled, dropout_noise, true)), label);
     const Var r_pairs = model.class_latent(Var(pool), class_sets.first, class_sets.second);
     const Var u = model.unlabelled_elbo(Var(unlabelled), unlabelled, r_pairs,
-                                        model.class_logits(Var(unlabelled), u_dropout, true), log_prior, u_noise);
+                                        model.class_logits(Var(unlabelled), r_unlabelled, u_dropout, true), log_prior,
+                                        u_noise);
     return add(add(sum(sub(t.loglik, t.kl)), sum(log_q)), sum(u));
   };
   objective().backward();
