@@ -5,6 +5,7 @@ Markdown file that a runner owns. Standard library only (Debian's python3).
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -105,3 +106,40 @@ def splice_markdown(path, begin, end, heading, lines):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
+
+
+def start(who, binary, collect_only):
+    """A runner's start: SIGTERM (a background run is stopped by one to its process group) exits
+    through the runs' `finally`, which records their time; the binary must exist unless nothing runs."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not collect_only and not os.access(binary, os.X_OK):
+        sys.exit(f"{who}: --binary {binary} is not an executable (build it first: README)")
+
+
+def cell(part):
+    """A table cell: mean +/- s.e.m. (seed count) of a {"mean", "sem", "seeds"} summary, or "pending"."""
+    if part["mean"] is None:
+        return "pending"
+    n = len(part["seeds"])
+    sem = f" +/- {part['sem']:.2f}" if part["sem"] is not None else ""
+    return f"{part['mean']:.2f}{sem} ({n} seed{'s' if n > 1 else ''})"
+
+
+def duration(seconds):
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def add_run_options(ap, who, runs):
+    """The options every table runner has; `runs` is its default run folder."""
+    ap.add_argument("--train-limit", type=int, default=0, help="train on the first N images (0: all 55,000)")
+    ap.add_argument("--threads", type=int, default=0, help="train_mnist --threads (0: its default, all cores)")
+    ap.add_argument("--binary", default="build/train/train_mnist")
+    ap.add_argument("--runs", default="", help=f"run folders (default {runs}, --quick: runs/{who}-quick)")
+    ap.add_argument("--json", default="", help=f"default docs/results/{who}.json (--quick: RUNS/{who}.json)")
+    ap.add_argument("--md", default="", help=f"Markdown file whose {who} part is rewritten "
+                    "(default docs/results.md; --quick: RUNS/results.md)")
+    ap.add_argument("--resume", default="auto", choices=["auto", "never"],
+                    help="auto: skip finished runs, continue interrupted ones; never: start every run afresh")
+    ap.add_argument("--collect-only", action="store_true", help="run nothing; rebuild the JSON and the table")

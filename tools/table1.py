@@ -23,13 +23,12 @@ import concurrent.futures
 import json
 import os
 import shlex
-import signal
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_table import ledger_seconds, load_json, median_images_per_s, run_one, splice_markdown, \
-    write_json  # noqa: E402
+from run_table import add_run_options, cell, duration, ledger_seconds, load_json, median_images_per_s, run_one, splice_markdown, \
+    start, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 WHO = "table1"
@@ -43,17 +42,8 @@ def parse():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=40, help="epochs of every run (the paper's 40)")
-    ap.add_argument("--train-limit", type=int, default=0, help="train on the first N images (0: all 55,000)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    ap.add_argument("--threads", type=int, default=0, help="train_mnist --threads (0: its default, all cores)")
-    ap.add_argument("--binary", default="build/train/train_mnist")
-    ap.add_argument("--runs", default="", help="run folders (default runs/t1, --quick: runs/table1-quick)")
-    ap.add_argument("--json", default="", help="default docs/results/table1.json (--quick: RUNS/table1.json)")
-    ap.add_argument("--md", default="", help="Markdown file whose table1 part is rewritten "
-                    "(default docs/results.md; --quick: RUNS/results.md)")
-    ap.add_argument("--resume", default="auto", choices=["auto", "never"],
-                    help="auto: skip finished runs, continue interrupted ones; never: start every run afresh")
-    ap.add_argument("--collect-only", action="store_true", help="run nothing; rebuild the JSON and the table")
+    add_run_options(ap, "table1", "runs/t1")
     ap.add_argument("--quick", action="store_true", help="a smoke test: 1 epoch of 2,000 images, 2 seeds, "
                     "scratch outputs")
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="-- further train_mnist options for every run")
@@ -157,20 +147,6 @@ def collect(a, argv):
     return table
 
 
-def cell(part):
-    if part["mean"] is None:
-        return "pending"
-    n = len(part["seeds"])
-    sem = f" +/- {part['sem']:.2f}" if part["sem"] is not None else ""
-    return f"{part['mean']:.2f}{sem} ({n} seed{'s' if n > 1 else ''})"
-
-
-def duration(seconds):
-    if seconds is None:
-        return "-"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
 def write_markdown(path, table, json_path):
     p = table["paper"]
     limit = f", the first {table['recipe']['train_limit']} training images" if table["recipe"]["train_limit"] else ""
@@ -202,14 +178,10 @@ def write_markdown(path, table, json_path):
 
 
 def main():
-    # A background run is stopped with SIGTERM (to its process group): exit through the runs'
-    # `finally`, which records their time.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = sys.argv[1:]
     a = parse()
+    start(WHO, a.binary, a.collect_only)
     if not a.collect_only:
-        if not os.access(a.binary, os.X_OK):
-            sys.exit(f"{WHO}: --binary {a.binary} is not an executable (build it first: README)")
         # Every EquiVAE run (seed by seed) before any benchmark run: an EquiVAE run resumes from
         # its last epoch, a benchmark run (no checkpoints) starts again, so an interrupted table
         # loses least this way.

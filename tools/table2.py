@@ -18,12 +18,11 @@ the chosen epochs. Standard library only (Debian's python3).
 import argparse
 import os
 import shlex
-import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_table import load_json as load_json_of, ledger_seconds, median_images_per_s, run_one as run_ledgered, \
-    splice_markdown, write_json  # noqa: E402
+from run_table import add_run_options, cell, duration, ledger_seconds, load_json as load_json_of, median_images_per_s, \
+    run_one as run_ledgered, splice_markdown, start, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 ROWS = [100, 600, 1000, 3000]
@@ -60,16 +59,7 @@ def parse():
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--epochs", default="", help="override the paper's epochs: N or ROW=N,...")
     ap.add_argument("--m-max", default="", help="override m_max: N or ROW=N,...")
-    ap.add_argument("--train-limit", type=int, default=0, help="train on the first N images (0: all 55,000)")
-    ap.add_argument("--threads", type=int, default=0, help="train_mnist --threads (0: its default, all cores)")
-    ap.add_argument("--binary", default="build/train/train_mnist")
-    ap.add_argument("--runs", default="", help="run folders (default runs/table2, --quick: runs/table2-quick)")
-    ap.add_argument("--json", default="", help="default docs/results/table2.json (--quick: RUNS/table2.json)")
-    ap.add_argument("--md", default="", help="Markdown file whose table2 part is rewritten "
-                    "(default docs/results.md; --quick: RUNS/results.md)")
-    ap.add_argument("--resume", default="auto", choices=["auto", "never"],
-                    help="auto: skip finished runs, continue interrupted ones; never: start every run afresh")
-    ap.add_argument("--collect-only", action="store_true", help="run nothing; rebuild the JSON and the table")
+    add_run_options(ap, "table2", "runs/table2")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke test: 1 epoch, 2,000 unlabelled images per row, 1 seed, scratch outputs")
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="-- further train_mnist options for every run")
@@ -168,14 +158,6 @@ def collect(a, argv):
     return table
 
 
-def cell(part):
-    if part["mean"] is None:
-        return "pending"
-    n = len(part["seeds"])
-    sem = f" +/- {part['sem']:.2f}" if part["sem"] is not None else ""
-    return f"{part['mean']:.2f}{sem} ({n} seed{'s' if n > 1 else ''})"
-
-
 def write_markdown(path, table, json_path):
     lines = [f"Test error % of q(y|x) (EquiVAE) and of the benchmark classifier, each at its epoch chosen on "
              f"validation; mean +/- s.e.m. over the seeds (`{json_path}` has every seed, its wall time and the "
@@ -185,10 +167,7 @@ def write_markdown(path, table, json_path):
     for key, row in sorted(table.items(), key=lambda kv: int(kv[0])):
         def wall(kind):
             w = [s["wall_seconds"] for s in row[kind]["seeds"] if s.get("wall_seconds") is not None]
-            if not w:
-                return "-"
-            mean = sum(w) / len(w)
-            return f"{mean:.0f} s" if mean < 120 else f"{mean / 60:.0f} min" if mean < 7200 else f"{mean / 3600:.1f} h"
+            return duration(sum(w) / len(w) if w else None)
         limit = f" (first {row['train_limit']} images)" if row.get("train_limit") else ""
         p = row["paper"]
         lines.append(f"| {key}{limit} | {row['epochs']} | {row['m_max']} | {cell(row['equivae'])} | "
@@ -198,13 +177,10 @@ def write_markdown(path, table, json_path):
 
 
 def main():
-    # A background run is stopped with SIGTERM: exit through the `finally` that records the time.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = sys.argv[1:]
     a = parse()
+    start("table2", a.binary, a.collect_only)
     if not a.collect_only:
-        if not os.access(a.binary, os.X_OK):
-            sys.exit(f"table2: --binary {a.binary} is not an executable (build it first: README)")
         for seed in range(a.first_seed, a.first_seed + max(a.seed_counts[r] for r in a.rows)):
             for labels in a.rows:
                 if seed >= a.first_seed + a.seed_counts[labels]:
