@@ -85,6 +85,56 @@ TEST_CASE("fast CPU path: conv2d forward, backward-data and backward-weight agai
     cpu.channel_sum(dy.f32, db.f32);
     cpu.channel_sum(dy.f64, db.f64);
     compare(name("channel_sum", s), db.f32, db.f64);
+    // The transposed conv reversing this one, its bias and ReLU applied by the kernel itself.
+    const Pair tb = uniform({s.in_c}, rng);
+    for (bool relu : {false, true}) {
+      Pair t = output(xs);
+      cpu.conv_transpose2d_forward(dy.f32, w.f32, tb.f32, relu, t.f32, s);
+      cpu.conv_transpose2d_forward(dy.f64, w.f64, tb.f64, relu, t.f64, s);
+      compare(name(relu ? "conv_transpose2d_forward+bias+relu" : "conv_transpose2d_forward+bias", s), t.f32, t.f64);
+    }
+    // A ReLU layer's backward: the masked gradient and its bias sums in one pass (y about half negative).
+    const Pair relu_out = uniform(ys, rng);
+    Pair masked = output(ys), mdb = output({s.out_c});
+    cpu.relu_bias_backward(relu_out.f32, dy.f32, masked.f32, mdb.f32);
+    cpu.relu_bias_backward(relu_out.f64, dy.f64, masked.f64, mdb.f64);
+    compare(name("relu_bias_backward: dx", s), masked.f32, masked.f64);
+    compare(name("relu_bias_backward: db", s), mdb.f32, mdb.f64);
+  }
+}
+
+TEST_CASE("fast CPU path: the fused ReLU mask and bias sums of a dense layer, NaN and zeros as in the reference",
+          "[fast]") {
+  Backend& cpu = backend(Device::cpu);
+  std::mt19937_64 rng(13);
+  // [n, c] rows of a dense layer (planes of one element), and [n, c, hw] planes with a vector tail.
+  for (const Shape& shape : {Shape{5, 3}, Shape{1, 1}, Shape{3, 2, 13}, Shape{2, 3, 16}}) {
+    Pair y = uniform(shape, rng), dy = uniform(shape, rng);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (Pair* p : {&y, &dy})  // a NaN where y > 0 keeps it; a NaN in y masks it out; y = 0 masks
+      for (Tensor* t : {&p->f32, &p->f64})
+        t->dtype() == DType::f32 ? void(t->data<float>()[0] = float(p == &y ? 0.0 : nan))
+                                 : void(t->data<double>()[0] = p == &y ? 0.0 : nan);
+    if (y.f32.numel() > 9) {
+      y.f32.data<float>()[9] = float(nan), y.f64.data<double>()[9] = nan;
+      y.f32.data<float>()[3] = 0.5f, y.f64.data<double>()[3] = 0.5;
+      dy.f32.data<float>()[3] = float(nan), dy.f64.data<double>()[3] = nan;
+    }
+    Pair dx = output(shape), db = output({shape[1]});
+    cpu.relu_bias_backward(y.f32, dy.f32, dx.f32, db.f32);
+    cpu.relu_bias_backward(y.f64, dy.f64, dx.f64, db.f64);
+    const std::vector<double> got = dx.f32.to_vector(), want = dx.f64.to_vector();
+    for (size_t i = 0; i < got.size(); ++i) {
+      INFO("element " << i << " of " << shape_numel(shape) << ": got " << got[i] << ", want " << want[i]);
+      if (std::isnan(want[i])) REQUIRE(std::isnan(got[i]));
+      else REQUIRE(std::abs(got[i] - want[i]) <= 1e-7 * std::abs(want[i]));
+    }
+    CHECK(!std::isnan(got[0]));  // y = 0: masked even where dy is NaN
+    const std::vector<double> sums = db.f32.to_vector(), want_sums = db.f64.to_vector();
+    for (size_t ch = 0; ch < sums.size(); ++ch) {
+      INFO("channel " << ch);
+      REQUIRE(std::isnan(sums[ch]) == std::isnan(want_sums[ch]));
+    }
   }
 }
 

@@ -200,7 +200,7 @@ void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& 
 
 void CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const ConvShape& s) {
   if (dy.dtype() == DType::f32 && cpu_has_avx2_fma() && avx2::conv_backward_data_supported(s))
-    return avx2::conv_backward_data(dy.data<float>(), w.data<float>(), dx.data<float>(), s);
+    return avx2::conv_backward_data(dy.data<float>(), w.data<float>(), nullptr, false, dx.data<float>(), s);
   EQUIVAE_DISPATCH_FLOAT(dy, "conv2d_backward_data", conv_backward_data(dy.data<T>(), w.data<T>(), dx.data<T>(), s));
 }
 
@@ -209,6 +209,27 @@ void CpuBackend::conv2d_backward_weight(const Tensor& x, const Tensor& dy, Tenso
     return avx2::conv_backward_weight(x.data<float>(), dy.data<float>(), dw.data<float>(), s);
   EQUIVAE_DISPATCH_FLOAT(x, "conv2d_backward_weight",
                          conv_backward_weight(x.data<T>(), dy.data<T>(), dw.data<T>(), s));
+}
+
+// The AVX2 kernels add the bias and apply the ReLU from their registers: no second and third
+// pass over the transposed conv's output.
+void CpuBackend::conv_transpose2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y,
+                                          const ConvShape& s) {
+  if (x.dtype() == DType::f32 && cpu_has_avx2_fma() && avx2::conv_backward_data_supported(s))
+    return avx2::conv_backward_data(x.data<float>(), w.data<float>(), b.defined() ? b.data<float>() : nullptr, relu,
+                                    y.data<float>(), s);
+  Backend::conv_transpose2d_forward(x, w, b, relu, y, s);
+}
+
+// The masked gradient and its bias sums in one pass over dy and y (a ReLU layer's backward reads
+// its two largest tensors once instead of the mask's output a second time).
+void CpuBackend::relu_bias_backward(const Tensor& y, const Tensor& dy, Tensor& dx, Tensor& db) {
+  if (y.defined() && dy.dtype() == DType::f32 && cpu_has_avx2_fma()) {
+    const int64_t n = dy.dim(0), c = dy.dim(1);
+    return avx2::relu_channel_sum(y.data<float>(), dy.data<float>(), n, c, dy.numel() / (n * c), dx.data<float>(),
+                                  db.defined() ? db.data<float>() : nullptr);
+  }
+  Backend::relu_bias_backward(y, dy, dx, db);
 }
 
 void CpuBackend::channel_sum(const Tensor& dy, Tensor& db) {

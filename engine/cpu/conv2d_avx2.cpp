@@ -364,7 +364,8 @@ void forward_single_channel(const float* x, const float* w, const float* b, bool
   }
 }
 
-void backward_data_single_channel(const float* dy, const float* w, float* dx, const ConvShape& s) {
+void backward_data_single_channel(const float* dy, const float* w, const float* b, bool relu, float* dx,
+                                  const ConvShape& s) {
   // dx[iy][ix] = sum over co, ky, kx of dy[co][iy + pad - ky][ix + pad - kx] w[co][0][ky][kx]. With
   // dy padded by k - 1 - pad before, that is dy_pad[co][iy + ay][ix + ax] with ay = k - 1 - ky.
   const int64_t k = s.k;
@@ -378,8 +379,8 @@ void backward_data_single_channel(const float* dy, const float* w, float* dx, co
       float* dp = scratch(0, size_t(count * s.out_c * g.plane));
       pad_planes(dy + first * s.out_c * s.out_h * s.out_w, count * s.out_c, s.out_h, s.out_w, dp, g.hp, g.wp, g.plane,
                  k - 1 - s.pad, k - 1 - s.pad);
-      run_row_conv({dp, s.out_c * g.plane, g.plane, g.wp, s.out_c, k, wflip, nullptr, false, dx + first * s.in_h * s.in_w,
-                    1, s.in_h, s.in_w},
+      run_row_conv({dp, s.out_c * g.plane, g.plane, g.wp, s.out_c, k, wflip, b, relu, dx + first * s.in_h * s.in_w, 1,
+                    s.in_h, s.in_w},
                    count);
     });
   }
@@ -412,8 +413,8 @@ void conv_forward(const float* x, const float* w, const float* b, bool relu, flo
   }
 }
 
-void conv_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-  if (single_channel_rows(s)) return backward_data_single_channel(dy, w, dx, s);
+void conv_backward_data(const float* dy, const float* w, const float* b, bool relu, float* dx, const ConvShape& s) {
+  if (single_channel_rows(s)) return backward_data_single_channel(dy, w, b, relu, dx, s);
   // dx[i] gathers dy[o] * w[kk] over i = o * stride - pad + kk. Per axis, the inputs i with
   // (i + pad) % stride = ph take the taps kk = ph + stride * a, from o = q - a, q = (i + pad) / stride:
   // a stride-1 convolution of dy with every stride-th tap, one pass per parity class (ph_y, ph_x).
@@ -451,7 +452,7 @@ void conv_backward_data(const float* dy, const float* w, float* dx, const ConvSh
         Pass p{dp + ((qy0 + lo) * wp + (qx0 + lo - (ax_n - 1))) * co, hp * wp * co, 1, ax_n * co, qh, qw, wp * co, co,
                dx + first * s.in_c * s.in_h * s.in_w, s.in_c * s.in_h * s.in_w, s.in_h * s.in_w,
                (qy0 * st - s.pad + phy) * s.in_w + (qx0 * st - s.pad + phx), st * s.in_w, st, s.in_c,
-               {}, packed + ph * per_class, nullptr, false};
+               {}, packed + ph * per_class, b, relu};
         for (int64_t ky = phy; ky < s.k; ky += st) p.taps.push_back(-((ky - phy) / st) * wp * co);
         run_pass(p, count);
       }
@@ -540,32 +541,58 @@ void conv_backward_weight(const float* x, const float* dy, float* dw, const Conv
       for (int64_t co = 0; co < s.out_c; ++co) dw[(co * s.in_c + ci) * taps + t] = partial[(ci * taps + t) * s.out_c + co];
 }
 
-void channel_sum(const float* dy, int64_t n, int64_t c, int64_t hw, float* db) {
-  // Each plane summed in 8 float lanes (planes split across threads), then the planes of a
-  // channel added in double in image order (as the reference does): the same bits for any split.
-  std::vector<double> plane_sums(size_t(n * c));
+namespace {
+
+// db[ch] = sum of the planes of channel ch of g, where g = dy, or dy * (y > 0) written to dx when
+// y is given. Each plane is summed in 8 float lanes (planes split across threads), then the planes
+// of a channel are added in double in image order (as the reference does): the same bits for any
+// split, and the same with or without the mask for the same g.
+void plane_sums(const float* y, const float* dy, int64_t n, int64_t c, int64_t hw, float* dx, float* db) {
+  std::vector<double> sums(db ? size_t(n * c) : 0);
   parallel_range(
       n * c,
       [&](int64_t first, int64_t last) {
         for (int64_t q = first; q < last; ++q) {
-          const float* p = dy + q * hw;
+          const float* g = dy + q * hw;
           __m256 v = _mm256_setzero_ps();
           int64_t j = 0;
-          for (; j + kLanes <= hw; j += kLanes) v = _mm256_add_ps(v, _mm256_loadu_ps(p + j));
+          for (; j + kLanes <= hw; j += kLanes) {
+            __m256 gj = _mm256_loadu_ps(g + j);
+            if (y) {
+              gj = _mm256_and_ps(gj, _mm256_cmp_ps(_mm256_loadu_ps(y + q * hw + j), _mm256_setzero_ps(), _CMP_GT_OQ));
+              _mm256_storeu_ps(dx + q * hw + j, gj);
+            }
+            v = _mm256_add_ps(v, gj);
+          }
           alignas(32) float lanes[kLanes];
           _mm256_store_ps(lanes, v);
           double sum = 0;
           for (float l : lanes) sum += double(l);
-          for (; j < hw; ++j) sum += double(p[j]);
-          plane_sums[size_t(q)] = sum;
+          for (; j < hw; ++j) {
+            const float gj = y ? (y[q * hw + j] > 0.f ? g[j] : 0.f) : g[j];
+            if (y) dx[q * hw + j] = gj;
+            sum += double(gj);
+          }
+          if (db) sums[size_t(q)] = sum;
         }
       },
       hw);
+  if (!db) return;
   for (int64_t ch = 0; ch < c; ++ch) {
     double acc = 0;
-    for (int64_t i = 0; i < n; ++i) acc += plane_sums[size_t(i * c + ch)];
+    for (int64_t i = 0; i < n; ++i) acc += sums[size_t(i * c + ch)];
     db[ch] = float(acc);
   }
+}
+
+}  // namespace
+
+void channel_sum(const float* dy, int64_t n, int64_t c, int64_t hw, float* db) {
+  plane_sums(nullptr, dy, n, c, hw, nullptr, db);
+}
+
+void relu_channel_sum(const float* y, const float* dy, int64_t n, int64_t c, int64_t hw, float* dx, float* db) {
+  plane_sums(y, dy, n, c, hw, dx, db);
 }
 
 }  // namespace equivae::avx2

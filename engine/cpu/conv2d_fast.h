@@ -16,10 +16,13 @@ bool conv_supported(const ConvShape& s);                 // forward
 bool conv_backward_data_supported(const ConvShape& s);
 bool conv_backward_weight_supported(const ConvShape& s);
 void conv_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s);
-void conv_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
+// dx = relu?(conv2d_backward_data(dy, w) + b): with b (or null) and relu, a transposed conv's forward.
+void conv_backward_data(const float* dy, const float* w, const float* b, bool relu, float* dx, const ConvShape& s);
 void conv_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s);
 // db[ch] = sum over images and pixels of dy [n, c, hw]
 void channel_sum(const float* dy, int64_t n, int64_t c, int64_t hw, float* db);
+// dx = dy * (y > 0) and db = channel_sum(dx) (db may be null) in one pass over dy and y.
+void relu_channel_sum(const float* y, const float* dy, int64_t n, int64_t c, int64_t hw, float* dx, float* db);
 }  // namespace avx2
 
 }  // namespace equivae

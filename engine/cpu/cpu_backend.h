@@ -58,7 +58,10 @@ class CpuBackend final : public Backend {
                       const ConvShape& s) override;
   void conv2d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const ConvShape& s) override;
   void conv2d_backward_weight(const Tensor& x, const Tensor& dy, Tensor& dw, const ConvShape& s) override;
+  void conv_transpose2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y,
+                                const ConvShape& s) override;
   void channel_sum(const Tensor& dy, Tensor& db) override;
+  void relu_bias_backward(const Tensor& y, const Tensor& dy, Tensor& dx, Tensor& db) override;
   void add_channel_bias(const Tensor& b, Tensor& y) override;
 
   void segmented_mean_forward(const Tensor& x, const Tensor& offsets, const Tensor& members, Tensor& y) override;
