@@ -436,7 +436,7 @@ void bench_memory_bound(const BenchContext& ctx, const std::string& group, int64
     Tensor v = device_empty({n, kLatent}), kl = device_empty({n}), ls = device_empty({n, kClasses});
     const std::string latent = std::to_string(n) + "x" + std::to_string(kLatent);
     add("reparam_forward", latent, 12.0 * double(n * kLatent),
-        [&] { gpu::reparam_forward(n * kLatent, f(mu), f(lv), 7, 0, f(v), st); });
+        [&] { gpu::reparam_forward(n * kLatent, f(mu), f(lv), 7, 0, nullptr, f(v), st); });
     add("kl_normal_forward", latent, 8.0 * double(n * kLatent),
         [&] { gpu::kl_normal_forward(f(mu), f(lv), f(kl), {n, kLatent}, st); });
     add("log_softmax_forward", std::to_string(n) + "x" + std::to_string(kClasses), 8.0 * double(n * kClasses),
@@ -450,7 +450,7 @@ void bench_adam(const BenchContext& ctx, std::mt19937_64& rng, std::vector<Resul
   Result r{"model", "adam_step", std::to_string(kParams) + " parameters"};
   r.bytes = 28.0 * kParams;  // reads w, g, m, v; writes w, m, v
   AdamParams p;
-  r.ms = median_ms(ctx, [&] { gpu::adam_step(kParams, f(w), f(g), f(m), f(v), p, ctx.stream); });
+  r.ms = median_ms(ctx, [&] { gpu::adam_step(kParams, f(w), f(g), f(m), f(v), p, nullptr, ctx.stream); });
   out.push_back(r);
 }
 

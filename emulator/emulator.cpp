@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cublas_v2.h"
@@ -157,10 +158,17 @@ void run_block(int threads) {
 
 }  // namespace
 
+namespace {
+bool valid_config(dim3 grid, dim3 threads) {
+  const uint64_t per_block = uint64_t(threads.x) * threads.y * threads.z;
+  return !(per_block == 0 || per_block > 1024 || threads.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+           grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535);
+}
+}  // namespace
+
 void run_grid(dim3 grid, dim3 threads, void (*body)(void*), void* context) {
   const uint64_t per_block = uint64_t(threads.x) * threads.y * threads.z;
-  if (per_block == 0 || per_block > 1024 || threads.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-      grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+  if (!valid_config(grid, threads)) {
     last_error = cudaErrorInvalidConfiguration;  // reported by the next cudaGetLastError, like a real launch
     return;
   }
@@ -177,6 +185,33 @@ void run_grid(dim3 grid, dim3 threads, void (*body)(void*), void* context) {
       }
 }
 
+// The capture in progress, if any.
+namespace {
+struct Capture {
+  bool active = false, invalidated = false;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+  std::vector<std::function<void()>> ops;
+} capture;
+}  // namespace
+
+bool capturing() { return capture.active; }
+void record(std::function<void()> op) { capture.ops.push_back(std::move(op)); }
+void record_launch(dim3 grid, dim3 block, std::function<void()> run) {
+  if (!valid_config(grid, block)) {
+    last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  record(std::move(run));
+}
+
+// A call that a capture cannot hold (a host wait, a free, pageable memory): like CUDA, it fails
+// and invalidates the capture, whose end then reports it.
+cudaError_t refuse_in_capture() {
+  capture.invalidated = true;
+  return cudaErrorStreamCaptureUnsupported;
+}
+bool relaxed_capture() { return capture.mode == cudaStreamCaptureModeRelaxed; }
+
 Counters& counters() {
   static Counters c;
   return c;
@@ -190,6 +225,10 @@ void count_kernel(const char* name) {
   ++kernels_by_name()[name];
 }
 
+uint64_t& device_memory_bytes() {
+  static uint64_t bytes = uint64_t(80) << 30;
+  return bytes;
+}
 void sync_block() { wait(State::at_block_barrier); }
 void sync_warp() { wait(State::at_warp_barrier); }
 void fail(const char* what) { fail(std::string(what)); }
@@ -225,6 +264,10 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
   }
   return "unknown error";
 }
@@ -247,40 +290,114 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   *value = emulated_sm_count();
   return cudaSuccess;
 }
-cudaError_t cudaMalloc(void** ptr, size_t size) {
-  *ptr = size ? std::aligned_alloc(256, (size + 255) / 256 * 256) : nullptr;  // cudaMalloc aligns to 256
-  return size && !*ptr ? cudaErrorMemoryAllocation : cudaSuccess;
+namespace {
+// Device blocks (for cudaMemGetInfo) and pinned host blocks (a capture may copy only to and from
+// these), by start address.
+using Blocks = std::map<const char*, size_t>;
+Blocks device_blocks, pinned_blocks;
+uint64_t device_bytes_held = 0;
+void* host_alloc(size_t size) { return size ? std::aligned_alloc(256, (size + 255) / 256 * 256) : nullptr; }
+bool inside(const Blocks& blocks, const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  auto it = blocks.upper_bound(c);
+  if (it == blocks.begin()) return false;
+  --it;
+  return c + bytes <= it->first + it->second;
 }
-cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaMalloc(ptr, size); }
+// Whether a capture may hold a copy between these: device memory and pinned host memory only.
+bool capturable(const void* p, size_t bytes) {
+  return inside(device_blocks, p, bytes) || inside(pinned_blocks, p, bytes);
+}
+}  // namespace
+
+cudaError_t cudaMalloc(void** ptr, size_t size) {
+  if (emu::capturing() && !emu::relaxed_capture()) return emu::refuse_in_capture();
+  if (device_bytes_held + size > emu::device_memory_bytes()) {
+    *ptr = nullptr;
+    return cudaErrorMemoryAllocation;
+  }
+  *ptr = host_alloc(size);  // cudaMalloc aligns to 256
+  if (size && !*ptr) return cudaErrorMemoryAllocation;
+  if (*ptr) device_blocks[static_cast<const char*>(*ptr)] = size, device_bytes_held += size;
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  if (emu::capturing() && !emu::relaxed_capture()) return emu::refuse_in_capture();
+  *ptr = host_alloc(size);
+  if (size && !*ptr) return cudaErrorMemoryAllocation;
+  if (*ptr) pinned_blocks[static_cast<const char*>(*ptr)] = size;
+  return cudaSuccess;
+}
+// Both wait for the device: refused inside a capture.
 cudaError_t cudaFree(void* ptr) {
+  if (emu::capturing()) return emu::refuse_in_capture();
+  const auto it = device_blocks.find(static_cast<const char*>(ptr));
+  if (it != device_blocks.end()) device_bytes_held -= it->second, device_blocks.erase(it);
   std::free(ptr);
   return cudaSuccess;
 }
-cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
+cudaError_t cudaFreeHost(void* ptr) {
+  if (emu::capturing()) return emu::refuse_in_capture();
+  pinned_blocks.erase(static_cast<const char*>(ptr));
+  std::free(ptr);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+  *total = size_t(emu::device_memory_bytes());
+  *free = size_t(emu::device_memory_bytes() - std::min(device_bytes_held, emu::device_memory_bytes()));
+  return cudaSuccess;
+}
+// The synchronous forms wait for the device: refused inside a capture.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
   if (!valid_kind(kind)) return cudaErrorInvalidValue;
+  if (emu::capturing()) return emu::refuse_in_capture();
   if (count) std::memmove(dst, src, count);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
   ++emu::counters().copies;
-  return cudaMemcpy(dst, src, count, kind);
+  if (!valid_kind(kind)) return cudaErrorInvalidValue;
+  if (emu::capturing()) {
+    // A graph's copy node reads and writes its buffers when the graph runs: pageable host memory
+    // cannot be one (the driver stages it at the call), so CUDA refuses it in a capture.
+    if (count && (!capturable(dst, count) || !capturable(src, count))) return emu::refuse_in_capture();
+    emu::record([=] { std::memmove(dst, src, count); });
+    return cudaSuccess;
+  }
+  if (count) std::memmove(dst, src, count);
+  return cudaSuccess;
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind kind, cudaStream_t) {
   ++emu::counters().copies;
   if (!valid_kind(kind) || width > dpitch || width > spitch) return cudaErrorInvalidValue;
-  for (size_t r = 0; r < height; ++r)
-    std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  auto copy = [=] {
+    for (size_t r = 0; r < height; ++r)
+      std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  };
+  if (emu::capturing()) {
+    const size_t span = height ? (height - 1) * std::max(dpitch, spitch) + width : 0;
+    if (span && (!capturable(dst, (height - 1) * dpitch + width) || !capturable(src, (height - 1) * spitch + width)))
+      return emu::refuse_in_capture();
+    emu::record(copy);
+    return cudaSuccess;
+  }
+  copy();
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+  if (emu::capturing()) return emu::refuse_in_capture();
   if (count) std::memset(ptr, value, count);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) {
   ++emu::counters().memsets;
-  return cudaMemset(ptr, value, count);
+  if (emu::capturing()) {
+    emu::record([=] { std::memset(ptr, value, count); });
+    return cudaSuccess;
+  }
+  if (count) std::memset(ptr, value, count);
+  return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   static int token;  // streams are synchronous here: any non-null handle will do
@@ -289,10 +406,12 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  if (emu::capturing()) return emu::refuse_in_capture();
   ++emu::counters().host_waits;
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() {
+  if (emu::capturing()) return emu::refuse_in_capture();
   ++emu::counters().host_waits;
   return cudaSuccess;
 }
@@ -306,8 +425,55 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) { return event ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (emu::capturing()) return emu::refuse_in_capture();
   ++emu::counters().event_waits;
   return event ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// ---- graphs ------------------------------------------------------------------------------------------
+
+struct CUgraph_st {
+  std::vector<std::function<void()>> ops;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> ops;
+};
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  if (!stream || emu::capture.active) return cudaErrorInvalidValue;  // CUDA cannot capture the legacy stream
+  emu::capture = {true, false, mode, {}};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph) {
+  if (!emu::capture.active) return cudaErrorInvalidValue;
+  emu::capture.active = false;
+  *graph = nullptr;
+  if (emu::capture.invalidated) return cudaErrorStreamCaptureInvalidated;
+  *graph = new CUgraph_st{std::move(emu::capture.ops)};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return cudaErrorInvalidValue;
+  *exec = new CUgraphExec_st{graph->ops};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
+  if (!exec) return cudaErrorInvalidValue;
+  ++emu::counters().graphs;
+  if (emu::capturing()) {  // a graph launched into a capture becomes part of it
+    emu::record([ops = exec->ops] { for (const auto& op : ops) op(); });
+    return cudaSuccess;
+  }
+  for (const auto& op : exec->ops) op();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
 }
 
 // ---- cuBLAS --------------------------------------------------------------------------------------------
@@ -346,14 +512,22 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
   if (m < 0 || n < 0 || k < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) ||
       ldc < std::max(1, m))
     return CUBLAS_STATUS_INVALID_VALUE;
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < m; ++i) {
-      double acc = 0;
-      for (int l = 0; l < k; ++l)
-        acc += double(ta ? A[l + size_t(i) * lda] : A[i + size_t(l) * lda]) *
-               double(tb ? B[j + size_t(l) * ldb] : B[l + size_t(j) * ldb]);
-      float& c = C[i + size_t(j) * ldc];
-      c = float(*alpha * acc + (*beta == 0 ? 0.0 : double(*beta) * c));
-    }
+  // alpha and beta are host pointers, read at the call (cuBLAS's default pointer mode).
+  const float a = *alpha, b = *beta;
+  auto gemm = [=] {
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < m; ++i) {
+        double acc = 0;
+        for (int l = 0; l < k; ++l)
+          acc += double(ta ? A[l + size_t(i) * lda] : A[i + size_t(l) * lda]) *
+                 double(tb ? B[j + size_t(l) * ldb] : B[l + size_t(j) * ldb]);
+        float& c = C[i + size_t(j) * ldc];
+        c = float(a * acc + (b == 0 ? 0.0 : double(b) * c));
+      }
+  };
+  if (emu::capturing())
+    emu::record(gemm);
+  else
+    gemm();
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -39,6 +39,11 @@ class Backend {
   virtual void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
                             int64_t cols) = 0;
 
+  // y row i = x row index[i] along dim 0 (any dtype; index i32): a batch gathered from a data set
+  // kept on the device. An index outside x's rows throws (CUDA: while value checks are on; off,
+  // its row is zeros).
+  virtual void gather_rows(const Tensor& x, const Tensor& index, Tensor& y) = 0;
+
   // reductions over the last dimension of x viewed as [rows, cols]
   virtual void sum_rows(const Tensor& x, int64_t rows, Tensor& y) = 0;        // y[r] = sum_c x[r, c]
   virtual void broadcast_rows(const Tensor& dy, int64_t rows, Tensor& dx) = 0;  // dx[r, c] = dy[r]

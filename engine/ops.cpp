@@ -417,6 +417,17 @@ Var softmax(const Var& x) {
   });
 }
 
+Tensor gather_rows(const Tensor& x, const Tensor& index) {
+  check_indices("gather_rows", "index", index);
+  EQUIVAE_CHECK(x.defined() && x.ndim() >= 1 && x.device() == index.device(),
+                "gather_rows: rows of {} by {}", x.describe(), index.describe());
+  Shape shape = x.shape();
+  shape[0] = index.numel();
+  Tensor y = empty_as(shape, x);
+  on(x).gather_rows(x, index, y);
+  return y;
+}
+
 Var pick(const Var& x, const Tensor& index) {
   check_categorical("pick", x);
   check_indices("pick", "index", index);

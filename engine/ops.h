@@ -36,6 +36,10 @@ Var conv2d(const Var& x, const Var& w, const Var& b, int64_t stride, int64_t pad
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, int64_t stride, int64_t pad,
                      int64_t output_padding, bool relu = false);
 
+// Rows of x (dim 0) picked by index (a 1-D i32 tensor on x's device, repeats allowed), as a new
+// tensor, no gradient: a batch gathered from a data set kept on the device (one kernel).
+Tensor gather_rows(const Tensor& x, const Tensor& index);
+
 // r_y: row s of the result is the mean of x's rows members[offsets[s] .. offsets[s+1]) (CSR,
 // i32 tensors on x's device; every set non-empty, every member a row of x).
 Var segmented_mean(const Var& x, const Tensor& offsets, const Tensor& members);

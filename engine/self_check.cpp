@@ -161,6 +161,10 @@ void Checker::elementwise() {
   run("sum_rows", [&](Backend& k, int s) { k.sum_rows(x[s], rows, sums[s]); }, {{"", sums}});
   const Pair sums_in = tested(sums);
   run("broadcast_rows", [&](Backend& k, int s) { k.broadcast_rows(sums_in[s], rows, spread[s]); }, {{"", spread}});
+  // Rows by index, with a repeat and the first and last rows (a batch from a data set on the GPU).
+  const Pair index = indices({32, 0, 5, 5, 17});
+  Pair gathered = output({5, cols});
+  run("gather_rows", [&](Backend& k, int s) { k.gather_rows(x[s], index[s], gathered[s]); }, {{"", gathered}});
   const Pair part = uniform({rows, 7});
   Pair columns = output({rows, 12});
   run("copy_columns",

@@ -1,6 +1,7 @@
 // Plain shape descriptions shared by the CPU reference (engine/cpu) and the CUDA kernels
 // (kernels/): no STL, so .cu files can include it.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 namespace equivae {
@@ -28,10 +29,27 @@ inline int64_t conv_transpose_out_size(int64_t in, int64_t k, int64_t stride, in
   return (in - 1) * stride - 2 * pad + k + output_padding;
 }
 
+// What a training step captured into a CUDA graph reads from device memory rather than from its
+// launch arguments (issue 15), so that a replay is the captured step with these numbers changed:
+// the step's random draws' base offset and Adam's bias corrections for the step's update.
+struct StepCounters {
+  uint64_t rng_offset = 0;  // added to the offset of every random draw
+  float adam_step_size = 0, adam_bc2_sqrt = 0;  // adam_corrections() of the update, as float32
+};
+
 // Adam hyperparameters plus the step count t (>= 1) used for bias correction.
 struct AdamParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   int64_t t = 1;
 };
+
+// Adam's bias corrections for step p.t, in double: the step size lr / (1 - beta1^t) and
+// sqrt(1 - beta2^t). One formula for the CPU reference, the kernel and the device counters.
+struct AdamCorrections {
+  double step_size, bc2_sqrt;
+};
+inline AdamCorrections adam_corrections(const AdamParams& p) {
+  return {p.lr / (1 - std::pow(p.beta1, double(p.t))), std::sqrt(1 - std::pow(p.beta2, double(p.t)))};
+}
 
 }  // namespace equivae

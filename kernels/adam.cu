@@ -7,12 +7,15 @@
 namespace equivae::gpu {
 
 void adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p,
-               cudaStream_t stream) {
-  // Bias corrections in double on the host, then rounded, exactly as the CPU reference does.
+               const float* corrections, cudaStream_t stream) {
+  // Bias corrections in double on the host, then rounded, exactly as the CPU reference does (or
+  // the same numbers from device memory).
   const float b1 = float(p.beta1), b2 = float(p.beta2), eps = float(p.eps);
-  const float step = float(p.lr / (1 - std::pow(p.beta1, double(p.t))));
-  const float bc2_sqrt = float(std::sqrt(1 - std::pow(p.beta2, double(p.t))));
+  const AdamCorrections c = adam_corrections(p);
+  const float host_step = float(c.step_size), host_bc2_sqrt = float(c.bc2_sqrt);
   const auto update = [=] __device__(float& w, float g, float& mi, float& vi) {
+    const float step = corrections ? corrections[0] : host_step;
+    const float bc2_sqrt = corrections ? corrections[1] : host_bc2_sqrt;
     mi = b1 * mi + (1 - b1) * g;
     vi = b2 * vi + (1 - b2) * g * g;
     w -= step * mi / (sqrtf(vi) / bc2_sqrt + eps);

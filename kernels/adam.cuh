@@ -9,7 +9,9 @@
 
 namespace equivae::gpu {
 
+// corrections: null, or two device floats (StepCounters::adam_step_size, adam_bc2_sqrt) read when
+// the kernel runs instead of adam_corrections(p) (a step captured in a CUDA graph).
 void adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p,
-               cudaStream_t stream);
+               const float* corrections, cudaStream_t stream);
 
 }  // namespace equivae::gpu

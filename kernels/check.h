@@ -49,10 +49,12 @@ inline void check_launch(cudaStream_t stream, const char* file, int line) {
 // Every kernel launch in kernels/: kernel<<<grid, block, 0, stream>>>(args...) and its check. One
 // spelling so that the CPU emulator (emulator/, which g++ compiles and which has no <<<>>>)
 // runs the same launches. `kernel` must be one token: name a template instance through a pointer.
+// The emulator's lambda takes the arguments by value: a stream capture keeps it to run at replay,
+// as the driver keeps a copy of a captured launch's arguments.
 #ifdef EQUIVAE_CUDA_EMULATOR
 #define EQUIVAE_LAUNCH(kernel, grid, block, stream, ...)            \
   do {                                                              \
-    ::emu::launch((grid), (block), #kernel, [&] { kernel(__VA_ARGS__); });   \
+    ::emu::launch((grid), (block), #kernel, [=] { kernel(__VA_ARGS__); });   \
     CUDA_CHECK_LAUNCH(stream);                                      \
   } while (0)
 #else

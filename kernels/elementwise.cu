@@ -86,6 +86,35 @@ void broadcast_rows(const float* dy, int64_t rows, int64_t cols, float* dx, cuda
   launch_map(rows * cols, stream, [=] __device__(int64_t i) { dx[i] = dy[i / cols]; });
 }
 
+namespace {
+// gather_rows in words of W (nvcc allows no __device__ lambda inside another lambda: a template).
+template <class W>
+void gather_words(const W* src, int64_t rows, int64_t words, const int32_t* index, int64_t count, W* dst, int* bad,
+                  cudaStream_t stream) {
+  launch_map(count * words, stream, [=] __device__(int64_t i) {
+    const int64_t r = i / words, j = index[r];
+    const bool ok = j >= 0 && j < rows;
+    if (!ok && bad) *bad = 1;  // every writer stores the same 1
+    dst[i] = ok ? src[j * words + (i - r * words)] : W{};
+  });
+}
+}  // namespace
+
+void gather_rows(const void* x, int64_t rows, int64_t row_bytes, const int32_t* index, int64_t count, void* y,
+                 int* bad, cudaStream_t stream) {
+  if (bad) CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof(int), stream));
+  // 16-byte words where rows and both buffers allow (an MNIST row is 3136 bytes), else 4-byte
+  // ones: a copy either way, so the bits are the source's.
+  const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  if (wide)
+    gather_words(static_cast<const float4*>(x), rows, row_bytes / 16, index, count, static_cast<float4*>(y), bad,
+                 stream);
+  else
+    gather_words(static_cast<const uint32_t*>(x), rows, row_bytes / 4, index, count, static_cast<uint32_t*>(y), bad,
+                 stream);
+}
+
 void scan_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream) {
   CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), stream));
   // Every writer stores the same 1, so the race is benign and the result deterministic.

@@ -42,6 +42,13 @@ void split_columns(const float* x, int64_t rows, const ColumnParts& parts, cudaS
 void sum_rows(const float* x, int64_t rows, int64_t cols, float* y, cudaStream_t stream);        // double sums
 void broadcast_rows(const float* dy, int64_t rows, int64_t cols, float* dx, cudaStream_t stream);
 
+// Rows of x gathered: y row i = x row index[i], rows of row_bytes bytes (a multiple of 4) out of
+// x's `rows`; one launch (a batch from a data set kept on the device, issue 15). With `bad`
+// (a device int) non-null it is zeroed and set to 1 if an index is outside [0, rows), whose
+// row of y is then zeros; null: the caller's indices are known to be in range (no memset).
+void gather_rows(const void* x, int64_t rows, int64_t row_bytes, const int32_t* index, int64_t count, void* y,
+                 int* bad, cudaStream_t stream);
+
 // Zeroes *flag (a device int), then sets it to 1 if any x[i] is NaN or infinite.
 void scan_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream);
 

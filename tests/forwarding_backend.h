@@ -34,6 +34,7 @@ class ForwardingBackend final : public Backend {
   void relu_forward(const Tensor& x, Tensor& y) override { call("relu_forward", &Backend::relu_forward, x, y); }
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override { call("relu_backward", &Backend::relu_backward, y, dy, dx); }
   void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows, int64_t cols) override { call("copy_columns", &Backend::copy_columns, src, src_col, dst, dst_col, rows, cols); }
+  void gather_rows(const Tensor& x, const Tensor& index, Tensor& y) override { call("gather_rows", &Backend::gather_rows, x, index, y); }
   void sum_rows(const Tensor& x, int64_t rows, Tensor& y) override { call("sum_rows", &Backend::sum_rows, x, rows, y); }
   void broadcast_rows(const Tensor& dy, int64_t rows, Tensor& dx) override { call("broadcast_rows", &Backend::broadcast_rows, dy, rows, dx); }
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override { call("linear_forward", &Backend::linear_forward, x, w, b, y); }

@@ -25,7 +25,8 @@ TEST_CASE("self-check: the float32 CPU backend agrees with its float64 reference
 TEST_CASE("self-check: one spoiled kernel is refused, and named", "[self_check]") {
   const std::string spoiled =
       GENERATE(as<std::string>{}, "fill", "axpy", "scale", "binary", "relu_forward", "relu_backward", "copy_columns",
-               "place_columns", "concat_columns", "split_columns", "sum_rows", "broadcast_rows", "linear_forward",
+               "place_columns", "concat_columns", "split_columns", "gather_rows",
+               "sum_rows", "broadcast_rows", "linear_forward",
                "linear_backward", "linear_relu_forward", "linear_relu_backward", "conv2d_forward",
                "conv2d_backward_data", "conv2d_backward_weight", "conv2d_backward", "channel_sum", "add_channel_bias",
                "conv_transpose2d_forward", "relu_bias_backward", "segmented_mean_forward", "segmented_mean_backward",

@@ -1,9 +1,10 @@
 #include "train/objective.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include "engine/ops.h"
-#include "train/evaluation.h"
 
 namespace equivae {
 namespace {
@@ -17,6 +18,17 @@ constexpr uint64_t kLabelledOrderSalt = 0x51ed2701a3c4e5f7ull, kSetSizeSalt = 0x
                    kLabelledDropoutSalt = 0x7f4a7c159e3779b9ull, kUnlabelledDropoutSalt = 0x3c6ef372fe94f82bull,
                    kUnlabelledNoiseSalt = 0xa54ff53a5f1d36f1ull;
 
+// Data set rows of several lists, one after another, as the i32 indices of one gather.
+std::vector<int32_t> concat_rows(std::initializer_list<const std::vector<int64_t>*> lists) {
+  std::vector<int32_t> out;
+  for (const std::vector<int64_t>* l : lists)
+    for (int64_t row : *l) {
+      EQUIVAE_CHECK(row >= 0 && row <= INT32_MAX, "objective: row {} is outside the 32-bit index range", row);
+      out.push_back(int32_t(row));
+    }
+  return out;
+}
+
 }  // namespace
 
 void ElboStats::add(double loglik_sum, double kl_sum, double log_prior_sum, int64_t count) {
@@ -27,9 +39,13 @@ void ElboStats::add(double loglik_sum, double kl_sum, double log_prior_sum, int6
   n += count;
 }
 
-Objective::Objective(const EquiVAE& model, const TrainConfig& config, const data::Dataset& train)
-    : model_(model), config_(config), train_(train), train_classes_(train.labels, train.num_classes) {
-  const data::Dataset& t = train;
+Objective::Objective(const EquiVAE& model, const TrainConfig& config, const DeviceImages& train)
+    : model_(model),
+      config_(config),
+      train_(train),
+      train_classes_(train.dataset().labels, train.dataset().num_classes),
+      indices_(config.device) {
+  const data::Dataset& t = train.dataset();
   for (int64_t i = 0; i < t.n; ++i) labelled_rows_.push_back(i);
   EQUIVAE_CHECK((config.labels_per_class > 0) == model.config().semi_supervised,
                 "train: --labels needs a semi-supervised model and a semi-supervised model needs --labels");
@@ -43,6 +59,8 @@ Objective::Objective(const EquiVAE& model, const TrainConfig& config, const data
   } else {
     for (double p : data::class_frequencies(t)) log_prior_.push_back(std::log(p));
   }
+  if (config.labels_per_class > 0)
+    log_prior_tensor_ = Tensor::from(log_prior_, {int64_t(log_prior_.size())}, DType::f32).to(config.device);
 }
 
 void Objective::StepResult::read() {
@@ -50,26 +68,68 @@ void Objective::StepResult::read() {
   if (unlabelled.defined()) unlabelled_sum = unlabelled.item();
 }
 
-Objective::StepResult Objective::supervised(const data::Dataset& d, const data::ClassIndex& classes,
-                                       const std::vector<int64_t>& rows, uint64_t seed, uint64_t step) const {
-  const data::ComplementarySets sets =
-      data::sample_complementary_sets(rows, d.labels, classes, config_.m_max, seed, step, config_.set_sampling);
-  const Tensor x = gather_images(d, rows, config_.device);
-  const Var r = model_.class_latent(Var(gather_images(d, sets.images, config_.device)), Tensor::from_indices(sets.offsets, config_.device),
-                                     Tensor::from_indices(sets.members, config_.device));
-  RandomStream noise{seed, step << 32};  // a step draws far fewer than 2^32 numbers
-  const EquiVAE::Terms t = model_.terms(Var(x), x, r, noise);
-  const Var loglik = sum(t.loglik), kl = sum(t.kl);
-  double log_prior_sum = 0;
-  for (int64_t row : rows) log_prior_sum += log_prior_[size_t(d.labels[size_t(row)])];
-  const int64_t n = int64_t(rows.size());
-  // Maximise the mean of L_lab; log p(y) is a constant of the parameters.
-  const Var loss = scale(sub(kl, loglik), 1.0 / double(n));
-  return {loss, loglik.value(), kl.value(), Tensor(), log_prior_sum, n};
+int64_t Objective::max_set_images(int64_t n) const {
+  int64_t bound = n * config_.m_max;
+  if (config_.set_sampling == data::SetSampling::batch)
+    bound = std::min(bound, n + std::min<int64_t>(model_.config().num_classes, n) * (config_.m_max + 1));
+  return bound;
 }
 
-Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step) const {
-  const data::Dataset& d = train_;
+std::vector<std::span<const int32_t>> Objective::Indices::parts() const {
+  std::vector<std::span<const int32_t>> p{gathered, offsets, members};
+  if (!pick_offsets.empty()) p.insert(p.end(), {pick_offsets, pick_members});
+  return p;
+}
+
+Objective::Indices Objective::supervised_indices(const data::Dataset& d, const data::ClassIndex& classes,
+                                                 const std::vector<int64_t>& rows, uint64_t seed, uint64_t step,
+                                                 bool fixed) const {
+  const data::ComplementarySets sets =
+      data::sample_complementary_sets(rows, d.labels, classes, config_.m_max, seed, step, config_.set_sampling);
+  Indices ix;
+  ix.n = int64_t(rows.size());
+  ix.gathered = concat_rows({&rows, &sets.images});
+  ix.offsets = sets.offsets;
+  ix.members = sets.members;
+  for (int64_t row : rows) ix.log_prior_sum += log_prior_[size_t(d.labels[size_t(row)])];
+  if (fixed) {
+    const int64_t images = max_set_images(ix.n), members = ix.n * config_.m_max + 1;
+    EQUIVAE_CHECK(int64_t(sets.images.size()) <= images && int64_t(sets.members.size()) < members,
+                  "objective: {} set images and {} members exceed the bounds {} and {}", sets.images.size(),
+                  sets.members.size(), images, members);
+    ix.gathered.resize(size_t(ix.n + images), 0);  // padding rows: encoded by h, in no set
+    ix.members.resize(size_t(members), 0);          // the extra set's, dropped with it
+    ix.offsets.push_back(int32_t(members));
+    for (int32_t i = 0; i <= int32_t(ix.n); ++i) ix.pick_offsets.push_back(i);
+    for (int32_t i = 0; i < int32_t(ix.n); ++i) ix.pick_members.push_back(i);
+  }
+  return ix;
+}
+
+Objective::StepResult Objective::supervised_step(const DeviceImages& images, const Indices& host,
+                                                 const std::vector<Tensor>& index, RandomStream noise) {
+  const int64_t n = host.n;
+  const Tensor all = images.gather(index[0]);
+  const Tensor x = all.rows(0, n);
+  Var r = model_.class_latent(Var(all.rows(n, all.dim(0))), index[1], index[2]);
+  if (index.size() > 3) r = segmented_mean(r, index[3], index[4]);  // fixed shapes: the extra set dropped (exact)
+  const EquiVAE::Terms t = model_.terms(Var(x), x, r, noise);
+  const Var loglik = sum(t.loglik), kl = sum(t.kl);
+  // Maximise the mean of L_lab; log p(y) is a constant of the parameters.
+  const Var loss = scale(sub(kl, loglik), 1.0 / double(n));
+  return {loss, loglik.value(), kl.value(), Tensor(), host.log_prior_sum, n};
+}
+
+Objective::StepResult Objective::supervised(const DeviceImages& images, const data::ClassIndex& classes,
+                                            const std::vector<int64_t>& rows, uint64_t seed, uint64_t step) {
+  // One upload of the step's indices and one gather of the batch and its set images.
+  const Indices ix = supervised_indices(images.dataset(), classes, rows, seed, step, false);
+  // A step draws far fewer than 2^32 numbers.
+  return supervised_step(images, ix, indices_.upload(ix.parts()), RandomStream{seed, step << 32});
+}
+
+Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step) {
+  const data::Dataset& d = train_.dataset();
   const uint64_t seed = config_.seed;
   const int64_t n_l = int64_t(labelled_rows_.size());
   const int64_t b_u = int64_t(unlabelled.size()), b_l = std::min(b_u, n_l);
@@ -84,12 +144,7 @@ Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unl
     }
     labelled.push_back(pass_order[size_t(k % uint64_t(n_l))]);
   }
-  StepResult s = supervised(d, train_classes_, labelled, seed, step);  // loss = -mean L_lab
-  const Tensor y = Tensor::from_indices(
-      [&] { std::vector<int32_t> v; for (int64_t r : labelled) v.push_back(d.labels[size_t(r)]); return v; }(),
-      config_.device);
-  RandomStream labelled_dropout{seed ^ kLabelledDropoutSalt, step << 32};
-  const Var log_q = sum(pick(log_softmax(model_.class_logits(Var(gather_images(d, labelled, config_.device)), labelled_dropout, true)), y));
+  StepResult s = supervised(train_, train_classes_, labelled, seed, step);  // loss = -mean L_lab
 
   // Unlabelled rows: one set of m labelled images of class y for every (row, y) pair.
   const int K = model_.config().num_classes;
@@ -99,14 +154,22 @@ Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unl
   for (int64_t i = 0; i < b_u; ++i)
     for (int y_ = 0; y_ < K; ++y_) set_classes.push_back(y_);
   const data::ComplementarySets sets = data::sample_class_sets(set_classes, train_classes_, m, seed, step);
-  const Var r_pairs = model_.class_latent(Var(gather_images(d, sets.images, config_.device)), Tensor::from_indices(sets.offsets, config_.device),
-                                           Tensor::from_indices(sets.members, config_.device));
-  const Tensor x_u = gather_images(d, unlabelled, config_.device);
+  // The rest of the step's indices in one upload, its images in one gather: the labelled rows
+  // again (for q(y|x)), the set images, the unlabelled rows.
+  std::vector<int32_t> labels;
+  for (int64_t r : labelled) labels.push_back(d.labels[size_t(r)]);
+  const std::vector<int32_t> gathered = concat_rows({&labelled, &sets.images, &unlabelled});
+  const std::vector<Tensor> index = indices_.upload({gathered, sets.offsets, sets.members, labels});
+  const Tensor all = train_.gather(index[0]);
+  const int64_t set_images = int64_t(sets.images.size());
+  const Tensor x_l = all.rows(0, b_l), x_u = all.rows(b_l + set_images, all.dim(0));
+  RandomStream labelled_dropout{seed ^ kLabelledDropoutSalt, step << 32};
+  const Var log_q = sum(pick(log_softmax(model_.class_logits(Var(x_l), labelled_dropout, true)), index[3]));
+  const Var r_pairs = model_.class_latent(Var(all.rows(b_l, b_l + set_images)), index[1], index[2]);
   RandomStream unlabelled_dropout{seed ^ kUnlabelledDropoutSalt, step << 32};
   RandomStream unlabelled_noise{seed ^ kUnlabelledNoiseSalt, step << 32};
-  const Tensor log_prior = Tensor::from(log_prior_, {K}, DType::f32).to(config_.device);
   const Var u = sum(model_.unlabelled_elbo(Var(x_u), x_u, r_pairs,
-                                            model_.class_logits(Var(x_u), unlabelled_dropout, true), log_prior,
+                                            model_.class_logits(Var(x_u), unlabelled_dropout, true), log_prior_tensor_,
                                             unlabelled_noise));
   // -(mean over the labelled batch of L_lab + log q(y|x) + mean over the unlabelled batch of L_unlab).
   // Weighting the two sums by N_l / b_l and N_u / b_u instead (an unbiased estimate of the
@@ -117,14 +180,15 @@ Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unl
   return s;
 }
 
-ElboStats Objective::evaluate(const data::Dataset& d) const {
+ElboStats Objective::evaluate(const DeviceImages& images) {
   NoGradGuard no_grad;
+  const data::Dataset& d = images.dataset();
   const data::ClassIndex classes(d.labels, d.num_classes);
   ElboStats stats;
   for (int64_t begin = 0, b = 0; begin < d.n; begin += config_.eval_batch_size, ++b) {
     std::vector<int64_t> rows;
     for (int64_t i = begin; i < std::min(d.n, begin + config_.eval_batch_size); ++i) rows.push_back(i);
-    StepResult s = supervised(d, classes, rows, config_.seed ^ kValidationSeedSalt, uint64_t(b));
+    StepResult s = supervised(images, classes, rows, config_.seed ^ kValidationSeedSalt, uint64_t(b));
     s.read();
     stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
   }

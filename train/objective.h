@@ -3,13 +3,16 @@
 // and the training configuration it and the training loop share.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/index_upload.h"
 #include "model/equivae.h"
 #include "train/data.h"
+#include "train/device_images.h"
 #include "train/sampler.h"
 
 namespace equivae {
@@ -35,6 +38,12 @@ struct TrainConfig {
   // waits for the queue inside training; a non-finite loss stops training a step later, without
   // naming its op (which --device cpu does). false: read at once, as the tests' reference.
   bool late_reads = true;
+  // --device cuda: every full batch of supervised training is a step of fixed shapes (its set
+  // images and members padded to bounds) captured once into a CUDA graph and replayed
+  // (engine/step_graph.h); the short last batch of an epoch and semi-supervised steps run
+  // eagerly. eager: the padded steps run without capture (to tell a capture fault from a padding one).
+  enum class Graphs { off, on, eager };
+  Graphs cuda_graphs = Graphs::on;
   int64_t eval_batch_size = 500;  // rows per pass of evaluate_elbo
   // The run's options (train/run_options.h), kept in every checkpoint so that --resume and
   // --evaluate restore them.
@@ -51,9 +60,9 @@ struct ElboStats {
 
 class Objective {
  public:
-  // `train`: the training set; semi-supervised configurations keep the labels of a balanced
-  // subset of it (labels_per_class per class, drawn with the seed).
-  Objective(const EquiVAE& model, const TrainConfig& config, const data::Dataset& train);
+  // `train`: the training set's images on the step's device; semi-supervised configurations
+  // keep the labels of a balanced subset of it (labels_per_class per class, drawn with the seed).
+  Objective(const EquiVAE& model, const TrainConfig& config, const DeviceImages& train);
 
   // The sums are on the step's device (one element each; unlabelled undefined when supervised):
   // read() reads them now, or a trainer reads them one step late (engine/late_read.h).
@@ -66,15 +75,35 @@ class Objective {
     void read();
   };
   // L_lab over rows of d, sets drawn from d's rows of each class (`classes`) with (seed, step).
-  StepResult supervised(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
-                        uint64_t seed, uint64_t step) const;
+  StepResult supervised(const DeviceImages& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
+                        uint64_t seed, uint64_t step);
+  // supervised() in two halves. The host's: the sets drawn, and the index vectors of the step's
+  // one gather (its rows, then the set images) and of the sets' segmented mean. `fixed` pads them
+  // to sizes that depend on the number of rows only (a CUDA graph's step): the set images to
+  // max_set_images(n) with row 0, the members to n m_max + 1 through one extra set that the step
+  // then drops (pick_offsets, pick_members: each of the n sets once).
+  struct Indices {
+    std::vector<int32_t> gathered, offsets, members, pick_offsets, pick_members;
+    int64_t n = 0;
+    double log_prior_sum = 0;
+    std::vector<std::span<const int32_t>> parts() const;
+  };
+  Indices supervised_indices(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
+                             uint64_t seed, uint64_t step, bool fixed) const;
+  // The device's: the step on those vectors (uploaded, parts() order), noise from `noise`.
+  StepResult supervised_step(const DeviceImages& d, const Indices& host, const std::vector<Tensor>& index,
+                             RandomStream noise);
+  // The most distinct set images a batch of n rows draws: n m_max (every member distinct); with
+  // batch sampling also n + min(K, n) (m_max + 1) (each of its classes' pools is the batch's rows
+  // of the class topped up to m + 1).
+  int64_t max_set_images(int64_t n) const;
   // Semi-supervised step: these unlabelled rows and as many labelled ones (cycling through the
   // labelled set); the loss is the objective of docs/model.md section 2 with no weight on any
   // term, each of its two sums taken as a mean over its own batch.
-  StepResult semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step) const;
+  StepResult semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step);
   // The objective on d, with complementary sets drawn within d from a stream of validation's
   // own (no gradient).
-  ElboStats evaluate(const data::Dataset& d) const;
+  ElboStats evaluate(const DeviceImages& d);
 
   // The training rows whose labels the model sees (all of them unless semi-supervised).
   const std::vector<int64_t>& labelled_rows() const { return labelled_rows_; }
@@ -83,10 +112,12 @@ class Objective {
  private:
   const EquiVAE& model_;
   TrainConfig config_;
-  const data::Dataset& train_;
+  const DeviceImages& train_;
   data::ClassIndex train_classes_;      // of the labelled rows
   std::vector<int64_t> labelled_rows_;  // all training rows unless semi-supervised
   std::vector<double> log_prior_;
+  Tensor log_prior_tensor_;  // log_prior_ on the device (semi-supervised steps)
+  IndexUpload indices_;      // a step's index vectors, in one upload
 };
 
 }  // namespace equivae

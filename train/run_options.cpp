@@ -148,6 +148,10 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   add("quick", o.quick, "a short CPU schedule (minutes): 2 epochs, batch 32, 3 epochs of the classifier on r", here);
   add("no-progress", o.no_progress, "no progress bar", here);
   add("tf32", o.tf32, "with --device cuda: convolutions on TF32 tensor cores (~1e-3 relative error per product)", here);
+  add("cuda-graphs", o.cuda_graphs,
+      "with --device cuda: full batches as CUDA graphs of fixed (padded) shapes, replayed (on), run eagerly with "
+      "the same padding (eager: tells a capture fault from a padding one), or as before (off)", here)
+      ->check(CLI::IsMember({"on", "off", "eager"}));
   add("skip-self-check", o.skip_self_check,
       "with --device cuda: start without the self-check (every kernel once on small random shapes against the CPU "
       "reference, a second or two; a disagreement stops the run naming the kernel: docs/gpu_session.md)", here);
@@ -266,6 +270,9 @@ TrainConfig train_config(const RunOptions& o, const ModelConfig& model) {
   t.lr = o.lr;
   t.seed = o.seed;
   t.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+  t.cuda_graphs = o.cuda_graphs == "off"     ? TrainConfig::Graphs::off
+                  : o.cuda_graphs == "eager" ? TrainConfig::Graphs::eager
+                                             : TrainConfig::Graphs::on;
   t.out_dir = o.out;
   t.progress = !o.no_progress;
   return t;

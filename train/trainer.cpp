@@ -47,7 +47,11 @@ Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data
   model_ = std::make_unique<EquiVAE>(model, params_);
   params_.allocate(config.seed, DType::f32, config.device);
   adam_ = std::make_unique<Adam>(params_, AdamConfig{.lr = config.lr});
-  objective_ = std::make_unique<Objective>(*model_, config, t);
+  train_images_ = std::make_unique<DeviceImages>(t, config.device);
+  validation_images_ = std::make_unique<DeviceImages>(data.validation, config.device);
+  objective_ = std::make_unique<Objective>(*model_, config, *train_images_);
+  graphs_ = std::make_unique<StepGraphs>(config.device, config.cuda_graphs != TrainConfig::Graphs::off,
+                                         config.cuda_graphs == TrainConfig::Graphs::on);
   // An epoch passes over every training row, or over the unlabelled ones when semi-supervised.
   std::vector<bool> labelled(size_t(t.n), false);
   if (config.labels_per_class > 0)
@@ -124,7 +128,27 @@ void Trainer::train() {
   LateScalars late;
   auto step = [&](const std::vector<int64_t>& rows) {
     return semi ? objective_->semi_supervised(rows, step_)
-                : objective_->supervised(data_.train, objective_->train_classes(), rows, config_.seed, step_);
+                : objective_->supervised(*train_images_, objective_->train_classes(), rows, config_.seed, step_);
+  };
+  // A full supervised batch as a step of fixed shapes, forward, backward and Adam, through a CUDA
+  // graph (engine/step_graph.h): returns its loss terms (a replay's: the capture's tensors).
+  auto graphed_step = [&](const std::vector<int64_t>& rows) {
+    const Objective::Indices ix =
+        objective_->supervised_indices(data_.train, objective_->train_classes(), rows, config_.seed, step_, true);
+    const int64_t key = ix.n;
+    const StepGraphs::Inputs in = graphs_->upload(key, step_counters(step_ << 32, *adam_), ix.parts());
+    const std::vector<Tensor> terms = graphs_->run(key, in, [&] {
+      Objective::StepResult s =
+          objective_->supervised_step(*train_images_, ix, in.indices, RandomStream{config_.seed, 0});
+      params_.zero_grad();
+      s.loss.backward();
+      adam_->step();
+      return std::vector<Tensor>{s.loglik, s.kl};
+    });
+    if (graphs_->replayed()) adam_->set_steps(adam_->steps() + 1);  // what adam_->step() counts
+    Objective::StepResult s;
+    s.loglik = terms[0], s.kl = terms[1], s.n = ix.n, s.log_prior_sum = ix.log_prior_sum;
+    return s;
   };
   for (; epoch_ < config_.epochs;) {
     const int64_t batch = config_.batch_size_for(epoch_);
@@ -165,12 +189,15 @@ void Trainer::train() {
     for (int64_t b = 0; b < batches; ++b) {
       const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(epoch_size, (b + 1) * batch));
       Objective::StepResult s;
+      // Full supervised batches through graphs (their backward and Adam inside); the short last
+      // batch runs eagerly: its row count and 1/n are not the graph's.
+      const bool graphed = graphs_->enabled() && !semi && int64_t(rows.size()) == batch;
       try {
         {
           // On a GPU every value check is a host wait: there the checks run only to name the op
           // of a step gone NaN (when the loss is read at once).
           const ValueChecks checks(!quiet_steps);
-          s = step(rows);
+          s = graphed ? graphed_step(rows) : step(rows);
         }
         if (!config_.late_reads) {
           s.read();
@@ -191,9 +218,11 @@ void Trainer::train() {
         stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
         unlabelled_sum += s.unlabelled_sum, unlabelled_n += semi ? int64_t(rows.size()) : 0;
       }
-      params_.zero_grad();
-      s.loss.backward();
-      adam_->step();
+      if (!graphed) {
+        params_.zero_grad();
+        s.loss.backward();
+        adam_->step();
+      }
       ++step_;
       if (!config_.out_dir.empty())
         throw_if_interrupted(fmt::format(
@@ -240,7 +269,11 @@ void Trainer::train() {
   }
 }
 
-ElboStats Trainer::evaluate_elbo(const data::Dataset& d) { return objective_->evaluate(d); }
+ElboStats Trainer::evaluate_elbo(const data::Dataset& d) {
+  if (&d == &data_.validation) return objective_->evaluate(*validation_images_);
+  if (&d == &data_.train) return objective_->evaluate(*train_images_);
+  return objective_->evaluate(DeviceImages(d, config_.device));  // another set (the test set): for this call
+}
 
 std::vector<float> Trainer::represent(const data::Dataset& d) { return equivae::represent(*model_, d, config_.device); }
 

@@ -9,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/step_graph.h"
 #include "model/equivae.h"
 #include "train/data.h"
+#include "train/device_images.h"
 #include "train/evaluation.h"
 #include "train/objective.h"
 #include "train/run_state.h"
@@ -49,6 +51,7 @@ class Trainer {
   ParameterStore& params() { return params_; }
   int epochs_done() const { return epoch_; }
   int64_t steps_done() const { return step_; }
+  const StepGraphs& step_graphs() const { return *graphs_; }
   std::string checkpoint_path() const;
   std::string best_path() const;
 
@@ -63,7 +66,10 @@ class Trainer {
   ParameterStore params_;
   std::unique_ptr<EquiVAE> model_;
   std::unique_ptr<Adam> adam_;
+  // The training and validation images on the training device (uploaded once: device_images.h).
+  std::unique_ptr<DeviceImages> train_images_, validation_images_;
   std::unique_ptr<Objective> objective_;
+  std::unique_ptr<StepGraphs> graphs_;  // config.cuda_graphs
   int epoch_ = 0;      // epochs completed
   uint64_t step_ = 0;  // optimiser steps completed
   int best_epoch_ = 0;  // 0: none yet

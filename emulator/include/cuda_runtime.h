@@ -9,7 +9,11 @@
 //   - __shared__ variables are function statics: shared by the block's fibers, and blocks never
 //     overlap;
 //   - device memory is host memory; streams are synchronous; cuBLAS's sgemm is a plain loop;
-//   - launch configurations are validated as the driver does (block size, grid limits).
+//   - launch configurations are validated as the driver does (block size, grid limits);
+//   - stream capture (CUDA graphs) records each launch, with a copy of its arguments, and each
+//     copy, memset and event record instead of running it; launching the graph runs the record
+//     in order. Inside a capture, a host wait, a cudaFree or a copy from or to pageable host
+//     memory fails and invalidates the capture, as on a GPU.
 // What it cannot show: races the real scheduler would expose (threads here run in a fixed order),
 // memory-model and occupancy effects, register/shared-memory limits, speed. Those need the GPU.
 #pragma once
@@ -18,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -54,22 +59,39 @@ namespace emu {
 // Runs body() once per thread of every block of the grid; returns when all have finished.
 void run_grid(dim3 grid, dim3 block, void (*body)(void*), void* context);
 void count_kernel(const char* name);
+// Stream capture: while the stream captures, the device's work is recorded by record() instead
+// of run (the emulated device has one queue, so capture covers all of it).
+bool capturing();
+void record(std::function<void()> op);
+// A kernel launch while capturing: the configuration is checked now, as the driver does.
+void record_launch(dim3 grid, dim3 block, std::function<void()> run);
 template <class F> void launch(dim3 grid, dim3 block, const char* name, F&& body) {
   count_kernel(name);
-  run_grid(grid, block, [](void* f) { (*static_cast<std::remove_reference_t<F>*>(f))(); }, &body);
+  using Body = std::remove_reference_t<F>;
+  if (capturing()) {  // `body` holds copies of the arguments (EQUIVAE_LAUNCH captures by value)
+    record_launch(grid, block, [grid, block, body]() mutable {
+      run_grid(grid, block, [](void* f) { (*static_cast<Body*>(f))(); }, &body);
+    });
+    return;
+  }
+  run_grid(grid, block, [](void* f) { (*static_cast<Body*>(f))(); }, &body);
 }
 // What the code has queued on the device and how often the host waited for it, since the start:
 // the [launches] test reads the difference over a training step (a real GPU has no such count
 // short of a profiler). Launches are kernels, cuBLAS calls, device-side copies and memsets.
 struct Counters {
   uint64_t kernels = 0, blas = 0, copies = 0, memsets = 0;
+  uint64_t graphs = 0;       // graph launches (what a replayed step costs the host)
   uint64_t host_waits = 0;   // stream or device synchronisations
   uint64_t event_waits = 0;  // cudaEventSynchronize: a wait for one point of the queue, not all of it
-  uint64_t launches() const { return kernels + blas + copies + memsets; }
+  uint64_t launches() const { return kernels + blas + copies + memsets + graphs; }
 };
 Counters& counters();
 // Kernel launches by name (the first token of EQUIVAE_LAUNCH), for a report of where they go.
 std::map<std::string, uint64_t>& kernels_by_name();
+// The device memory that cudaMemGetInfo reports as total (an H100's 80 GiB unless a test sets
+// less); free is that minus what cudaMalloc holds.
+uint64_t& device_memory_bytes();
 void sync_block();
 // Waits for every live lane of the warp (warp-collective operations: shuffles, wmma).
 void sync_warp();
@@ -124,9 +146,19 @@ enum cudaError_t {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorNoDevice = 100,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureImplicit = 906,
 };
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUevent_st* cudaEvent_t;
+typedef struct CUgraph_st* cudaGraph_t;
+typedef struct CUgraphExec_st* cudaGraphExec_t;
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2
+};
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
   cudaMemcpyHostToDevice = 1,
@@ -151,6 +183,7 @@ template <class T> cudaError_t cudaMallocHost(T** ptr, size_t size) {
   return cudaMallocHost(reinterpret_cast<void**>(ptr), size);
 }
 cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total);
 cudaError_t cudaFreeHost(void* ptr);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
@@ -167,3 +200,11 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
+// Graphs: stream capture and replay (see the top of this file). Relaxed mode lets cudaMalloc run
+// during a capture (an allocator filling a graph's own pool); the other modes refuse it.
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);

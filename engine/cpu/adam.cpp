@@ -8,8 +8,8 @@ namespace equivae {
 void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamParams& p) {
   EQUIVAE_DISPATCH_FLOAT(param, "adam", {
     const T b1 = T(p.beta1), b2 = T(p.beta2);
-    const T step = T(p.lr / (1 - std::pow(p.beta1, double(p.t))));
-    const T bc2_sqrt = T(std::sqrt(1 - std::pow(p.beta2, double(p.t))));
+    const AdamCorrections c = adam_corrections(p);
+    const T step = T(c.step_size), bc2_sqrt = T(c.bc2_sqrt);
     T* w = param.data<T>();
     const T* g = grad.data<T>();
     T* mm = m.data<T>();

@@ -46,6 +46,7 @@ class CpuBackend final : public Backend {
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
   void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t rows,
                     int64_t cols) override;
+  void gather_rows(const Tensor& x, const Tensor& index, Tensor& y) override;
   void sum_rows(const Tensor& x, int64_t rows, Tensor& y) override;
   void broadcast_rows(const Tensor& dy, int64_t rows, Tensor& dx) override;
   bool has_nonfinite(const Tensor& x) override;

@@ -144,6 +144,19 @@ void CpuBackend::broadcast_rows(const Tensor& dy, int64_t rows, Tensor& dx) {
   });
 }
 
+void CpuBackend::gather_rows(const Tensor& x, const Tensor& index, Tensor& y) {
+  const int64_t rows = x.dim(0), count = index.numel();
+  const size_t row_bytes = count ? y.bytes() / size_t(count) : 0;
+  const int32_t* idx = index.data<int32_t>();
+  const char* src = static_cast<const char*>(x.raw());
+  char* dst = static_cast<char*>(y.raw());
+  for (int64_t i = 0; i < count; ++i) {
+    if (idx[i] < 0 || idx[i] >= rows)
+      throw ShapeError(fmt::format("gather_rows: index {} of {} is outside [0, {})", idx[i], index.describe(), rows));
+    std::memcpy(dst + size_t(i) * row_bytes, src + size_t(idx[i]) * row_bytes, row_bytes);
+  }
+}
+
 bool CpuBackend::has_nonfinite(const Tensor& x) {
   bool bad = false;
   EQUIVAE_DISPATCH_FLOAT(x, "has_nonfinite", {

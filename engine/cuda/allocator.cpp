@@ -21,7 +21,10 @@ void* CachingAllocator::allocate(size_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<void*>& cached = free_[size];
   void* ptr = nullptr;
-  if (!cached.empty()) {
+  if (pool_ && !pool_->free[size].empty()) {
+    ptr = pool_->free[size].back();
+    pool_->free[size].pop_back();
+  } else if (!cached.empty()) {
     ptr = cached.back();
     cached.pop_back();
   } else {
@@ -40,6 +43,10 @@ void* CachingAllocator::allocate(size_t bytes) {
     ++stats_.mallocs;
     stats_.bytes_reserved += size;
   }
+  if (pool_ && !owner_.count(ptr)) {
+    owner_.emplace(ptr, pool_);
+    pool_->blocks.push_back(ptr);
+  }
   in_use_.emplace(ptr, size);
   stats_.bytes_in_use += size;
   return ptr;
@@ -54,9 +61,25 @@ void CachingAllocator::deallocate(void* ptr) {
     std::fprintf(stderr, "equivae: cuda: freeing %p, which the allocator never handed out\n", ptr);
     return;
   }
-  free_[it->second].push_back(ptr);
+  const auto owner = owner_.find(ptr);
+  (owner != owner_.end() ? owner->second->free : free_)[it->second].push_back(ptr);
   stats_.bytes_in_use -= it->second;
   in_use_.erase(it);
+}
+
+void CachingAllocator::use_pool(AllocatorPool* pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pool_ = pool;
+}
+
+void CachingAllocator::release_pool(AllocatorPool& pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [size, blocks] : pool.free)
+    for (void* p : blocks) free_[size].push_back(p);
+  for (void* p : pool.blocks) owner_.erase(p);  // blocks still in use return to the shared cache
+  pool.free.clear();
+  pool.blocks.clear();
+  if (pool_ == &pool) pool_ = nullptr;
 }
 
 void CachingAllocator::release_cached() {

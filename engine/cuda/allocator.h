@@ -16,12 +16,25 @@
 
 namespace equivae::gpu {
 
+// The blocks of one CUDA graph (PyTorch's private graph pools): what a step allocates while it is
+// captured comes from here, and returns here when freed, so no one else is handed a block that
+// the graph's replays write.
+struct AllocatorPool {
+  std::unordered_map<size_t, std::vector<void*>> free;  // size class -> this pool's free blocks
+  std::vector<void*> blocks;                            // every block it owns
+};
+
 class CachingAllocator {
  public:
   void* allocate(size_t bytes);
   void deallocate(void* ptr);
   void release_cached();  // cudaFree every block on a free list
   CudaMemoryStats stats() const;
+  // Until called again with nullptr, allocations come from `pool`: its free blocks, else blocks
+  // of the shared cache (moved into it), else cudaMalloc.
+  void use_pool(AllocatorPool* pool);
+  // The pool's blocks back to the shared cache; a block still in use goes there when freed.
+  void release_pool(AllocatorPool& pool);
 
   // Size classes: four per power of two (at most 25 % slack), at least 512 bytes.
   static size_t size_class(size_t bytes);
@@ -31,6 +44,8 @@ class CachingAllocator {
   mutable std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
   std::unordered_map<void*, size_t> in_use_;             // block -> its size class
+  std::unordered_map<void*, AllocatorPool*> owner_;      // blocks of graph pools
+  AllocatorPool* pool_ = nullptr;
   CudaMemoryStats stats_;
 };
 

@@ -7,6 +7,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <string>
+
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "kernels/adam.cuh"
@@ -149,6 +152,19 @@ class CudaBackend final : public Backend {
     if (!column_parts("split_columns", parts, rows, x, c)) return Backend::split_columns(x, rows, parts);
     gpu::split_columns(f32("split_columns", x), rows, c, stream_);
   }
+  // The flag's memset and read only while value checks are on: a training step on the GPU gathers
+  // with one launch and no wait (its indices come from the sampler, in range by construction).
+  void gather_rows(const Tensor& x, const Tensor& index, Tensor& y) override {
+    EQUIVAE_CHECK(x.dtype() == y.dtype() && x.device() == Device::cuda && y.device() == Device::cuda,
+                  "gather_rows: {} into {}", x.describe(), y.describe());
+    const int64_t count = index.numel();
+    if (count == 0) return;
+    const bool checked = value_checks();
+    gpu::gather_rows(x.raw(), x.dim(0), int64_t(y.bytes()) / count, i32("gather_rows", index), count, y.raw(),
+                     checked ? flag_ : nullptr, stream_);
+    if (checked)
+      EQUIVAE_CHECK(!read_flag(), "gather_rows: an index of {} is outside [0, {})", index.describe(), x.dim(0));
+  }
   void sum_rows(const Tensor& x, int64_t rows, Tensor& y) override {
     gpu::sum_rows(f32("sum_rows", x), rows, cols_of(x, rows), f32("sum_rows", y), stream_);
   }
@@ -254,15 +270,15 @@ class CudaBackend final : public Backend {
 
   // ---- random ---------------------------------------------------------------------------------
   void reparam_forward(const Tensor& mu, const Tensor& logvar, uint64_t seed, uint64_t offset, Tensor& v) override {
-    gpu::reparam_forward(mu.numel(), f32("reparam", mu), f32("reparam", logvar), seed, offset, f32("reparam", v),
-                         stream_);
+    gpu::reparam_forward(mu.numel(), f32("reparam", mu), f32("reparam", logvar), seed, offset, rng_offset(),
+                         f32("reparam", v), stream_);
   }
   void reparam_backward(const Tensor& mu, const Tensor& v, const Tensor& dv, Tensor& dmu, Tensor& dlogvar) override {
     const char* op = "reparam_backward";
     gpu::reparam_backward(mu.numel(), f32(op, mu), f32(op, v), f32(op, dv), f32(op, dmu), f32(op, dlogvar), stream_);
   }
   void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y) override {
-    gpu::dropout(x.numel(), f32("dropout", x), p, seed, offset, f32("dropout", y), stream_);
+    gpu::dropout(x.numel(), f32("dropout", x), p, seed, offset, rng_offset(), f32("dropout", y), stream_);
   }
 
   // ---- likelihoods and KL ---------------------------------------------------------------------
@@ -349,10 +365,20 @@ class CudaBackend final : public Backend {
   }
 
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamParams& p) override {
-    gpu::adam_step(param.numel(), f32("adam", param), f32("adam", grad), f32("adam", m), f32("adam", v), p, stream_);
+    gpu::adam_step(param.numel(), f32("adam", param), f32("adam", grad), f32("adam", m), f32("adam", v), p,
+                   counters_ ? &counters_->adam_step_size : nullptr, stream_);
+  }
+
+  // Device counters for a captured step (CudaCountersScope), or null.
+  void set_counters(const StepCounters* counters) {
+    EQUIVAE_CHECK(!counters || !counters_, "cuda: step counters are already set (scopes do not nest)");
+    counters_ = counters;
   }
 
  private:
+  const uint64_t* rng_offset() const { return counters_ ? &counters_->rng_offset : nullptr; }
+  const StepCounters* counters_ = nullptr;  // device memory
+
   // The device flag set by the last scan, through pinned memory.
   bool read_flag() {
     CUDA_CHECK(cudaMemcpyAsync(host_flag_, flag_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
@@ -403,6 +429,88 @@ CUstream_st* cuda_stream() { return instance().stream(); }
 void cuda_synchronize() { instance().wait(); }
 
 uint64_t cuda_host_waits() { return instance().host_waits(); }
+
+CudaPinnedUpload::CudaPinnedUpload() {
+  cudaEvent_t event = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  event_ = event;
+}
+
+CudaPinnedUpload::~CudaPinnedUpload() {
+  cudaEventSynchronize(static_cast<cudaEvent_t>(event_));  // the copy may still read the buffer
+  cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+  cudaFreeHost(host_);
+}
+
+void* CudaPinnedUpload::host(size_t bytes) {
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));  // an unrecorded event is complete
+  if (bytes > capacity_) {
+    // Doubling: a step's index count varies a little, so the buffer settles after a few steps.
+    const size_t grown = std::max(bytes, 2 * capacity_);
+    CUDA_CHECK(cudaFreeHost(host_));
+    host_ = nullptr, capacity_ = 0;
+    CUDA_CHECK(cudaMallocHost(&host_, grown));
+    capacity_ = grown;
+  }
+  return host_;
+}
+
+void CudaPinnedUpload::start(void* device_dst, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemcpyAsync(device_dst, host_, bytes, cudaMemcpyHostToDevice, cuda_stream()));
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_stream()));
+}
+
+CudaGraph::CudaGraph() : pool_(std::make_unique<gpu::AllocatorPool>()) {}
+
+CudaGraph::~CudaGraph() {
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  gpu::device_allocator().release_pool(*pool_);
+}
+
+void CudaGraph::capture(const std::function<void()>& step) {
+  EQUIVAE_CHECK(!exec_, "cuda graph: captured already");
+  cudaStream_t stream = cuda_stream();
+  // Relaxed: the pool may cudaMalloc while the step is captured (a first capture has no blocks).
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+  gpu::device_allocator().use_pool(pool_.get());
+  std::string failed;
+  try {
+    step();
+  } catch (const std::exception& e) {
+    failed = e.what();
+  }
+  gpu::device_allocator().use_pool(nullptr);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  cudaGetLastError();  // a failed capture leaves its error behind
+  if (failed.empty() && ended != cudaSuccess)
+    failed = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
+  if (!failed.empty()) {
+    if (graph) cudaGraphDestroy(graph);
+    throw std::runtime_error("cuda graph: the training step could not be captured (a captured step may not wait "
+                             "for the GPU, read values back or free memory; --cuda-graphs off runs it eagerly): " +
+                             failed);
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  CUDA_CHECK(made);
+  exec_ = exec;
+}
+
+void CudaGraph::launch() {
+  EQUIVAE_CHECK(exec_, "cuda graph: launched before it was captured");
+  CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), cuda_stream()));
+}
+
+CudaCountersScope::CudaCountersScope(const StepCounters* device_counters) { instance().set_counters(device_counters); }
+CudaCountersScope::~CudaCountersScope() { instance().set_counters(nullptr); }
+
+CudaMemoryInfo cuda_memory_info() {
+  size_t free = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return {free, total};
+}
 
 CudaLateRead::CudaLateRead(size_t capacity) : capacity_(capacity) {
   void* pinned = nullptr;

@@ -4,7 +4,11 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
+
+#include "engine/shapes.h"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
@@ -57,5 +61,62 @@ class CudaLateRead {
   float* host_ = nullptr;  // pinned
   void* event_ = nullptr;  // cudaEvent_t
 };
+
+// A pinned host buffer for uploads that the host does not wait for (engine/index_upload.h):
+// host() waits for the previous copy from it (an event, not the queue), grows it if needed and
+// returns it; start() queues the copy of its first `bytes` to device memory and records the event.
+class CudaPinnedUpload {
+ public:
+  CudaPinnedUpload();
+  ~CudaPinnedUpload();
+  CudaPinnedUpload(const CudaPinnedUpload&) = delete;
+  CudaPinnedUpload& operator=(const CudaPinnedUpload&) = delete;
+  void* host(size_t bytes);
+  void start(void* device_dst, size_t bytes);
+
+ private:
+  void* host_ = nullptr;
+  size_t capacity_ = 0;
+  void* event_ = nullptr;  // cudaEvent_t
+};
+
+namespace gpu {
+struct AllocatorPool;
+}
+
+// One training step as a CUDA graph (engine/step_graph.h). capture() calls step() with the
+// backend's stream capturing, so what it queues is recorded, not run, and with the allocator
+// drawing from this graph's own pool; launch() runs the record. A step that waits for the GPU
+// (a value read back, a free) cannot be captured: capture() throws naming what failed.
+class CudaGraph {
+ public:
+  CudaGraph();
+  ~CudaGraph();
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  void capture(const std::function<void()>& step);
+  void launch();
+
+ private:
+  void* exec_ = nullptr;  // cudaGraphExec_t
+  std::unique_ptr<gpu::AllocatorPool> pool_;
+};
+
+// While alive, the CUDA backend's random draws add counters->rng_offset to their offsets and its
+// Adam step takes its bias corrections from *counters (device memory: a captured step reads them
+// when replayed). Scopes do not nest.
+class CudaCountersScope {
+ public:
+  explicit CudaCountersScope(const StepCounters* device_counters);
+  ~CudaCountersScope();
+  CudaCountersScope(const CudaCountersScope&) = delete;
+  CudaCountersScope& operator=(const CudaCountersScope&) = delete;
+};
+
+// Free and total memory of the device, in bytes (cudaMemGetInfo).
+struct CudaMemoryInfo {
+  uint64_t free = 0, total = 0;
+};
+CudaMemoryInfo cuda_memory_info();
 
 }  // namespace equivae

@@ -44,4 +44,28 @@ TEST_CASE("a batch-64 EquiVAE training step: launches bounded and no host wait",
   CHECK(cuda_host_waits() == waits_before);
   CHECK(launches <= kMaxLaunches);
 }
+
+TEST_CASE("a batch-64 step replayed from a CUDA graph: one graph launch and one upload, no host wait",
+          "[gpu][launches][graphs]") {
+  const ValueChecks off(false);
+  bench::SyntheticStep step(64, Device::cuda, true);
+  step();  // warm-up
+  step();  // capture
+  const emu::Counters before = emu::counters();
+  const uint64_t waits_before = cuda_host_waits();
+  step();
+  const emu::Counters& after = emu::counters();
+  std::printf("launches per replayed step: %llu (graphs %llu, copies %llu, kernels %llu); host waits %llu\n",
+              (unsigned long long)(after.launches() - before.launches()),
+              (unsigned long long)(after.graphs - before.graphs), (unsigned long long)(after.copies - before.copies),
+              (unsigned long long)(after.kernels - before.kernels),
+              (unsigned long long)(after.host_waits - before.host_waits));
+  CHECK(step.graphs().replays() == 1);
+  CHECK(after.graphs - before.graphs == 1);
+  CHECK(after.copies - before.copies == 1);  // the step's counters and indices
+  CHECK(after.kernels == before.kernels);
+  CHECK(after.launches() - before.launches() == 2);
+  CHECK(after.host_waits == before.host_waits);
+  CHECK(cuda_host_waits() == waits_before);
+}
 #endif
