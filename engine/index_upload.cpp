@@ -5,6 +5,10 @@
 
 #ifdef EQUIVAE_WITH_CUDA
 #include "engine/cuda/cuda_backend.h"
+#else
+namespace equivae {
+class CudaPinnedUpload {};  // never made without CUDA; the ring's destructor still needs the type
+}  // namespace equivae
 #endif
 
 namespace equivae {

@@ -5,6 +5,10 @@
 #include "engine/params.h"
 #ifdef EQUIVAE_WITH_CUDA
 #include "engine/cuda/cuda_backend.h"
+#else
+namespace equivae {
+class CudaGraph {};  // never made without CUDA; the graphs' destructor still needs the type
+}  // namespace equivae
 #endif
 
 namespace equivae {
