@@ -294,6 +294,30 @@ __device__ bool arrive_last(unsigned* counter, int arrivals) {
   return last;
 }
 
+// The finish of a split product (see the top of the file), called by every thread of every block
+// of a tile: outputs(f) calls f(output index, value) for each of the thread's outputs from slice
+// `slice`; `counters` are the tile's split.sums() + 1. The same additions in the same order
+// whichever blocks arrive last; sum s lands in the partials of its first slice, s * per_sum.
+template <class Outputs>
+__device__ void finish_split(const Split& split, int slice, unsigned* counters, float* partial, const Epilogue& ep,
+                             const Outputs& outputs) {
+  outputs([&](int idx, float v) { partial[int64_t(slice) * ep.numel + idx] = v; });
+  const int sum = slice / split.per_sum, first = sum * split.per_sum;
+  const int end = min(split.slices, first + split.per_sum);
+  if (!arrive_last(&counters[sum], end - first)) return;
+  outputs([&](int idx, float) {
+    double acc = 0;
+    for (int s = first; s < end; ++s) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
+    partial[int64_t(first) * ep.numel + idx] = float(acc);
+  });
+  if (!arrive_last(&counters[split.sums()], split.sums())) return;
+  outputs([&](int idx, float) {
+    double acc = 0;
+    for (int s = 0; s < split.slices; s += split.per_sum) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
+    ep.apply(idx, float(acc));
+  });
+}
+
 template <class Tl, class P, class Math>
 __global__ void __launch_bounds__(Tl::kThreads, (SharedLayout<Tl, Math>::kMinBlocks))
     igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial,
@@ -337,32 +361,13 @@ __global__ void __launch_bounds__(Tl::kThreads, (SharedLayout<Tl, Math>::kMinBlo
       }
     }
   };
-  if (split.slices == 1) {
-    each_output([&](int idx, int i, int j, int ml, int nl) { ep.apply(idx, math.value(i, j, ml, nl)); });
-    return;
-  }
-  each_output([&](int idx, int i, int j, int ml, int nl) {
-    partial[int64_t(slice) * ep.numel + idx] = math.value(i, j, ml, nl);
-  });
-
-  // The finish (see the top of the file): the same additions in the same order whichever blocks
-  // arrive last. Sum s lands in the partials of its first slice, s * per_sum.
+  // f(output index, value) for each of this thread's outputs.
+  const auto outputs = [&](auto&& f) {
+    each_output([&](int idx, int i, int j, int ml, int nl) { f(idx, math.value(i, j, ml, nl)); });
+  };
+  if (split.slices == 1) return outputs([&](int idx, float v) { ep.apply(idx, v); });
   const int tile = (blockIdx.z / split.slices * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  unsigned* counters_of_tile = counters + int64_t(tile) * (split.sums() + 1);
-  const int sum = slice / split.per_sum, first = sum * split.per_sum;
-  const int end = min(split.slices, first + split.per_sum);
-  if (!arrive_last(&counters_of_tile[sum], end - first)) return;
-  each_output([&](int idx, int, int, int, int) {
-    double acc = 0;
-    for (int s = first; s < end; ++s) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
-    partial[int64_t(first) * ep.numel + idx] = float(acc);
-  });
-  if (!arrive_last(&counters_of_tile[split.sums()], split.sums())) return;
-  each_output([&](int idx, int, int, int, int) {
-    double acc = 0;
-    for (int s = 0; s < split.slices; s += split.per_sum) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
-    ep.apply(idx, float(acc));
-  });
+  finish_split(split, slice, counters + int64_t(tile) * (split.sums() + 1), partial, ep, outputs);
 }
 
 template <class Tl, class P>
@@ -714,6 +719,110 @@ void launch_narrow(const float* in, const float* mask, const float* w, const Con
                  in, mask, w, Dims(s), ep);
 }
 
+// ---- narrow weight gradients: <= 4 channels on one side, a direct kernel ------------------------
+// dw [OC, C, KS, KS] (and db [OC]) of a layer with C <= 4 (an encoder's first conv; the decoder's
+// last transposed conv, a conv2d with C = 1) or OC <= 4 is, as a GEMM, M = C KS KS (+ 1) rows or
+// N = OC columns: most of a tile idle. The direct kernel gives each thread a unit: one channel of
+// the wide side and one tap (ky, kx), or the bias (a tap of ones), with all the narrow side's
+// channels of it in registers. A thread walks its slice of the rows (image, oy) in order and, in
+// each, the ox whose tap lands inside the row: no per-pixel bounds checks, no idle lanes. The rows
+// are split across blocks into a wave (as split-K splits a GEMM's K) and the slices are added by
+// finish_split: the same bits on every run.
+constexpr int kNarrowWeightBlocks = 8;   // resident blocks of kNarrowThreads an SM holds (__launch_bounds__: 64 registers)
+constexpr int kNarrowMinPixels = 256;    // a slice's least work: output pixels per thread
+
+bool narrow_weight(const ConvShape& s) { return std::min(s.in_c, s.out_c) <= kNarrowN; }
+
+// Units: (taps + 1) per channel of the wide side; the narrow side is C when C <= OC.
+int64_t narrow_weight_units(const ConvShape& s) { return std::max(s.in_c, s.out_c) * (s.k * s.k + 1); }
+
+// Slices of the n * OH rows for a GPU of `sms` SMs: as many as one wave holds, each at least
+// kNarrowMinPixels output pixels.
+Split plan_narrow_weight(const ConvShape& s, int sms) {
+  const int64_t groups = ceil_div(narrow_weight_units(s), kNarrowThreads), rows = s.n * s.out_h;
+  const int64_t fit = std::max<int64_t>(1, int64_t(sms) * kNarrowWeightBlocks / groups);
+  const int64_t min_rows = std::max<int64_t>(1, ceil_div(kNarrowMinPixels, std::max<int64_t>(1, s.out_w)));
+  const int64_t want = std::clamp<int64_t>(std::min(fit, rows / min_rows), 1, 65535);
+  const int64_t chunk = std::max<int64_t>(1, ceil_div(rows, want));
+  const int slices = int(std::max<int64_t>(1, ceil_div(rows, chunk)));
+  int per_sum = 1;
+  while (int64_t(per_sum) * per_sum < slices) ++per_sum;
+  return Split{1, slices, int(chunk), per_sum};
+}
+
+// kNarrowIn: the narrow side is the input channels (unit channel w = oc), else the output channels
+// (w = c). ep: dw, then db from split_at (ep.out2 null: no bias units).
+template <bool kNarrowIn>
+__global__ void __launch_bounds__(kNarrowThreads, kNarrowWeightBlocks)
+    narrow_weight_kernel(const float* x, const float* dy, const float* mask, const Dims d, const Split split,
+                         const Epilogue ep, float* partial, unsigned* counters) {
+  const int taps = d.KS * d.KS, narrow = kNarrowIn ? d.C : d.OC, wides = kNarrowIn ? d.OC : d.C;
+  const int u = blockIdx.y * blockDim.x + threadIdx.x, w = u / (taps + 1), t = u - w * (taps + 1);
+  const bool ones = t == taps;  // the bias unit; with narrow output channels, wide channel 0's only
+  const bool live = w < wides && (!ones || (ep.out2 && (kNarrowIn || w == 0)));
+  const int ky = t / d.KS, kx = t - ky * d.KS, ohw = d.OH * d.OW, hw = d.H * d.W;
+  // The ox whose input column ox S - P + kx lies in [0, W) (all of them for the bias).
+  const int lo = ones || kx >= d.P ? 0 : (d.P - kx + d.S - 1) / d.S;
+  const int hi = ones ? d.OW : d.W - 1 + d.P - kx < 0 ? 0 : min(d.OW, (d.W - 1 + d.P - kx) / d.S + 1);
+  const int r_begin = blockIdx.x * split.chunk, r_end = min(d.images * d.OH, r_begin + split.chunk);
+  float acc[kNarrowN] = {};
+  for (int r = r_begin; live && r < r_end; ++r) {
+    const int img = r / d.OH, oy = r - img * d.OH, iy = oy * d.S - d.P + ky;
+    if (!ones && unsigned(iy) >= unsigned(d.H)) continue;
+    const int64_t dy_row = int64_t(img) * d.OC * ohw + oy * d.OW;                  // + oc OH OW + ox
+    const int64_t x_row = int64_t(img) * d.C * hw + int64_t(iy) * d.W + kx - d.P;  // + c H W + ox S
+    if constexpr (kNarrowIn) {  // one dy value, narrow x values
+      const int64_t g = dy_row + int64_t(w) * ohw;
+      for (int ox = lo; ox < hi; ++ox) {
+        const float v = masked(dy, mask, g + ox);
+        if (ones) {
+          acc[0] += v;
+          continue;
+        }
+#pragma unroll
+        for (int j = 0; j < kNarrowN; ++j)
+          if (j < narrow) acc[j] = fmaf(v, x[x_row + j * hw + ox * d.S], acc[j]);
+      }
+    } else {  // narrow dy values, one x value
+      const int64_t xg = x_row + int64_t(w) * hw;
+      for (int ox = lo; ox < hi; ++ox) {
+        const float v = ones ? 1.f : x[xg + ox * d.S];
+#pragma unroll
+        for (int j = 0; j < kNarrowN; ++j)
+          if (j < narrow) acc[j] = fmaf(masked(dy, mask, dy_row + j * ohw + ox), v, acc[j]);
+      }
+    }
+  }
+  // f(index into dw then db, value) for each of this thread's outputs.
+  const auto outputs = [&](auto&& f) {
+    if (!live) return;
+#pragma unroll
+    for (int j = 0; j < kNarrowN; ++j) {
+      if (j >= narrow || (ones && kNarrowIn && j > 0)) continue;
+      if (ones) f(ep.split_at + (kNarrowIn ? w : j), acc[j]);
+      else f(kNarrowIn ? (w * d.C + j) * taps + t : (j * d.C + w) * taps + t, acc[j]);
+    }
+  };
+  if (split.slices == 1) return outputs([&](int idx, float v) { ep.apply(idx, v); });
+  finish_split(split, blockIdx.x, counters + int64_t(blockIdx.y) * (split.sums() + 1), partial, ep, outputs);
+}
+
+void launch_narrow_weight(const float* x, const float* dy, const float* mask, const ConvShape& s, const Epilogue& ep,
+                          void* workspace, cudaStream_t stream) {
+  const Split split = plan_narrow_weight(s, plan_sm_count());
+  const unsigned groups = unsigned(ceil_div(narrow_weight_units(s), kNarrowThreads));
+  unsigned* counters = nullptr;
+  if (split.slices > 1) {
+    if (!workspace) throw std::invalid_argument("conv2d: split-K needs a workspace");
+    if (int64_t(groups) * (split.sums() + 1) > kMaxSplitCounters) throw std::logic_error("conv2d: split plan too wide");
+    counters = split_counters();
+  }
+  const dim3 grid(unsigned(split.slices), groups);
+  const auto kernel = s.in_c <= s.out_c ? narrow_weight_kernel<true> : narrow_weight_kernel<false>;
+  EQUIVAE_LAUNCH(kernel, grid, kNarrowThreads, stream, x, dy, mask, Dims(s), split, ep,
+                 static_cast<float*>(workspace), counters);
+}
+
 Extent forward_extent(const ConvShape& s) {
   return {s.n * s.out_h * s.out_w, s.out_c, s.patch(), s.out_numel(), 1};
 }
@@ -734,6 +843,11 @@ Extent backward_weight_extent(const ConvShape& s, bool bias) {
 }  // namespace
 
 ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias) {
+  if (product == ConvProduct::backward_weight && narrow_weight(s)) {
+    const Split split = plan_narrow_weight(s, plan_sm_count());
+    const int64_t groups = ceil_div(narrow_weight_units(s), kNarrowThreads);
+    return ConvPlan{0, 0, kNarrowWeightBlocks, split.slices, split.chunk, split.slices * groups, true};
+  }
   if (product != ConvProduct::backward_weight && narrow(s, product == ConvProduct::backward_data)) {
     const int64_t outputs = product == ConvProduct::forward ? s.n * s.out_h * s.out_w : s.n * s.in_h * s.in_w;
     return ConvPlan{0, 0, 0, 1, 0, ceil_div(outputs, kNarrowThreads), true};
@@ -776,7 +890,10 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 }
 
 size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s, bool bias) {
-  return split_workspace_bytes(backward_weight_extent(s, bias));
+  const Extent e = backward_weight_extent(s, bias);
+  if (!narrow_weight(s)) return split_workspace_bytes(e);
+  const Split split = plan_narrow_weight(s, plan_sm_count());
+  return split.slices > 1 ? size_t(split.slices) * size_t(e.out_numel) * sizeof(float) : 0;
 }
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s, void* workspace,
@@ -787,6 +904,10 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, const Co
   Epilogue ep{dw, int(e.out_numel), nullptr, 1, 1, false};
   ep.out2 = db;
   ep.split_at = int(s.weight_numel());
+  if (narrow_weight(s)) {
+    if (e.out_numel > 0) launch_narrow_weight(x, dy, dy_mask, s, ep, workspace, stream);
+    return;
+  }
   run(BackwardWeight(s, x, dy, dy_mask, db != nullptr), e, ep, workspace, stream);
 }
 

@@ -31,7 +31,8 @@ bool reproducible_plans();
 void set_plan_device_sms(int sms);
 
 // How a product runs (tests, the bench): the GEMM's block tile, its split-K and the grid; or,
-// direct, the kernel for <= 4 output channels (forward, backward-data; tile and split then 0, 1).
+// direct, a kernel for narrow layers (tile 0): forward and backward-data with <= 4 output channels
+// (no split), backward-weight with <= 4 channels on either side (slices of chunk output rows).
 enum class ConvProduct { forward, backward_data, backward_weight };
 struct ConvPlan {
   int tile_m, tile_n, blocks_per_sm, slices, chunk;  // blocks_per_sm: resident at once (a wave / SMs)

@@ -3,13 +3,20 @@
 // (set_plan_device_sms), so GPUs of different sizes are compared in one process.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <limits>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/self_check.h"
 #include "engine/shapes.h"
 #include "kernels/conv2d.cuh"
+#include "tests/parity.h"
+#include "train/run_options.h"
 
 using namespace equivae;
 
@@ -75,11 +82,18 @@ TEST_CASE("plans: split-K by occupancy; reproducible plans give the same plan an
   };
 
   // <= 4 output channels: the direct kernel (the decoder's last layer: backward-data with in_c 1).
-  const ConvShape last = shape(64, 1, 28, 16, 5, 2, 2);
+  // Weight gradients: direct with <= 4 channels on either side (the decoder's last transposed conv
+  // is a conv2d of 1 -> 16 channels, stride 1), split over rows like a GEMM's K.
+  const ConvShape last = shape(64, 1, 28, 16, 5, 1, 2);
   CHECK(gpu::conv2d_plan(gpu::ConvProduct::backward_data, last).direct);
   CHECK(gpu::conv2d_plan(gpu::ConvProduct::forward, shape(64, 16, 28, 1, 5, 1, 2)).direct);
   CHECK_FALSE(gpu::conv2d_plan(gpu::ConvProduct::forward, last).direct);  // 16 output channels: the GEMM
-  CHECK_FALSE(gpu::conv2d_plan(gpu::ConvProduct::backward_weight, shape(64, 16, 28, 1, 5, 1, 2)).direct);
+  const gpu::ConvPlan last_dw = gpu::conv2d_plan(gpu::ConvProduct::backward_weight, last, false);
+  CHECK(last_dw.direct);
+  CHECK(last_dw.slices > 1);
+  CHECK(gpu::conv2d_plan(gpu::ConvProduct::backward_weight, shape(64, 16, 28, 1, 5, 1, 2)).direct);
+  CHECK(gpu::conv2d_plan(gpu::ConvProduct::backward_weight, shape(64, 3, 32, 16, 5, 2, 2), true).direct);
+  CHECK_FALSE(gpu::conv2d_plan(gpu::ConvProduct::backward_weight, shape(64, 16, 28, 16, 5, 2, 2)).direct);
 
   gpu::set_reproducible_plans(false);
   for (int sms : {114, 132}) {
@@ -105,3 +119,21 @@ TEST_CASE("plans: split-K by occupancy; reproducible plans give the same plan an
   CHECK(results(2) == results(3));
 }
 
+
+TEST_CASE("plans: the self-check reaches every weight-gradient path (direct on either side, split or not; the GEMM)",
+          "[gpu][plan][self_check]") {
+  gpu::set_plan_device_sms(132);
+  struct Restore {
+    ~Restore() { gpu::set_plan_device_sms(0); }
+  } restore;
+  bool narrow_in_split = false, narrow_out = false, gemm_split = false;
+  for (const ConvShape& s : self_check_conv_shapes()) {
+    const gpu::ConvPlan p = gpu::conv2d_plan(gpu::ConvProduct::backward_weight, s);
+    narrow_in_split |= p.direct && s.in_c <= 4 && s.in_c <= s.out_c && p.slices > 1;
+    narrow_out |= p.direct && s.out_c < s.in_c;
+    gemm_split |= !p.direct && p.slices > 1;
+  }
+  CHECK(narrow_in_split);
+  CHECK(narrow_out);
+  CHECK(gemm_split);
+}
