@@ -69,6 +69,9 @@ template <int BM_, int BN_, int TM_, int TN_, int kMinBlocks_, int kMinBlocksTf3
   static constexpr int kThreads = RM * RN;
   static constexpr int kB = (BN * BK + kThreads - 1) / kThreads;  // B-tile elements per thread
   static constexpr int kRowStep = kThreads / BK;                  // k-major: rows between a thread's loads
+  // B's vector path: float4s along k (kVecK of them per tile column) per thread; rb holds either.
+  static constexpr int kVecK = BK / 4, kBV = (BN * kVecK + kThreads - 1) / kThreads;
+  static constexpr int kBRegs = kB > 4 * kBV ? kB : 4 * kBV;
   static_assert(kThreads == BM && kThreads % BK == 0, "loaders assume one thread per A-tile row");
 };
 using TileN4 = Tile<128, 4, 4, 1, 8, 8>;  // FP32 only (TF32 needs 16 columns)
@@ -158,15 +161,35 @@ __device__ __forceinline__ float masked(const float* dy, const float* mask, int6
 }
 
 
-// Stores a thread's fetched registers (ra: BK elements of A, rb: kB of B) into the shared tiles.
-// B is always k-major: column tid % BK, rows tid / BK + e * kRowStep. A is either the thread's own
-// row (kARow: forward, backward-data) or k-major like B (backward-weight).
+// Stores a thread's fetched registers (ra: BK elements of A, rb: B) into the shared tiles. A is
+// either the thread's own row (kARow: forward, backward-data) or k-major (backward-weight): column
+// tid % BK, rows tid / BK + e * kRowStep. B is k-major: scalars (kB) as A's k-major layout, or with
+// vec_b float4s (kBV): vector v = tid + e * kThreads holds k = 4 (v % kVecK) + 0..3 of column
+// v / kVecK (b_vector gives the same).
+struct BVector {
+  int nn, kq;  // tile column, k / 4
+};
+template <class Tl> __device__ BVector b_vector(int tid, int e) {
+  const int v = tid + e * Tl::kThreads;
+  return {v / Tl::kVecK, v % Tl::kVecK};
+}
 template <class Tl, bool kARow, class ATile, class BTile>
-__device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[Tl::kB], ATile& As, BTile& Bs) {
+__device__ void commit_tiles(int tid, bool vec_b, const float (&ra)[BK], const float (&rb)[Tl::kBRegs], ATile& As,
+                             BTile& Bs) {
 #pragma unroll
   for (int e = 0; e < BK; ++e) {
     if constexpr (kARow) As[e][tid] = ra[e];
     else As[tid % BK][tid / BK + e * Tl::kRowStep] = ra[e];
+  }
+  if (vec_b) {
+#pragma unroll
+    for (int e = 0; e < Tl::kBV; ++e) {
+      const BVector b = b_vector<Tl>(tid, e);
+      if (b.nn < Tl::BN)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) Bs[4 * b.kq + q][b.nn] = rb[4 * e + q];
+    }
+    return;
   }
 #pragma unroll
   for (int e = 0; e < Tl::kB; ++e) {
@@ -174,6 +197,9 @@ __device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[T
     if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
   }
 }
+
+// Stores a float4 into four registers.
+__device__ __forceinline__ void put4(float* r, float4 v) { r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w; }
 
 // ---- the products of a tile: FP32 on the CUDA cores, or TF32 on the tensor cores ---------------
 // A math reads the shared tiles As [BK][BM + kPad] (A k-major: As[k][m]) and Bs [BK][BN + kPad]
@@ -409,7 +435,23 @@ struct Dims {
   explicit Dims(const ConvShape& s)
       : images(int(s.n)), C(int(s.in_c)), H(int(s.in_h)), W(int(s.in_w)), OC(int(s.out_c)), OH(int(s.out_h)),
         OW(int(s.out_w)), KS(int(s.k)), S(int(s.stride)), P(int(s.pad)) {}
+  // A dense layer (1x1 images, 1x1 kernel): a GEMM row of A is a row of x (forward) or of dy
+  // (backward-data), contiguous in k.
+  bool dense() const { return H == 1 && W == 1 && KS == 1 && P == 0; }
 };
+
+// 128-bit loads (a tile loader's vector path) need whole float4s: every one a loader reads starts at
+// a multiple of 4 floats from a 16-byte aligned pointer (the row lengths below), and a K range ends
+// on one (K % 4 == 0; split chunks are multiples of BK). The launchers choose per call.
+__device__ __forceinline__ float4 masked4(const float* dy, const float* mask, int64_t i) {
+  float4 v = load4(dy + i);
+  if (mask) {
+    const float4 m = load4(mask + i);
+    v = {m.x > 0.f ? v.x : 0.f, m.y > 0.f ? v.y : 0.f, m.z > 0.f ? v.z : 0.f, m.w > 0.f ? v.w : 0.f};
+  }
+  return v;
+}
+__device__ __forceinline__ float4 zero4() { return {0.f, 0.f, 0.f, 0.f}; }
 
 void check_conv(const ConvShape& s) {
   check_int32(s.in_numel(), "conv2d: input size");
@@ -423,8 +465,10 @@ struct Forward : Dims {
   const float* x;
   const float* w;
   int N, M, K;  // N = out_c, M = n * OH * OW, K = C * KS * KS
+  bool vec_a, vec_b;  // float4 loads: A rows of x (dense, C % 4 == 0), B rows of w (K % 4 == 0)
   Forward(const ConvShape& s, const float* x_, const float* w_)
-      : Dims(s), x(x_), w(w_), N(OC), M(images * OH * OW), K(C * KS * KS) {}
+      : Dims(s), x(x_), w(w_), N(OC), M(images * OH * OW), K(C * KS * KS),
+        vec_a(dense() && C % 4 == 0 && aligned16(x_)), vec_b(K % 4 == 0 && aligned16(w_)) {}
 
   struct Group {
     int M, K;
@@ -442,7 +486,7 @@ struct Forward : Dims {
     const float* x_img;
     int tid, n0, k_end, iy0, ix0, c, ky, kx;
     bool row_ok;
-    float ra[BK], rb[Tl::kB];
+    float ra[BK], rb[Tl::kBRegs];
 
     __device__ Loader(const Forward& p_, const Group&, int m0, int n0_, int k_begin, int k_end_, int tid_)
         : p(p_), tid(tid_), n0(n0_), k_end(k_end_) {
@@ -458,15 +502,32 @@ struct Forward : Dims {
       kx = r % p.KS;
     }
     __device__ void fetch(int k0) {
+      if (p.vec_a) {  // the row is x_img[k] (k = c)
 #pragma unroll
-      for (int e = 0; e < BK; ++e) {
-        const int iy = iy0 + ky, ix = ix0 + kx;
-        const bool ok = row_ok && k0 + e < k_end && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
-        ra[e] = ok ? x_img[(c * p.H + iy) * p.W + ix] : 0.f;
-        if (++kx == p.KS) {
-          kx = 0;
-          if (++ky == p.KS) ky = 0, ++c;
+        for (int q = 0; q < BK / 4; ++q) {
+          const int k = k0 + 4 * q;
+          put4(&ra[4 * q], row_ok && k < k_end ? load4(x_img + k) : zero4());
         }
+      } else {
+#pragma unroll
+        for (int e = 0; e < BK; ++e) {
+          const int iy = iy0 + ky, ix = ix0 + kx;
+          const bool ok = row_ok && k0 + e < k_end && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
+          ra[e] = ok ? x_img[(c * p.H + iy) * p.W + ix] : 0.f;
+          if (++kx == p.KS) {
+            kx = 0;
+            if (++ky == p.KS) ky = 0, ++c;
+          }
+        }
+      }
+      if (p.vec_b) {
+#pragma unroll
+        for (int e = 0; e < Tl::kBV; ++e) {
+          const BVector b = b_vector<Tl>(tid, e);
+          const int n = n0 + b.nn, k = k0 + 4 * b.kq;
+          put4(&rb[4 * e], b.nn < Tl::BN && n < p.N && k < k_end ? load4(&p.w[n * p.K + k]) : zero4());
+        }
+        return;
       }
       const int k = k0 + tid % BK;
 #pragma unroll
@@ -476,7 +537,7 @@ struct Forward : Dims {
       }
     }
     template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
-      commit_tiles<Tl, true>(tid, ra, rb, As, Bs);
+      commit_tiles<Tl, true>(tid, p.vec_b, ra, rb, As, Bs);
     }
   };
 };
@@ -489,8 +550,11 @@ struct BackwardData : Dims {
   const float* w;
   const float* mask;  // null, or the forward's output: dy is masked by its ReLU
   int N;              // in_c
+  bool vec_a;         // float4 loads of A, rows of dy (dense, OC % 4 == 0); B is always scalar
+  static constexpr bool vec_b = false;
   BackwardData(const ConvShape& s, const float* dy_, const float* w_, const float* mask_ = nullptr)
-      : Dims(s), dy(dy_), w(w_), mask(mask_), N(C) {}
+      : Dims(s), dy(dy_), w(w_), mask(mask_), N(C),
+        vec_a(dense() && OC % 4 == 0 && aligned16(dy_) && aligned16(mask_)) {}
 
   // Phase (py, px): input pixels iy = py + jy * S (jy < JH), ix = px + jx * S (jx < JW); the taps
   // that reach them are ky = ky0 + ty * S (ty < nky), from output row oy = (iy + P - ky) / S.
@@ -523,7 +587,7 @@ struct BackwardData : Dims {
     const float* mask_img;
     int tid, n0, k_end, oy_base, ox_base, oc, ty, tx;
     bool row_ok;
-    float ra[BK], rb[Tl::kB];
+    float ra[BK], rb[Tl::kBRegs];
 
     __device__ Loader(const BackwardData& p_, const Group& g_, int m0, int n0_, int k_begin, int k_end_, int tid_)
         : p(p_), g(g_), tid(tid_), n0(n0_), k_end(k_end_), oc(0), ty(0), tx(0) {
@@ -542,14 +606,22 @@ struct BackwardData : Dims {
       }
     }
     __device__ void fetch(int k0) {
+      if (p.vec_a) {  // the row is dy_img[k] (k = oc)
 #pragma unroll
-      for (int e = 0; e < BK; ++e) {
-        const int oy = oy_base - ty, ox = ox_base - tx;
-        const bool ok = row_ok && k0 + e < k_end && unsigned(oy) < unsigned(p.OH) && unsigned(ox) < unsigned(p.OW);
-        ra[e] = ok ? masked(dy_img, mask_img, (oc * p.OH + oy) * p.OW + ox) : 0.f;
-        if (++tx == g.nkx) {
-          tx = 0;
-          if (++ty == g.nky) ty = 0, ++oc;
+        for (int q = 0; q < BK / 4; ++q) {
+          const int k = k0 + 4 * q;
+          put4(&ra[4 * q], row_ok && k < k_end ? masked4(dy_img, mask_img, k) : zero4());
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < BK; ++e) {
+          const int oy = oy_base - ty, ox = ox_base - tx;
+          const bool ok = row_ok && k0 + e < k_end && unsigned(oy) < unsigned(p.OH) && unsigned(ox) < unsigned(p.OW);
+          ra[e] = ok ? masked(dy_img, mask_img, (oc * p.OH + oy) * p.OW + ox) : 0.f;
+          if (++tx == g.nkx) {
+            tx = 0;
+            if (++ty == g.nky) ty = 0, ++oc;
+          }
         }
       }
       const int k = k0 + tid % BK;
@@ -566,7 +638,7 @@ struct BackwardData : Dims {
       }
     }
     template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
-      commit_tiles<Tl, true>(tid, ra, rb, As, Bs);
+      commit_tiles<Tl, true>(tid, p.vec_b, ra, rb, As, Bs);
     }
   };
 };
@@ -580,10 +652,11 @@ struct BackwardWeight : Dims {
   const float* mask;  // null, or the forward's output: dy is masked by its ReLU
   int N, M, K;        // N = out_c, M = C * KS * KS (+ 1: the bias row), K = n * OH * OW
   int patch;
+  bool vec_b;  // float4 loads of B, dy's rows of pixels (OH OW % 4 == 0); A is always scalar
   BackwardWeight(const ConvShape& s, const float* x_, const float* dy_, const float* mask_ = nullptr,
                  bool bias = false)
       : Dims(s), x(x_), dy(dy_), mask(mask_), N(OC), M(C * KS * KS + bias), K(images * OH * OW),
-        patch(C * KS * KS) {}
+        patch(C * KS * KS), vec_b(OH * OW % 4 == 0 && aligned16(dy_) && aligned16(mask_)) {}
 
   struct Group {
     int M, K;
@@ -603,7 +676,7 @@ struct BackwardWeight : Dims {
     const int* row_kx;
     const bool* row_ones;  // the bias row
     int tid, n0, k_end;
-    float ra[BK], rb[Tl::kB];
+    float ra[BK], rb[Tl::kBRegs];
 
     __device__ Loader(const BackwardWeight& p_, const Group&, int m0, int n0_, int, int k_end_, int tid_)
         : p(p_), tid(tid_), n0(n0_), k_end(k_end_) {
@@ -633,6 +706,16 @@ struct BackwardWeight : Dims {
         const bool ok = t_ok && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
         ra[e] = ok ? p.x[x_at + row_off[row]] : (t_ok && row_ones[row] ? 1.f : 0.f);
       }
+      if (p.vec_b) {  // pixels t4 .. t4 + 3 of one image (ohw % 4 == 0)
+#pragma unroll
+        for (int e = 0; e < Tl::kBV; ++e) {
+          const BVector b = b_vector<Tl>(tid, e);
+          const int n = n0 + b.nn, t4 = k0 + 4 * b.kq, img4 = t4 / ohw;
+          const int64_t at = (int64_t(img4) * p.OC + n) * ohw + (t4 - img4 * ohw);
+          put4(&rb[4 * e], b.nn < Tl::BN && n < p.N && t4 < k_end ? masked4(p.dy, p.mask, at) : zero4());
+        }
+        return;
+      }
       const int64_t dy_at = int64_t(img) * p.OC * ohw + pix;
 #pragma unroll
       for (int e = 0; e < Tl::kB; ++e) {
@@ -641,7 +724,7 @@ struct BackwardWeight : Dims {
       }
     }
     template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
-      commit_tiles<Tl, false>(tid, ra, rb, As, Bs);
+      commit_tiles<Tl, false>(tid, p.vec_b, ra, rb, As, Bs);
     }
   };
 };
@@ -861,6 +944,24 @@ ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias) {
     return ConvPlan{Tl::BM, Tl::BN, resident_blocks<Tl>(), split.slices, split.chunk,
                     ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * split.groups * split.slices, false};
   });
+}
+
+ConvLoads conv2d_vector_loads(ConvProduct product, const ConvShape& s, const float* a, const float* b,
+                              const float* mask) {
+  switch (product) {
+    case ConvProduct::forward: {
+      if (narrow(s, false)) return {false, false};
+      const Forward p(s, a, b);
+      return {p.vec_a, p.vec_b};
+    }
+    case ConvProduct::backward_data:
+      if (narrow(s, true)) return {false, false};
+      return {BackwardData(s, a, b, mask).vec_a, false};
+    case ConvProduct::backward_weight:
+      if (narrow_weight(s)) return {false, false};
+      return {false, BackwardWeight(s, a, b, mask).vec_b};
+  }
+  return {false, false};
 }
 
 size_t conv2d_forward_workspace_bytes(const ConvShape& s) {

@@ -46,6 +46,18 @@ struct ConvPlan {
 };
 ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias = false);
 
+// Which GEMM tile loaders of a call read 128 bits at a time (tests, the bench), chosen per call
+// from the shape and the pointers (a, b: the launcher's two inputs in its order; mask: dy_mask):
+// forward's A where it is rows of x (a dense layer: 1x1 images and kernel, in_c % 4 == 0) and its
+// B (rows of w: in_c k k % 4 == 0); backward-data's A where it is rows of dy (dense, out_c % 4 ==
+// 0); backward-weight's B (rows of dy's pixels: out_h out_w % 4 == 0). Each also needs its pointers
+// 16-byte aligned. The rest gather (taps, strides, padding) and read 32 bits; so do direct kernels.
+struct ConvLoads {
+  bool a, b;
+};
+ConvLoads conv2d_vector_loads(ConvProduct product, const ConvShape& s, const float* a, const float* b,
+                              const float* mask = nullptr);
+
 // y = relu?(conv(x, w) + b); b may be null. x [n, in_c, in_h, in_w], w [out_c, in_c, k, k].
 size_t conv2d_forward_workspace_bytes(const ConvShape& s);
 void conv2d_forward(const float* x, const float* w, const float* b, bool relu, float* y, const ConvShape& s,
