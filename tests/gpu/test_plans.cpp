@@ -1,6 +1,7 @@
-// The conv planner (kernels/conv2d.cu): split-K sized by occupancy, and reproducible plans, which
-// make a GPU's results independent of its SM count. The emulator plans for any SM count it is told
-// (set_plan_device_sms), so GPUs of different sizes are compared in one process.
+// The conv planner (kernels/conv2d.cu): split-K sized by occupancy, the direct kernels' products,
+// reproducible plans, which make a GPU's results independent of its SM count (and the train
+// option that asks for them), and the tile loaders' 128-bit path. The emulator plans for any SM
+// count it is told (set_plan_device_sms), so GPUs of different sizes are compared in one process.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -136,6 +137,42 @@ TEST_CASE("plans: the self-check reaches every weight-gradient path (direct on e
   CHECK(narrow_in_split);
   CHECK(narrow_out);
   CHECK(gemm_split);
+}
+
+TEST_CASE("plans: --reproducible-plans selects the SM-independent plans; config.json records them",
+          "[gpu][plan][run]") {
+  struct Restore {
+    ~Restore() { gpu::set_reproducible_plans(false), gpu::set_plan_device_sms(0); }
+  } restore;
+  // The decoder's last transposed conv at batch 512: its weight gradient is split into a wave of blocks.
+  const ConvShape s{512, 1, 28, 28, 16, 28, 28, 5, 1, 2};
+  auto plan_on = [&](int sms) {
+    gpu::set_plan_device_sms(sms);
+    return gpu::conv2d_plan(gpu::ConvProduct::backward_weight, s, true);
+  };
+  for (bool flag : {false, true}) {
+    INFO("--reproducible-plans given: " << flag);
+    gpu::set_reproducible_plans(false);  // as a process starts without EQUIVAE_REPRODUCIBLE
+    RunOptions o;
+    CLI::App app;
+    OptionTable table{app, o};
+    std::vector<std::string> args{"--device", "cuda"};
+    if (flag) args.push_back("--reproducible-plans");
+    std::reverse(args.begin(), args.end());  // CLI11 takes them last first
+    app.parse(args);
+    check_options(o);
+    apply_device_options(o);
+    CHECK(gpu::reproducible_plans() == flag);
+    CHECK((plan_on(114) == plan_on(132)) == flag);
+    CHECK(table.to_json().at("reproducible-plans") == flag);
+  }
+  {  // EQUIVAE_REPRODUCIBLE=1 (read at start) without the flag: on, and recorded as on
+    gpu::set_reproducible_plans(true);
+    RunOptions o;
+    o.device = "cuda";
+    apply_device_options(o);
+    CHECK(o.reproducible_plans);
+  }
 }
 
 // The conv GEMMs' 128-bit tile loads (gpu::conv2d_vector_loads): each loader with a vector path
