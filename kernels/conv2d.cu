@@ -812,7 +812,7 @@ void launch_narrow(const float* in, const float* mask, const float* w, const Con
 // are split across blocks into a wave (as split-K splits a GEMM's K) and the slices are added by
 // finish_split: the same bits on every run.
 constexpr int kNarrowWeightBlocks = 8;  // blocks an SM holds (__launch_bounds__: 64 registers)
-constexpr int kNarrowMinPixels = 256;    // a slice's least work: output pixels per thread
+constexpr int kNarrowMinPixels = 256;   // a slice's least work: output pixels per thread
 
 bool narrow_weight(const ConvShape& s) { return std::min(s.in_c, s.out_c) <= kNarrowN; }
 
