@@ -27,6 +27,23 @@ void set_cuda_tf32(bool on) {
 #endif
 }
 
+void set_cuda_reproducible_plans(bool on) {
+#ifdef EQUIVAE_WITH_CUDA
+  set_cuda_plans_reproducible(on);
+#else
+  (void)on;
+  throw std::runtime_error("cuda: this build has no CUDA backend, so no CUDA plans to make reproducible");
+#endif
+}
+
+bool cuda_reproducible_plans() {
+#ifdef EQUIVAE_WITH_CUDA
+  return cuda_plans_reproducible();
+#else
+  return false;
+#endif
+}
+
 void Backend::linear_relu_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, Tensor& y) {
   linear_forward(x, w, b, y);
   if (relu) relu_forward(y, y);

@@ -149,5 +149,11 @@ bool cuda_available();
 // The CUDA convolutions on TF32 tensor cores (on) or in exact FP32 (off, the default; also set
 // by EQUIVAE_TF32=1 at start): kernels/conv2d.cuh. Throws in a build without the CUDA backend.
 void set_cuda_tf32(bool on);
+// The CUDA backend's split-K and reduction plans made for a nominal 132-SM GPU whatever the device
+// (on: the same bits on every GPU) or for the device's own SM count (off, the default unless
+// EQUIVAE_REPRODUCIBLE=1 was set at start): kernels/conv2d.cuh. Setting it throws in a build
+// without the CUDA backend; asking says false there.
+void set_cuda_reproducible_plans(bool on);
+bool cuda_reproducible_plans();
 
 }  // namespace equivae

@@ -357,16 +357,23 @@ void Checker::adam() {
 
 }  // namespace
 
-std::vector<KernelCheck> self_check(Backend& test, Device device, Backend& reference, const SelfCheckOptions& options) {
-  Checker c(test, device, reference, options);
+std::vector<ConvShape> self_check_conv_shapes() {
   auto shape = [](int64_t n, int64_t ch, int64_t h, int64_t w, int64_t oc, int64_t k, int64_t s, int64_t p) {
     return ConvShape{n, ch, h, w, oc, conv_out_size(h, k, s, p), conv_out_size(w, k, s, p), k, s, p};
   };
+  return {
+      shape(2, 3, 13, 12, 8, 5, 2, 2),     // odd sizes, stride 2, 3 input channels (direct weight gradient)
+      shape(2, 16, 14, 14, 1, 5, 1, 2),    // one output channel: the decoder's last layer as a conv
+      shape(16, 16, 14, 14, 32, 5, 2, 2),  // a long weight-gradient reduction (split-K)
+      shape(4, 1, 28, 28, 16, 5, 1, 2),    // the decoder's last transposed conv (16 -> 1): its weight gradient split
+  };
+}
+
+std::vector<KernelCheck> self_check(Backend& test, Device device, Backend& reference, const SelfCheckOptions& options) {
+  Checker c(test, device, reference, options);
   c.family("elementwise", [&] { c.elementwise(); });
   c.family("linear", [&] { c.linear(); });
-  c.family("conv", [&] { c.conv(shape(2, 3, 13, 12, 8, 5, 2, 2)); });   // odd sizes, stride 2
-  c.family("conv", [&] { c.conv(shape(2, 16, 14, 14, 1, 5, 1, 2)); });  // one output channel: the decoder's last layer
-  c.family("conv", [&] { c.conv(shape(16, 16, 14, 14, 32, 5, 2, 2)); });  // a long weight-gradient reduction (split-K)
+  for (const ConvShape& s : self_check_conv_shapes()) c.family("conv", [&] { c.conv(s); });
   c.family("segmented_mean", [&] { c.segmented_mean(); });
   c.family("random", [&] { c.random(); });
   c.family("likelihoods", [&] { c.likelihoods(); });

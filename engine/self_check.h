@@ -58,6 +58,10 @@ struct SelfCheckOptions {
 std::vector<KernelCheck> self_check(Backend& test, Device device, Backend& reference,
                                     const SelfCheckOptions& options = {});
 
+// The conv shapes self_check runs every conv product on: among them, a layer for each kernel path of
+// the CUDA planner (tests/gpu/test_plans.cpp checks that they reach every one).
+std::vector<ConvShape> self_check_conv_shapes();
+
 // self_check, then throws std::runtime_error naming every kernel that did not pass (its worst
 // error against its tolerance, or what it threw) with `advice` appended. Returns the checks.
 std::vector<KernelCheck> require_self_check(Backend& test, Device device, Backend& reference,

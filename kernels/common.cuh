@@ -60,6 +60,17 @@ inline void check_int32(int64_t value, const char* what) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// A 128-bit load. A GPU faults on an address that is not 16-byte aligned; the emulator stops there
+// too, naming it, where x86 would read it without complaint.
+__device__ __forceinline__ float4 load4(const float* p) {
+#ifdef EQUIVAE_CUDA_EMULATOR
+  if (!aligned16(p)) emu::fail("a 128-bit load from an address that is not 16-byte aligned");
+#endif
+  return *reinterpret_cast<const float4*>(p);
+}
+
 // Grid for a grid-stride loop over n elements: one element per thread up to a few waves.
 inline unsigned grid_for(int64_t n) {
   return unsigned(std::clamp<int64_t>(ceil_div(n, kThreads), 1, int64_t(sm_count()) * 32));

@@ -69,6 +69,9 @@ template <int BM_, int BN_, int TM_, int TN_, int kMinBlocks_, int kMinBlocksTf3
   static constexpr int kThreads = RM * RN;
   static constexpr int kB = (BN * BK + kThreads - 1) / kThreads;  // B-tile elements per thread
   static constexpr int kRowStep = kThreads / BK;                  // k-major: rows between a thread's loads
+  // B's vector path: float4s along k (kVecK of them per tile column) per thread; rb holds either.
+  static constexpr int kVecK = BK / 4, kBV = (BN * kVecK + kThreads - 1) / kThreads;
+  static constexpr int kBRegs = kB > 4 * kBV ? kB : 4 * kBV;
   static_assert(kThreads == BM && kThreads % BK == 0, "loaders assume one thread per A-tile row");
 };
 using TileN4 = Tile<128, 4, 4, 1, 8, 8>;  // FP32 only (TF32 needs 16 columns)
@@ -158,15 +161,35 @@ __device__ __forceinline__ float masked(const float* dy, const float* mask, int6
 }
 
 
-// Stores a thread's fetched registers (ra: BK elements of A, rb: kB of B) into the shared tiles.
-// B is always k-major: column tid % BK, rows tid / BK + e * kRowStep. A is either the thread's own
-// row (kARow: forward, backward-data) or k-major like B (backward-weight).
+// Stores a thread's fetched registers (ra: BK elements of A, rb: B) into the shared tiles. A is
+// either the thread's own row (kARow: forward, backward-data) or k-major (backward-weight): column
+// tid % BK, rows tid / BK + e * kRowStep. B is k-major: scalars (kB) as A's k-major layout, or with
+// vec_b float4s (kBV): vector v = tid + e * kThreads holds k = 4 (v % kVecK) + 0..3 of column
+// v / kVecK (b_vector gives the same).
+struct BVector {
+  int nn, kq;  // tile column, k / 4
+};
+template <class Tl> __device__ BVector b_vector(int tid, int e) {
+  const int v = tid + e * Tl::kThreads;
+  return {v / Tl::kVecK, v % Tl::kVecK};
+}
 template <class Tl, bool kARow, class ATile, class BTile>
-__device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[Tl::kB], ATile& As, BTile& Bs) {
+__device__ void commit_tiles(int tid, bool vec_b, const float (&ra)[BK], const float (&rb)[Tl::kBRegs], ATile& As,
+                             BTile& Bs) {
 #pragma unroll
   for (int e = 0; e < BK; ++e) {
     if constexpr (kARow) As[e][tid] = ra[e];
     else As[tid % BK][tid / BK + e * Tl::kRowStep] = ra[e];
+  }
+  if (vec_b) {
+#pragma unroll
+    for (int e = 0; e < Tl::kBV; ++e) {
+      const BVector b = b_vector<Tl>(tid, e);
+      if (b.nn < Tl::BN)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) Bs[4 * b.kq + q][b.nn] = rb[4 * e + q];
+    }
+    return;
   }
 #pragma unroll
   for (int e = 0; e < Tl::kB; ++e) {
@@ -174,6 +197,9 @@ __device__ void commit_tiles(int tid, const float (&ra)[BK], const float (&rb)[T
     if (nn < Tl::BN) Bs[tid % BK][nn] = rb[e];
   }
 }
+
+// Stores a float4 into four registers.
+__device__ __forceinline__ void put4(float* r, float4 v) { r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w; }
 
 // ---- the products of a tile: FP32 on the CUDA cores, or TF32 on the tensor cores ---------------
 // A math reads the shared tiles As [BK][BM + kPad] (A k-major: As[k][m]) and Bs [BK][BN + kPad]
@@ -294,6 +320,30 @@ __device__ bool arrive_last(unsigned* counter, int arrivals) {
   return last;
 }
 
+// The finish of a split product (see the top of the file), called by every thread of every block
+// of a tile: outputs(f) calls f(output index, value) for each of the thread's outputs from slice
+// `slice`; `counters` are the tile's split.sums() + 1. The same additions in the same order
+// whichever blocks arrive last; sum s lands in the partials of its first slice, s * per_sum.
+template <class Outputs>
+__device__ void finish_split(const Split& split, int slice, unsigned* counters, float* partial, const Epilogue& ep,
+                             const Outputs& outputs) {
+  outputs([&](int idx, float v) { partial[int64_t(slice) * ep.numel + idx] = v; });
+  const int sum = slice / split.per_sum, first = sum * split.per_sum;
+  const int end = min(split.slices, first + split.per_sum);
+  if (!arrive_last(&counters[sum], end - first)) return;
+  outputs([&](int idx, float) {
+    double acc = 0;
+    for (int s = first; s < end; ++s) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
+    partial[int64_t(first) * ep.numel + idx] = float(acc);
+  });
+  if (!arrive_last(&counters[split.sums()], split.sums())) return;
+  outputs([&](int idx, float) {
+    double acc = 0;
+    for (int s = 0; s < split.slices; s += split.per_sum) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
+    ep.apply(idx, float(acc));
+  });
+}
+
 template <class Tl, class P, class Math>
 __global__ void __launch_bounds__(Tl::kThreads, (SharedLayout<Tl, Math>::kMinBlocks))
     igemm_kernel(const __grid_constant__ P p, const Split split, const Epilogue ep, float* partial,
@@ -337,32 +387,13 @@ __global__ void __launch_bounds__(Tl::kThreads, (SharedLayout<Tl, Math>::kMinBlo
       }
     }
   };
-  if (split.slices == 1) {
-    each_output([&](int idx, int i, int j, int ml, int nl) { ep.apply(idx, math.value(i, j, ml, nl)); });
-    return;
-  }
-  each_output([&](int idx, int i, int j, int ml, int nl) {
-    partial[int64_t(slice) * ep.numel + idx] = math.value(i, j, ml, nl);
-  });
-
-  // The finish (see the top of the file): the same additions in the same order whichever blocks
-  // arrive last. Sum s lands in the partials of its first slice, s * per_sum.
+  // f(output index, value) for each of this thread's outputs.
+  const auto outputs = [&](auto&& f) {
+    each_output([&](int idx, int i, int j, int ml, int nl) { f(idx, math.value(i, j, ml, nl)); });
+  };
+  if (split.slices == 1) return outputs([&](int idx, float v) { ep.apply(idx, v); });
   const int tile = (blockIdx.z / split.slices * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  unsigned* counters_of_tile = counters + int64_t(tile) * (split.sums() + 1);
-  const int sum = slice / split.per_sum, first = sum * split.per_sum;
-  const int end = min(split.slices, first + split.per_sum);
-  if (!arrive_last(&counters_of_tile[sum], end - first)) return;
-  each_output([&](int idx, int, int, int, int) {
-    double acc = 0;
-    for (int s = first; s < end; ++s) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
-    partial[int64_t(first) * ep.numel + idx] = float(acc);
-  });
-  if (!arrive_last(&counters_of_tile[split.sums()], split.sums())) return;
-  each_output([&](int idx, int, int, int, int) {
-    double acc = 0;
-    for (int s = 0; s < split.slices; s += split.per_sum) acc += __ldcg(&partial[int64_t(s) * ep.numel + idx]);
-    ep.apply(idx, float(acc));
-  });
+  finish_split(split, slice, counters + int64_t(tile) * (split.sums() + 1), partial, ep, outputs);
 }
 
 template <class Tl, class P>
@@ -404,7 +435,23 @@ struct Dims {
   explicit Dims(const ConvShape& s)
       : images(int(s.n)), C(int(s.in_c)), H(int(s.in_h)), W(int(s.in_w)), OC(int(s.out_c)), OH(int(s.out_h)),
         OW(int(s.out_w)), KS(int(s.k)), S(int(s.stride)), P(int(s.pad)) {}
+  // A dense layer (1x1 images, 1x1 kernel): a GEMM row of A is a row of x (forward) or of dy
+  // (backward-data), contiguous in k.
+  bool dense() const { return H == 1 && W == 1 && KS == 1 && P == 0; }
 };
+
+// 128-bit loads (a tile loader's vector path) need whole float4s: every one a loader reads starts at
+// a multiple of 4 floats from a 16-byte aligned pointer (the row lengths below), and a K range ends
+// on one (K % 4 == 0; split chunks are multiples of BK). The launchers choose per call.
+__device__ __forceinline__ float4 masked4(const float* dy, const float* mask, int64_t i) {
+  float4 v = load4(dy + i);
+  if (mask) {
+    const float4 m = load4(mask + i);
+    v = {m.x > 0.f ? v.x : 0.f, m.y > 0.f ? v.y : 0.f, m.z > 0.f ? v.z : 0.f, m.w > 0.f ? v.w : 0.f};
+  }
+  return v;
+}
+__device__ __forceinline__ float4 zero4() { return {0.f, 0.f, 0.f, 0.f}; }
 
 void check_conv(const ConvShape& s) {
   check_int32(s.in_numel(), "conv2d: input size");
@@ -418,8 +465,10 @@ struct Forward : Dims {
   const float* x;
   const float* w;
   int N, M, K;  // N = out_c, M = n * OH * OW, K = C * KS * KS
+  bool vec_a, vec_b;  // float4 loads: A rows of x (dense, C % 4 == 0), B rows of w (K % 4 == 0)
   Forward(const ConvShape& s, const float* x_, const float* w_)
-      : Dims(s), x(x_), w(w_), N(OC), M(images * OH * OW), K(C * KS * KS) {}
+      : Dims(s), x(x_), w(w_), N(OC), M(images * OH * OW), K(C * KS * KS),
+        vec_a(dense() && C % 4 == 0 && aligned16(x_)), vec_b(K % 4 == 0 && aligned16(w_)) {}
 
   struct Group {
     int M, K;
@@ -437,7 +486,7 @@ struct Forward : Dims {
     const float* x_img;
     int tid, n0, k_end, iy0, ix0, c, ky, kx;
     bool row_ok;
-    float ra[BK], rb[Tl::kB];
+    float ra[BK], rb[Tl::kBRegs];
 
     __device__ Loader(const Forward& p_, const Group&, int m0, int n0_, int k_begin, int k_end_, int tid_)
         : p(p_), tid(tid_), n0(n0_), k_end(k_end_) {
@@ -453,15 +502,32 @@ struct Forward : Dims {
       kx = r % p.KS;
     }
     __device__ void fetch(int k0) {
+      if (p.vec_a) {  // the row is x_img[k] (k = c)
 #pragma unroll
-      for (int e = 0; e < BK; ++e) {
-        const int iy = iy0 + ky, ix = ix0 + kx;
-        const bool ok = row_ok && k0 + e < k_end && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
-        ra[e] = ok ? x_img[(c * p.H + iy) * p.W + ix] : 0.f;
-        if (++kx == p.KS) {
-          kx = 0;
-          if (++ky == p.KS) ky = 0, ++c;
+        for (int q = 0; q < BK / 4; ++q) {
+          const int k = k0 + 4 * q;
+          put4(&ra[4 * q], row_ok && k < k_end ? load4(x_img + k) : zero4());
         }
+      } else {
+#pragma unroll
+        for (int e = 0; e < BK; ++e) {
+          const int iy = iy0 + ky, ix = ix0 + kx;
+          const bool ok = row_ok && k0 + e < k_end && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
+          ra[e] = ok ? x_img[(c * p.H + iy) * p.W + ix] : 0.f;
+          if (++kx == p.KS) {
+            kx = 0;
+            if (++ky == p.KS) ky = 0, ++c;
+          }
+        }
+      }
+      if (p.vec_b) {
+#pragma unroll
+        for (int e = 0; e < Tl::kBV; ++e) {
+          const BVector b = b_vector<Tl>(tid, e);
+          const int n = n0 + b.nn, k = k0 + 4 * b.kq;
+          put4(&rb[4 * e], b.nn < Tl::BN && n < p.N && k < k_end ? load4(&p.w[n * p.K + k]) : zero4());
+        }
+        return;
       }
       const int k = k0 + tid % BK;
 #pragma unroll
@@ -471,7 +537,7 @@ struct Forward : Dims {
       }
     }
     template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
-      commit_tiles<Tl, true>(tid, ra, rb, As, Bs);
+      commit_tiles<Tl, true>(tid, p.vec_b, ra, rb, As, Bs);
     }
   };
 };
@@ -484,8 +550,11 @@ struct BackwardData : Dims {
   const float* w;
   const float* mask;  // null, or the forward's output: dy is masked by its ReLU
   int N;              // in_c
+  bool vec_a;         // float4 loads of A, rows of dy (dense, OC % 4 == 0); B is always scalar
+  static constexpr bool vec_b = false;
   BackwardData(const ConvShape& s, const float* dy_, const float* w_, const float* mask_ = nullptr)
-      : Dims(s), dy(dy_), w(w_), mask(mask_), N(C) {}
+      : Dims(s), dy(dy_), w(w_), mask(mask_), N(C),
+        vec_a(dense() && OC % 4 == 0 && aligned16(dy_) && aligned16(mask_)) {}
 
   // Phase (py, px): input pixels iy = py + jy * S (jy < JH), ix = px + jx * S (jx < JW); the taps
   // that reach them are ky = ky0 + ty * S (ty < nky), from output row oy = (iy + P - ky) / S.
@@ -518,7 +587,7 @@ struct BackwardData : Dims {
     const float* mask_img;
     int tid, n0, k_end, oy_base, ox_base, oc, ty, tx;
     bool row_ok;
-    float ra[BK], rb[Tl::kB];
+    float ra[BK], rb[Tl::kBRegs];
 
     __device__ Loader(const BackwardData& p_, const Group& g_, int m0, int n0_, int k_begin, int k_end_, int tid_)
         : p(p_), g(g_), tid(tid_), n0(n0_), k_end(k_end_), oc(0), ty(0), tx(0) {
@@ -537,14 +606,22 @@ struct BackwardData : Dims {
       }
     }
     __device__ void fetch(int k0) {
+      if (p.vec_a) {  // the row is dy_img[k] (k = oc)
 #pragma unroll
-      for (int e = 0; e < BK; ++e) {
-        const int oy = oy_base - ty, ox = ox_base - tx;
-        const bool ok = row_ok && k0 + e < k_end && unsigned(oy) < unsigned(p.OH) && unsigned(ox) < unsigned(p.OW);
-        ra[e] = ok ? masked(dy_img, mask_img, (oc * p.OH + oy) * p.OW + ox) : 0.f;
-        if (++tx == g.nkx) {
-          tx = 0;
-          if (++ty == g.nky) ty = 0, ++oc;
+        for (int q = 0; q < BK / 4; ++q) {
+          const int k = k0 + 4 * q;
+          put4(&ra[4 * q], row_ok && k < k_end ? masked4(dy_img, mask_img, k) : zero4());
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < BK; ++e) {
+          const int oy = oy_base - ty, ox = ox_base - tx;
+          const bool ok = row_ok && k0 + e < k_end && unsigned(oy) < unsigned(p.OH) && unsigned(ox) < unsigned(p.OW);
+          ra[e] = ok ? masked(dy_img, mask_img, (oc * p.OH + oy) * p.OW + ox) : 0.f;
+          if (++tx == g.nkx) {
+            tx = 0;
+            if (++ty == g.nky) ty = 0, ++oc;
+          }
         }
       }
       const int k = k0 + tid % BK;
@@ -561,7 +638,7 @@ struct BackwardData : Dims {
       }
     }
     template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
-      commit_tiles<Tl, true>(tid, ra, rb, As, Bs);
+      commit_tiles<Tl, true>(tid, p.vec_b, ra, rb, As, Bs);
     }
   };
 };
@@ -575,10 +652,11 @@ struct BackwardWeight : Dims {
   const float* mask;  // null, or the forward's output: dy is masked by its ReLU
   int N, M, K;        // N = out_c, M = C * KS * KS (+ 1: the bias row), K = n * OH * OW
   int patch;
+  bool vec_b;  // float4 loads of B, dy's rows of pixels (OH OW % 4 == 0); A is always scalar
   BackwardWeight(const ConvShape& s, const float* x_, const float* dy_, const float* mask_ = nullptr,
                  bool bias = false)
       : Dims(s), x(x_), dy(dy_), mask(mask_), N(OC), M(C * KS * KS + bias), K(images * OH * OW),
-        patch(C * KS * KS) {}
+        patch(C * KS * KS), vec_b(OH * OW % 4 == 0 && aligned16(dy_) && aligned16(mask_)) {}
 
   struct Group {
     int M, K;
@@ -598,7 +676,7 @@ struct BackwardWeight : Dims {
     const int* row_kx;
     const bool* row_ones;  // the bias row
     int tid, n0, k_end;
-    float ra[BK], rb[Tl::kB];
+    float ra[BK], rb[Tl::kBRegs];
 
     __device__ Loader(const BackwardWeight& p_, const Group&, int m0, int n0_, int, int k_end_, int tid_)
         : p(p_), tid(tid_), n0(n0_), k_end(k_end_) {
@@ -628,6 +706,16 @@ struct BackwardWeight : Dims {
         const bool ok = t_ok && unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W);
         ra[e] = ok ? p.x[x_at + row_off[row]] : (t_ok && row_ones[row] ? 1.f : 0.f);
       }
+      if (p.vec_b) {  // pixels t4 .. t4 + 3 of one image (ohw % 4 == 0)
+#pragma unroll
+        for (int e = 0; e < Tl::kBV; ++e) {
+          const BVector b = b_vector<Tl>(tid, e);
+          const int n = n0 + b.nn, t4 = k0 + 4 * b.kq, img4 = t4 / ohw;
+          const int64_t at = (int64_t(img4) * p.OC + n) * ohw + (t4 - img4 * ohw);
+          put4(&rb[4 * e], b.nn < Tl::BN && n < p.N && t4 < k_end ? masked4(p.dy, p.mask, at) : zero4());
+        }
+        return;
+      }
       const int64_t dy_at = int64_t(img) * p.OC * ohw + pix;
 #pragma unroll
       for (int e = 0; e < Tl::kB; ++e) {
@@ -636,7 +724,7 @@ struct BackwardWeight : Dims {
       }
     }
     template <class ATile, class BTile> __device__ void commit(ATile& As, BTile& Bs) const {
-      commit_tiles<Tl, false>(tid, ra, rb, As, Bs);
+      commit_tiles<Tl, false>(tid, p.vec_b, ra, rb, As, Bs);
     }
   };
 };
@@ -714,6 +802,110 @@ void launch_narrow(const float* in, const float* mask, const float* w, const Con
                  in, mask, w, Dims(s), ep);
 }
 
+// ---- narrow weight gradients: <= 4 channels on one side, a direct kernel ------------------------
+// dw [OC, C, KS, KS] (and db [OC]) of a layer with C <= 4 (an encoder's first conv; the decoder's
+// last transposed conv, a conv2d with C = 1) or OC <= 4 is, as a GEMM, M = C KS KS (+ 1) rows or
+// N = OC columns: most of a tile idle. The direct kernel gives each thread a unit: one channel of
+// the wide side and one tap (ky, kx), or the bias (a tap of ones), with all the narrow side's
+// channels of it in registers. A thread walks its slice of the rows (image, oy) in order and, in
+// each, the ox whose tap lands inside the row: no per-pixel bounds checks, no idle lanes. The rows
+// are split across blocks into a wave (as split-K splits a GEMM's K) and the slices are added by
+// finish_split: the same bits on every run.
+constexpr int kNarrowWeightBlocks = 8;  // blocks an SM holds (__launch_bounds__: 64 registers)
+constexpr int kNarrowMinPixels = 256;   // a slice's least work: output pixels per thread
+
+bool narrow_weight(const ConvShape& s) { return std::min(s.in_c, s.out_c) <= kNarrowN; }
+
+// Units: (taps + 1) per channel of the wide side; the narrow side is C when C <= OC.
+int64_t narrow_weight_units(const ConvShape& s) { return std::max(s.in_c, s.out_c) * (s.k * s.k + 1); }
+
+// Slices of the n * OH rows for a GPU of `sms` SMs: as many as one wave holds, each at least
+// kNarrowMinPixels output pixels.
+Split plan_narrow_weight(const ConvShape& s, int sms) {
+  const int64_t groups = ceil_div(narrow_weight_units(s), kNarrowThreads), rows = s.n * s.out_h;
+  const int64_t fit = std::max<int64_t>(1, int64_t(sms) * kNarrowWeightBlocks / groups);
+  const int64_t min_rows = std::max<int64_t>(1, ceil_div(kNarrowMinPixels, std::max<int64_t>(1, s.out_w)));
+  const int64_t want = std::clamp<int64_t>(std::min(fit, rows / min_rows), 1, 65535);
+  const int64_t chunk = std::max<int64_t>(1, ceil_div(rows, want));
+  const int slices = int(std::max<int64_t>(1, ceil_div(rows, chunk)));
+  int per_sum = 1;
+  while (int64_t(per_sum) * per_sum < slices) ++per_sum;
+  return Split{1, slices, int(chunk), per_sum};
+}
+
+// kNarrowIn: the narrow side is the input channels (unit channel w = oc), else the output channels
+// (w = c). ep: dw, then db from split_at (ep.out2 null: no bias units).
+template <bool kNarrowIn>
+__global__ void __launch_bounds__(kNarrowThreads, kNarrowWeightBlocks)
+    narrow_weight_kernel(const float* x, const float* dy, const float* mask, const Dims d, const Split split,
+                         const Epilogue ep, float* partial, unsigned* counters) {
+  const int taps = d.KS * d.KS, narrow = kNarrowIn ? d.C : d.OC, wides = kNarrowIn ? d.OC : d.C;
+  const int u = blockIdx.y * blockDim.x + threadIdx.x, w = u / (taps + 1), t = u - w * (taps + 1);
+  const bool ones = t == taps;  // the bias unit; with narrow output channels, wide channel 0's only
+  const bool live = w < wides && (!ones || (ep.out2 && (kNarrowIn || w == 0)));
+  const int ky = t / d.KS, kx = t - ky * d.KS, ohw = d.OH * d.OW, hw = d.H * d.W;
+  // The ox whose input column ox S - P + kx lies in [0, W) (all of them for the bias).
+  const int lo = ones || kx >= d.P ? 0 : (d.P - kx + d.S - 1) / d.S;
+  const int hi = ones ? d.OW : d.W - 1 + d.P - kx < 0 ? 0 : min(d.OW, (d.W - 1 + d.P - kx) / d.S + 1);
+  const int r_begin = blockIdx.x * split.chunk, r_end = min(d.images * d.OH, r_begin + split.chunk);
+  float acc[kNarrowN] = {};
+  for (int r = r_begin; live && r < r_end; ++r) {
+    const int img = r / d.OH, oy = r - img * d.OH, iy = oy * d.S - d.P + ky;
+    if (!ones && unsigned(iy) >= unsigned(d.H)) continue;
+    const int64_t dy_row = int64_t(img) * d.OC * ohw + oy * d.OW;                  // + oc OH OW + ox
+    const int64_t x_row = int64_t(img) * d.C * hw + int64_t(iy) * d.W + kx - d.P;  // + c H W + ox S
+    if constexpr (kNarrowIn) {  // one dy value, narrow x values
+      const int64_t g = dy_row + int64_t(w) * ohw;
+      for (int ox = lo; ox < hi; ++ox) {
+        const float v = masked(dy, mask, g + ox);
+        if (ones) {
+          acc[0] += v;
+          continue;
+        }
+#pragma unroll
+        for (int j = 0; j < kNarrowN; ++j)
+          if (j < narrow) acc[j] = fmaf(v, x[x_row + j * hw + ox * d.S], acc[j]);
+      }
+    } else {  // narrow dy values, one x value
+      const int64_t xg = x_row + int64_t(w) * hw;
+      for (int ox = lo; ox < hi; ++ox) {
+        const float v = ones ? 1.f : x[xg + ox * d.S];
+#pragma unroll
+        for (int j = 0; j < kNarrowN; ++j)
+          if (j < narrow) acc[j] = fmaf(masked(dy, mask, dy_row + j * ohw + ox), v, acc[j]);
+      }
+    }
+  }
+  // f(index into dw then db, value) for each of this thread's outputs.
+  const auto outputs = [&](auto&& f) {
+    if (!live) return;
+#pragma unroll
+    for (int j = 0; j < kNarrowN; ++j) {
+      if (j >= narrow || (ones && kNarrowIn && j > 0)) continue;
+      if (ones) f(ep.split_at + (kNarrowIn ? w : j), acc[j]);
+      else f(kNarrowIn ? (w * d.C + j) * taps + t : (j * d.C + w) * taps + t, acc[j]);
+    }
+  };
+  if (split.slices == 1) return outputs([&](int idx, float v) { ep.apply(idx, v); });
+  finish_split(split, blockIdx.x, counters + int64_t(blockIdx.y) * (split.sums() + 1), partial, ep, outputs);
+}
+
+void launch_narrow_weight(const float* x, const float* dy, const float* mask, const ConvShape& s, const Epilogue& ep,
+                          void* workspace, cudaStream_t stream) {
+  const Split split = plan_narrow_weight(s, plan_sm_count());
+  const unsigned groups = unsigned(ceil_div(narrow_weight_units(s), kNarrowThreads));
+  unsigned* counters = nullptr;
+  if (split.slices > 1) {
+    if (!workspace) throw std::invalid_argument("conv2d: split-K needs a workspace");
+    if (int64_t(groups) * (split.sums() + 1) > kMaxSplitCounters) throw std::logic_error("conv2d: split plan too wide");
+    counters = split_counters();
+  }
+  const dim3 grid(unsigned(split.slices), groups);
+  const auto kernel = s.in_c <= s.out_c ? narrow_weight_kernel<true> : narrow_weight_kernel<false>;
+  EQUIVAE_LAUNCH(kernel, grid, kNarrowThreads, stream, x, dy, mask, Dims(s), split, ep,
+                 static_cast<float*>(workspace), counters);
+}
+
 Extent forward_extent(const ConvShape& s) {
   return {s.n * s.out_h * s.out_w, s.out_c, s.patch(), s.out_numel(), 1};
 }
@@ -734,6 +926,11 @@ Extent backward_weight_extent(const ConvShape& s, bool bias) {
 }  // namespace
 
 ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias) {
+  if (product == ConvProduct::backward_weight && narrow_weight(s)) {
+    const Split split = plan_narrow_weight(s, plan_sm_count());
+    const int64_t groups = ceil_div(narrow_weight_units(s), kNarrowThreads);
+    return ConvPlan{0, 0, kNarrowWeightBlocks, split.slices, split.chunk, split.slices * groups, true};
+  }
   if (product != ConvProduct::backward_weight && narrow(s, product == ConvProduct::backward_data)) {
     const int64_t outputs = product == ConvProduct::forward ? s.n * s.out_h * s.out_w : s.n * s.in_h * s.in_w;
     return ConvPlan{0, 0, 0, 1, 0, ceil_div(outputs, kNarrowThreads), true};
@@ -747,6 +944,24 @@ ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias) {
     return ConvPlan{Tl::BM, Tl::BN, resident_blocks<Tl>(), split.slices, split.chunk,
                     ceil_div(e.max_m, Tl::BM) * ceil_div(e.n, Tl::BN) * split.groups * split.slices, false};
   });
+}
+
+ConvLoads conv2d_vector_loads(ConvProduct product, const ConvShape& s, const float* a, const float* b,
+                              const float* mask) {
+  switch (product) {
+    case ConvProduct::forward: {
+      if (narrow(s, false)) return {false, false};
+      const Forward p(s, a, b);
+      return {p.vec_a, p.vec_b};
+    }
+    case ConvProduct::backward_data:
+      if (narrow(s, true)) return {false, false};
+      return {BackwardData(s, a, b, mask).vec_a, false};
+    case ConvProduct::backward_weight:
+      if (narrow_weight(s)) return {false, false};
+      return {false, BackwardWeight(s, a, b, mask).vec_b};
+  }
+  return {false, false};
 }
 
 size_t conv2d_forward_workspace_bytes(const ConvShape& s) {
@@ -776,7 +991,10 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 }
 
 size_t conv2d_backward_weight_workspace_bytes(const ConvShape& s, bool bias) {
-  return split_workspace_bytes(backward_weight_extent(s, bias));
+  const Extent e = backward_weight_extent(s, bias);
+  if (!narrow_weight(s)) return split_workspace_bytes(e);
+  const Split split = plan_narrow_weight(s, plan_sm_count());
+  return split.slices > 1 ? size_t(split.slices) * size_t(e.out_numel) * sizeof(float) : 0;
 }
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, const ConvShape& s, void* workspace,
@@ -787,6 +1005,10 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, const Co
   Epilogue ep{dw, int(e.out_numel), nullptr, 1, 1, false};
   ep.out2 = db;
   ep.split_at = int(s.weight_numel());
+  if (narrow_weight(s)) {
+    if (e.out_numel > 0) launch_narrow_weight(x, dy, dy_mask, s, ep, workspace, stream);
+    return;
+  }
   run(BackwardWeight(s, x, dy, dy_mask, db != nullptr), e, ep, workspace, stream);
 }
 

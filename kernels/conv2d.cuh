@@ -31,7 +31,8 @@ bool reproducible_plans();
 void set_plan_device_sms(int sms);
 
 // How a product runs (tests, the bench): the GEMM's block tile, its split-K and the grid; or,
-// direct, the kernel for <= 4 output channels (forward, backward-data; tile and split then 0, 1).
+// direct, a kernel for narrow layers (tile 0): forward and backward-data with <= 4 output channels
+// (no split), backward-weight with <= 4 channels on either side (slices of chunk output rows).
 enum class ConvProduct { forward, backward_data, backward_weight };
 struct ConvPlan {
   int tile_m, tile_n, blocks_per_sm, slices, chunk;  // blocks_per_sm: resident at once (a wave / SMs)
@@ -44,6 +45,18 @@ struct ConvPlan {
   bool operator!=(const ConvPlan& o) const { return !(*this == o); }
 };
 ConvPlan conv2d_plan(ConvProduct product, const ConvShape& s, bool bias = false);
+
+// Which GEMM tile loaders of a call read 128 bits at a time (tests, the bench), chosen per call
+// from the shape and the pointers (a, b: the launcher's two inputs in its order; mask: dy_mask):
+// forward's A where it is rows of x (a dense layer: 1x1 images and kernel, in_c % 4 == 0) and its
+// B (rows of w: in_c k k % 4 == 0); backward-data's A where it is rows of dy (dense, out_c % 4 ==
+// 0); backward-weight's B (rows of dy's pixels: out_h out_w % 4 == 0). Each also needs its pointers
+// 16-byte aligned. The rest gather (taps, strides, padding) and read 32 bits; so do direct kernels.
+struct ConvLoads {
+  bool a, b;
+};
+ConvLoads conv2d_vector_loads(ConvProduct product, const ConvShape& s, const float* a, const float* b,
+                              const float* mask = nullptr);
 
 // y = relu?(conv(x, w) + b); b may be null. x [n, in_c, in_h, in_w], w [out_c, in_c, k, k].
 size_t conv2d_forward_workspace_bytes(const ConvShape& s);

@@ -48,6 +48,9 @@ TEST_CASE("run options: numbers are checked with the option's name and range", "
   RunOptions bad;
   bad.batch_size = 64, bad.max_batch_size = 32;
   CHECK_THROWS_WITH(check_options(bad), Contains("--max-batch-size 32 is below --batch-size 64"));
+  const Parsed cpu_plans({"--reproducible-plans"});
+  CHECK(cpu_plans.o.reproducible_plans);
+  CHECK_THROWS_WITH(check_options(cpu_plans.o), Contains("--reproducible-plans needs --device cuda"));
 }
 
 TEST_CASE("run options: a run's options come back through the same checks; a differing flag is refused", "[run]") {

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "engine/backend.h"
 #include "train/json_checks.h"
 
 namespace equivae {
@@ -155,6 +156,10 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   add("skip-self-check", o.skip_self_check,
       "with --device cuda: start without the self-check (every kernel once on small random shapes against the CPU "
       "reference, a second or two; a disagreement stops the run naming the kernel: docs/gpu_session.md)", here);
+  add("reproducible-plans", o.reproducible_plans,
+      "with --device cuda: split-K and reduction plans made for a 132-SM GPU whatever the device, so that every GPU "
+      "gives the same bits (default: plans for the device's SM count, which fill it better; EQUIVAE_REPRODUCIBLE=1 "
+      "in the environment also turns this on)", here);
 }
 
 nlohmann::json OptionTable::to_json() const {
@@ -223,10 +228,19 @@ void check_options(const RunOptions& o) {
     throw std::invalid_argument(
         fmt::format("--max-batch-size {} is below --batch-size {}", o.max_batch_size, o.batch_size));
   if (o.tf32 && o.device != "cuda") throw std::invalid_argument("--tf32 needs --device cuda");
+  if (o.reproducible_plans && o.device != "cuda") throw std::invalid_argument("--reproducible-plans needs --device cuda");
   if (o.image_size > 0 && o.dataset != "folder")
     throw std::invalid_argument(fmt::format("--image-size is for --dataset folder, not {}", o.dataset));
   if (o.dataset == "folder" && o.data_dir.empty()) throw std::invalid_argument("--dataset folder needs --data-dir");
   if (!o.resume.empty() && !o.evaluate.empty()) throw std::invalid_argument("--resume and --evaluate exclude each other");
+}
+
+void apply_device_options(RunOptions& o) {
+  if (o.device != "cuda") return;
+  backend(Device::cuda);  // fails early, with the reason
+  set_cuda_tf32(o.tf32);
+  if (o.reproducible_plans) set_cuda_reproducible_plans(true);
+  o.reproducible_plans = cuda_reproducible_plans();
 }
 
 data::Splits load_run_data(const RunOptions& o) {

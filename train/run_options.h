@@ -43,6 +43,7 @@ struct RunOptions {
   double lr = TrainConfig{}.lr;
   uint64_t seed = TrainConfig{}.seed;
   bool quick = false, no_progress = false, benchmark = false, tf32 = false, force = false, skip_self_check = false;
+  bool reproducible_plans = false;
 };
 
 class OptionTable {
@@ -82,6 +83,12 @@ void resolve_defaults(RunOptions& o, const std::set<std::string>& given);
 // What a single range cannot express (--max-batch-size below --batch-size, --tf32 without cuda);
 // throws std::invalid_argument naming the options.
 void check_options(const RunOptions& o);
+
+// With --device cuda: starts the CUDA backend (throws with the reason where there is none) and sets
+// its convolutions' math (--tf32) and plans (--reproducible-plans; EQUIVAE_REPRODUCIBLE=1 in the
+// environment turns them on without the flag, and then o.reproducible_plans too, so that
+// config.json records the plans the run used). Nothing on the CPU.
+void apply_device_options(RunOptions& o);
 
 // The run's data: the splits of docs/data.md (for --dataset folder: 10 % validation, 10 % test in
 // an order shuffled with a fixed seed), the first --train-limit training images, images resized to

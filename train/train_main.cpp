@@ -178,14 +178,12 @@ int run(RunOptions& o, OptionTable& table) {
   // Training continues a run in place only in that run's own folder (or restarts one that
   // stopped before its first checkpoint).
   claim_run_folder(o, !o.resume.empty() && (checkpoint.empty() || in_checkpoint_folder));
+  apply_device_options(o);  // before config.json, which records the plans in use
   write_json(o.out + "/config.json", table.to_json());
 
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const Device device = o.device == "cuda" ? Device::cuda : Device::cpu;
-  if (device == Device::cuda) {
-    backend(Device::cuda), set_cuda_tf32(o.tf32);  // fails early, with the reason
-    if (!o.skip_self_check) self_check_gpu(o.tf32);
-  }
+  if (device == Device::cuda && !o.skip_self_check) self_check_gpu(o.tf32);
   data::Splits splits = load_run_data(o);
   if (splits.train.skipped_files > 0)
     fmt::print(stderr, "equivae: skipped {} file(s) of {} that are not .png, .jpg or .jpeg\n",

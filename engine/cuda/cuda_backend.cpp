@@ -421,6 +421,8 @@ bool cuda_device_present() noexcept {
 Backend* make_cuda_backend() { return &instance(); }
 
 void set_cuda_conv_tf32(bool on) { gpu::set_conv_tf32(on); }
+void set_cuda_plans_reproducible(bool on) { gpu::set_reproducible_plans(on); }
+bool cuda_plans_reproducible() { return gpu::reproducible_plans(); }
 
 CudaMemoryStats cuda_memory_stats() { return gpu::device_allocator().stats(); }
 

@@ -26,6 +26,9 @@ Backend* make_cuda_backend();
 
 // The convolutions on TF32 tensor cores or in exact FP32 (engine/backend.h: set_cuda_tf32).
 void set_cuda_conv_tf32(bool on);
+// Conv and reduction plans independent of the SM count (engine/backend.h: set_cuda_reproducible_plans).
+void set_cuda_plans_reproducible(bool on);
+bool cuda_plans_reproducible();
 
 // The caching allocator's counters: a training step after warm-up must not raise `mallocs`.
 struct CudaMemoryStats {

@@ -306,6 +306,12 @@ TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces",
       shape(1, 1, 28, 28, 16, 5, 2, 2),   // the decoder's last transposed conv (16 -> 1), batch 1
       shape(3, 3, 11, 9, 4, 4, 3, 1),     // 4 and 3 channels, even kernel, stride 3, odd sizes
       shape(1, 2, 7, 5, 2, 3, 2, 0),      // batch 1, odd, no padding
+      // The direct weight gradient (<= 4 channels on either side; the rest above are direct too
+      // where C or out_c <= 4):
+      shape(1, 1, 28, 28, 16, 5, 1, 2),   // the decoder's last transposed conv as its conv2d, batch 1: split
+      shape(3, 4, 10, 7, 2, 3, 1, 1),     // 4 -> 2: the narrow side is the output, odd sizes
+      shape(2, 3, 2, 1, 5, 3, 1, 1),      // taps that miss every column of a 2x1 image
+      shape(1, 6, 9, 9, 3, 2, 4, 3),      // stride above the kernel, padding above half of it
   };
   for (const ConvShape& s : cases) {
     const Shape xs{s.n, s.in_c, s.in_h, s.in_w}, ys{s.n, s.out_c, s.out_h, s.out_w};
