@@ -43,8 +43,8 @@ namespace {
 // adds its float32 rounding, so its bounds are 10x the per-op ones.
 constexpr double kModelRel = 1e-3, kModelAbs = 1e-4;
 
-Backend& on_gpu() { return backend(Device::cuda); }
-Backend& on_cpu() { return backend(Device::cpu); }
+Backend& gpu_backend() { return backend(Device::cuda); }
+Backend& cpu_backend() { return backend(Device::cpu); }
 
 // The same values on both devices: float64 on the CPU, float32 on the GPU.
 struct Pair {
@@ -96,104 +96,104 @@ TEST_CASE("parity: elementwise ops, row sums, column copies, the NaN scan", "[gp
     const std::string tag = " n" + std::to_string(n);
     const Pair a = uniform({n}, rng), b = uniform({n}, rng);
     Pair y = output({n});
-    on_cpu().fill(y.cpu, 0.375);
-    on_gpu().fill(y.gpu, 0.375);
+    cpu_backend().fill(y.cpu, 0.375);
+    gpu_backend().fill(y.gpu, 0.375);
     compare("fill" + tag, y);
     Pair acc = uniform({n}, rng);
-    on_cpu().axpy(-1.7, a.cpu, acc.cpu);
-    on_gpu().axpy(-1.7, a.gpu, acc.gpu);
+    cpu_backend().axpy(-1.7, a.cpu, acc.cpu);
+    gpu_backend().axpy(-1.7, a.gpu, acc.gpu);
     compare("axpy" + tag, acc);
-    on_cpu().scale(a.cpu, 2.5, y.cpu);
-    on_gpu().scale(a.gpu, 2.5, y.gpu);
+    cpu_backend().scale(a.cpu, 2.5, y.cpu);
+    gpu_backend().scale(a.gpu, 2.5, y.gpu);
     compare("scale" + tag, y);
     for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul}) {
       Pair r = output({n});
-      on_cpu().binary(op, a.cpu, b.cpu, r.cpu);
-      on_gpu().binary(op, a.gpu, b.gpu, r.gpu);
+      cpu_backend().binary(op, a.cpu, b.cpu, r.cpu);
+      gpu_backend().binary(op, a.gpu, b.gpu, r.gpu);
       compare("binary " + std::to_string(int(op)) + tag, r);
     }
     Pair yr = output({n}), dr = output({n});
-    on_cpu().relu_forward(a.cpu, yr.cpu);
-    on_gpu().relu_forward(a.gpu, yr.gpu);
+    cpu_backend().relu_forward(a.cpu, yr.cpu);
+    gpu_backend().relu_forward(a.gpu, yr.gpu);
     compare("relu_forward" + tag, yr);
-    on_cpu().relu_backward(yr.cpu, b.cpu, dr.cpu);
-    on_gpu().relu_backward(yr.gpu, b.gpu, dr.gpu);
+    cpu_backend().relu_backward(yr.cpu, b.cpu, dr.cpu);
+    gpu_backend().relu_backward(yr.gpu, b.gpu, dr.gpu);
     compare("relu_backward" + tag, dr);
-    on_gpu().relu_forward(acc.gpu, acc.gpu);  // in place, as conv_transpose2d uses it
-    on_cpu().relu_forward(acc.cpu, acc.cpu);
+    gpu_backend().relu_forward(acc.gpu, acc.gpu);  // in place, as conv_transpose2d uses it
+    cpu_backend().relu_forward(acc.cpu, acc.cpu);
     compare("relu_forward in place" + tag, acc);
   }
   {
     Pair i = indices({3, -2, 7});
-    on_gpu().fill(i.gpu, 5);
+    gpu_backend().fill(i.gpu, 5);
     CHECK(i.gpu.to_vector() == std::vector<double>{5, 5, 5});
   }
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 1}, {1, 513}, {33, 784}, {300, 3}}) {
     const std::string tag = " " + std::to_string(rows) + "x" + std::to_string(cols);
     const Pair x = uniform({rows, cols}, rng);
     Pair s = output({rows}), d = output({rows, cols});
-    on_cpu().sum_rows(x.cpu, rows, s.cpu);
-    on_gpu().sum_rows(x.gpu, rows, s.gpu);
+    cpu_backend().sum_rows(x.cpu, rows, s.cpu);
+    gpu_backend().sum_rows(x.gpu, rows, s.gpu);
     compare("sum_rows" + tag, s);
-    on_cpu().broadcast_rows(s.cpu, rows, d.cpu);
-    on_gpu().broadcast_rows(s.gpu, rows, d.gpu);
+    cpu_backend().broadcast_rows(s.cpu, rows, d.cpu);
+    gpu_backend().broadcast_rows(s.gpu, rows, d.gpu);
     compare("broadcast_rows" + tag, d);
   }
   {  // concat-like and split-like column copies, float and int
     const int64_t rows = 9;
     const Pair src = uniform({rows, 7}, rng);
     Pair dst = output({rows, 12});
-    on_cpu().fill(dst.cpu, 0);
-    on_gpu().fill(dst.gpu, 0);
-    on_cpu().copy_columns(src.cpu, 2, dst.cpu, 5, rows, 4);
-    on_gpu().copy_columns(src.gpu, 2, dst.gpu, 5, rows, 4);
+    cpu_backend().fill(dst.cpu, 0);
+    gpu_backend().fill(dst.gpu, 0);
+    cpu_backend().copy_columns(src.cpu, 2, dst.cpu, 5, rows, 4);
+    gpu_backend().copy_columns(src.gpu, 2, dst.gpu, 5, rows, 4);
     compare("copy_columns f32", dst);
     const Pair other = uniform({rows, 1}, rng), third = uniform({rows, 4}, rng);
     Pair joined = output({rows, 12});  // concat and split in one pass
-    on_cpu().concat_columns({src.cpu, other.cpu, third.cpu}, rows, joined.cpu);
-    on_gpu().concat_columns({src.gpu, other.gpu, third.gpu}, rows, joined.gpu);
+    cpu_backend().concat_columns({src.cpu, other.cpu, third.cpu}, rows, joined.cpu);
+    gpu_backend().concat_columns({src.gpu, other.gpu, third.gpu}, rows, joined.gpu);
     compare("concat_columns f32, 3 parts", joined);
     Pair parts[3] = {output({rows, 7}), output({rows, 1}), output({rows, 4})};
     std::vector<Tensor> on_cpu{parts[0].cpu, parts[1].cpu, parts[2].cpu}, on_gpu{parts[0].gpu, parts[1].gpu, parts[2].gpu};
-    on_cpu().split_columns(joined.cpu, rows, on_cpu);
-    on_gpu().split_columns(joined.gpu, rows, on_gpu);
+    cpu_backend().split_columns(joined.cpu, rows, on_cpu);
+    gpu_backend().split_columns(joined.gpu, rows, on_gpu);
     for (const Pair& p : parts) compare("split_columns f32, a part of 3", p);
     std::vector<Tensor> many_cpu, many_gpu;  // more parts than one kernel takes: copied part by part
     for (int p = 0; p < 12; ++p) {
       const Pair column = uniform({rows, 1}, rng);
       many_cpu.push_back(column.cpu), many_gpu.push_back(column.gpu);
     }
-    on_cpu().concat_columns(many_cpu, rows, joined.cpu);
-    on_gpu().concat_columns(many_gpu, rows, joined.gpu);
+    cpu_backend().concat_columns(many_cpu, rows, joined.cpu);
+    gpu_backend().concat_columns(many_gpu, rows, joined.gpu);
     compare("concat_columns f32, 12 parts", joined);
     Pair placed = output({rows, 12});  // a split's backward: zeros but for the part's columns
-    on_cpu().place_columns(src.cpu, placed.cpu, 5, rows);
-    on_gpu().place_columns(src.gpu, placed.gpu, 5, rows);
+    cpu_backend().place_columns(src.cpu, placed.cpu, 5, rows);
+    gpu_backend().place_columns(src.gpu, placed.gpu, 5, rows);
     compare("place_columns f32", placed);
     std::vector<int32_t> iv(27);
     for (size_t k = 0; k < iv.size(); ++k) iv[k] = int32_t(k * 7 - 50);
     const Pair isrc = indices(iv);
     Pair idst = indices(std::vector<int32_t>(18, 0));
-    on_cpu().copy_columns(isrc.cpu, 1, idst.cpu, 0, 9, 2);
-    on_gpu().copy_columns(isrc.gpu, 1, idst.gpu, 0, 9, 2);
+    cpu_backend().copy_columns(isrc.cpu, 1, idst.cpu, 0, 9, 2);
+    gpu_backend().copy_columns(isrc.gpu, 1, idst.gpu, 0, 9, 2);
     CHECK(idst.gpu.to_vector() == idst.cpu.to_vector());
   }
   for (int64_t n : {1, 4097}) {
     std::vector<double> v(size_t(n), 0.5);
-    CHECK_FALSE(on_gpu().has_nonfinite(from_values(v, {n}).gpu));
+    CHECK_FALSE(gpu_backend().has_nonfinite(from_values(v, {n}).gpu));
     v.back() = std::numeric_limits<double>::infinity();
-    CHECK(on_gpu().has_nonfinite(from_values(v, {n}).gpu));
+    CHECK(gpu_backend().has_nonfinite(from_values(v, {n}).gpu));
     v.back() = std::numeric_limits<double>::quiet_NaN();
-    CHECK(on_gpu().has_nonfinite(from_values(v, {n}).gpu));
+    CHECK(gpu_backend().has_nonfinite(from_values(v, {n}).gpu));
   }
 }
 
 TEST_CASE("parity: the CUDA backend is float32 only", "[gpu]") {
   const Tensor x = Tensor::empty({4}, DType::f64, Device::cuda);
   Tensor y = Tensor::empty({4}, DType::f64, Device::cuda);
-  CHECK_THROWS_AS(on_gpu().relu_forward(x, y), ShapeError);
-  CHECK_THROWS_AS(on_gpu().fill(y, 1.0), ShapeError);
-  CHECK_THROWS_AS(on_gpu().sum_rows(x, 1, y), ShapeError);
+  CHECK_THROWS_AS(gpu_backend().relu_forward(x, y), ShapeError);
+  CHECK_THROWS_AS(gpu_backend().fill(y, 1.0), ShapeError);
+  CHECK_THROWS_AS(gpu_backend().sum_rows(x, 1, y), ShapeError);
 }
 
 // A NaN must reach the loss on both devices, or the GPU would train on where the CPU stops.
@@ -201,8 +201,8 @@ TEST_CASE("parity: NaN and Inf pass through ReLU and the fused conv ReLU as on t
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   const Pair x = from_values({nan, inf, -inf, -0.0, 2.0, -3.0, nan}, {7});
   Pair y = output({7});
-  on_cpu().relu_forward(x.cpu, y.cpu);
-  on_gpu().relu_forward(x.gpu, y.gpu);
+  cpu_backend().relu_forward(x.cpu, y.cpu);
+  gpu_backend().relu_forward(x.gpu, y.gpu);
   const std::vector<double> want = y.cpu.to_vector(), got = y.gpu.to_vector();
   for (size_t i = 0; i < want.size(); ++i) {
     INFO("element " << i << ": cpu " << want[i] << " gpu " << got[i]);
@@ -220,8 +220,8 @@ TEST_CASE("parity: NaN and Inf pass through ReLU and the fused conv ReLU as on t
   const Pair w = from_values(wv, {6, 3, 5, 5});
   for (bool relu : {false, true}) {
     Pair out = output({2, 6, 9, 9});
-    on_cpu().conv2d_forward(in.cpu, w.cpu, Tensor(), relu, out.cpu, s);
-    on_gpu().conv2d_forward(in.gpu, w.gpu, Tensor(), relu, out.gpu, s);
+    cpu_backend().conv2d_forward(in.cpu, w.cpu, Tensor(), relu, out.cpu, s);
+    gpu_backend().conv2d_forward(in.gpu, w.gpu, Tensor(), relu, out.gpu, s);
     const std::vector<double> a = out.cpu.to_vector(), b = out.gpu.to_vector();
     size_t nans = 0, mismatched = 0;
     for (size_t i = 0; i < a.size(); ++i) {
@@ -244,29 +244,29 @@ TEST_CASE("parity: linear forward and backward (as 1x1 convolutions)", "[gpu]") 
     const Pair dy = uniform({c.n, c.out}, rng);
     for (bool bias : {true, false}) {
       Pair y = output({c.n, c.out});
-      on_cpu().linear_forward(x.cpu, w.cpu, bias ? b.cpu : Tensor(), y.cpu);
-      on_gpu().linear_forward(x.gpu, w.gpu, bias ? b.gpu : Tensor(), y.gpu);
+      cpu_backend().linear_forward(x.cpu, w.cpu, bias ? b.cpu : Tensor(), y.cpu);
+      gpu_backend().linear_forward(x.gpu, w.gpu, bias ? b.gpu : Tensor(), y.gpu);
       compare(std::string("linear_forward") + (bias ? " +b" : "") + tag, y);
       Pair yr = output({c.n, c.out});  // ReLU in the epilogue
-      on_cpu().linear_relu_forward(x.cpu, w.cpu, bias ? b.cpu : Tensor(), true, yr.cpu);
-      on_gpu().linear_relu_forward(x.gpu, w.gpu, bias ? b.gpu : Tensor(), true, yr.gpu);
+      cpu_backend().linear_relu_forward(x.cpu, w.cpu, bias ? b.cpu : Tensor(), true, yr.cpu);
+      gpu_backend().linear_relu_forward(x.gpu, w.gpu, bias ? b.gpu : Tensor(), true, yr.gpu);
       compare(std::string("linear_relu_forward") + (bias ? " +b" : "") + tag, yr);
     }
     Pair dx = output({c.n, c.in}), dw = output({c.out, c.in}), db = output({c.out});
-    on_cpu().linear_backward(x.cpu, w.cpu, dy.cpu, dx.cpu, dw.cpu, db.cpu);
-    on_gpu().linear_backward(x.gpu, w.gpu, dy.gpu, dx.gpu, dw.gpu, db.gpu);
+    cpu_backend().linear_backward(x.cpu, w.cpu, dy.cpu, dx.cpu, dw.cpu, db.cpu);
+    gpu_backend().linear_backward(x.gpu, w.gpu, dy.gpu, dx.gpu, dw.gpu, db.gpu);
     compare("linear_backward dx" + tag, dx);
     compare("linear_backward dw" + tag, dw);
     compare("linear_backward db" + tag, db);
     Tensor none;
     Pair dw2 = output({c.out, c.in});  // only dw wanted
-    on_cpu().linear_backward(x.cpu, w.cpu, dy.cpu, none, dw2.cpu, none);
-    on_gpu().linear_backward(x.gpu, w.gpu, dy.gpu, none, dw2.gpu, none);
+    cpu_backend().linear_backward(x.cpu, w.cpu, dy.cpu, none, dw2.cpu, none);
+    gpu_backend().linear_backward(x.gpu, w.gpu, dy.gpu, none, dw2.gpu, none);
     compare("linear_backward dw alone" + tag, dw2);
     const Pair out = uniform({c.n, c.out}, rng);  // the forward's output: its sign masks dy
     Pair rdx = output({c.n, c.in}), rdw = output({c.out, c.in}), rdb = output({c.out});
-    on_cpu().linear_relu_backward(x.cpu, w.cpu, out.cpu, dy.cpu, rdx.cpu, rdw.cpu, rdb.cpu);
-    on_gpu().linear_relu_backward(x.gpu, w.gpu, out.gpu, dy.gpu, rdx.gpu, rdw.gpu, rdb.gpu);
+    cpu_backend().linear_relu_backward(x.cpu, w.cpu, out.cpu, dy.cpu, rdx.cpu, rdw.cpu, rdb.cpu);
+    gpu_backend().linear_relu_backward(x.gpu, w.gpu, out.gpu, dy.gpu, rdx.gpu, rdw.gpu, rdb.gpu);
     compare("linear_relu_backward dx" + tag, rdx);
     compare("linear_relu_backward dw" + tag, rdw);
     compare("linear_relu_backward db" + tag, rdb);
@@ -319,52 +319,52 @@ TEST_CASE("parity: conv2d forward, backward-data, backward-weight, bias pieces",
     const Pair dy = uniform(ys, rng);
     for (bool relu : {false, true}) {
       Pair y = output(ys);
-      on_cpu().conv2d_forward(x.cpu, w.cpu, b.cpu, relu, y.cpu, s);
-      on_gpu().conv2d_forward(x.gpu, w.gpu, b.gpu, relu, y.gpu, s);
+      cpu_backend().conv2d_forward(x.cpu, w.cpu, b.cpu, relu, y.cpu, s);
+      gpu_backend().conv2d_forward(x.gpu, w.gpu, b.gpu, relu, y.gpu, s);
       compare(conv_name(relu ? "conv2d_forward+b+relu" : "conv2d_forward+b", s) + math, y, rel, abs);
     }
     Pair y = output(ys);
-    on_cpu().conv2d_forward(x.cpu, w.cpu, Tensor(), false, y.cpu, s);
-    on_gpu().conv2d_forward(x.gpu, w.gpu, Tensor(), false, y.gpu, s);
+    cpu_backend().conv2d_forward(x.cpu, w.cpu, Tensor(), false, y.cpu, s);
+    gpu_backend().conv2d_forward(x.gpu, w.gpu, Tensor(), false, y.gpu, s);
     compare(conv_name("conv2d_forward", s) + math, y, rel, abs);
     Pair dx = output(xs), dw = output({s.out_c, s.in_c, s.k, s.k}), db = output({s.out_c});
-    on_cpu().conv2d_backward_data(dy.cpu, w.cpu, dx.cpu, s);
-    on_gpu().conv2d_backward_data(dy.gpu, w.gpu, dx.gpu, s);
+    cpu_backend().conv2d_backward_data(dy.cpu, w.cpu, dx.cpu, s);
+    gpu_backend().conv2d_backward_data(dy.gpu, w.gpu, dx.gpu, s);
     compare(conv_name("conv2d_backward_data", s) + math, dx, rel, abs);
-    on_cpu().conv2d_backward_weight(x.cpu, dy.cpu, dw.cpu, s);
-    on_gpu().conv2d_backward_weight(x.gpu, dy.gpu, dw.gpu, s);
+    cpu_backend().conv2d_backward_weight(x.cpu, dy.cpu, dw.cpu, s);
+    gpu_backend().conv2d_backward_weight(x.gpu, dy.gpu, dw.gpu, s);
     compare(conv_name("conv2d_backward_weight", s) + math, dw, rel, abs);
-    on_cpu().channel_sum(dy.cpu, db.cpu);
-    on_gpu().channel_sum(dy.gpu, db.gpu);
+    cpu_backend().channel_sum(dy.cpu, db.cpu);
+    gpu_backend().channel_sum(dy.gpu, db.gpu);
     compare(conv_name("channel_sum", s), db);
     Pair biased = {dy.cpu.clone(), dy.gpu.clone()};
-    on_cpu().add_channel_bias(b.cpu, biased.cpu);
-    on_gpu().add_channel_bias(b.gpu, biased.gpu);
+    cpu_backend().add_channel_bias(b.cpu, biased.cpu);
+    gpu_backend().add_channel_bias(b.gpu, biased.gpu);
     compare(conv_name("add_channel_bias", s), biased);
     // The fused pieces against the CPU's composition of the ops above (Backend's defaults).
     const Pair bx = uniform({s.in_c}, rng);
     for (bool relu : {false, true}) {
       Pair t = output(xs);  // a transposed conv: bias and ReLU in the backward-data epilogue
-      on_cpu().conv_transpose2d_forward(dy.cpu, w.cpu, bx.cpu, relu, t.cpu, s);
-      on_gpu().conv_transpose2d_forward(dy.gpu, w.gpu, bx.gpu, relu, t.gpu, s);
+      cpu_backend().conv_transpose2d_forward(dy.cpu, w.cpu, bx.cpu, relu, t.cpu, s);
+      gpu_backend().conv_transpose2d_forward(dy.gpu, w.gpu, bx.gpu, relu, t.gpu, s);
       compare(conv_name(relu ? "conv_transpose2d_forward+b+relu" : "conv_transpose2d_forward+b", s) + math, t, rel,
               abs);
     }
     const Pair out = uniform(ys, rng);  // the layer's output, whose sign masks the gradient
     Pair masked = output(ys), dbr = output({s.out_c}), db_only = output({s.out_c});
-    on_cpu().relu_bias_backward(out.cpu, dy.cpu, masked.cpu, dbr.cpu);
-    on_gpu().relu_bias_backward(out.gpu, dy.gpu, masked.gpu, dbr.gpu);
+    cpu_backend().relu_bias_backward(out.cpu, dy.cpu, masked.cpu, dbr.cpu);
+    gpu_backend().relu_bias_backward(out.gpu, dy.gpu, masked.gpu, dbr.gpu);
     compare(conv_name("relu_bias_backward dx", s), masked);
     compare(conv_name("relu_bias_backward db", s), dbr);
     Tensor none;
-    on_cpu().relu_bias_backward(none, dy.cpu, none, db_only.cpu);
-    on_gpu().relu_bias_backward(none, dy.gpu, none, db_only.gpu);
+    cpu_backend().relu_bias_backward(none, dy.cpu, none, db_only.cpu);
+    gpu_backend().relu_bias_backward(none, dy.gpu, none, db_only.gpu);
     compare(conv_name("relu_bias_backward db, no relu", s), db_only);
     for (bool relu : {false, true}) {  // mask and bias row inside the GEMMs' loads
       const std::string what = relu ? "conv2d_backward+relu " : "conv2d_backward ";
       Pair fdx = output(xs), fdw = output({s.out_c, s.in_c, s.k, s.k}), fdb = output({s.out_c});
-      on_cpu().conv2d_backward(x.cpu, w.cpu, relu ? out.cpu : Tensor(), dy.cpu, fdx.cpu, fdw.cpu, fdb.cpu, s);
-      on_gpu().conv2d_backward(x.gpu, w.gpu, relu ? out.gpu : Tensor(), dy.gpu, fdx.gpu, fdw.gpu, fdb.gpu, s);
+      cpu_backend().conv2d_backward(x.cpu, w.cpu, relu ? out.cpu : Tensor(), dy.cpu, fdx.cpu, fdw.cpu, fdb.cpu, s);
+      gpu_backend().conv2d_backward(x.gpu, w.gpu, relu ? out.gpu : Tensor(), dy.gpu, fdx.gpu, fdw.gpu, fdb.gpu, s);
       compare(conv_name((what + "dx").c_str(), s) + math, fdx, rel, abs);
       compare(conv_name((what + "dw").c_str(), s) + math, fdw, rel, abs);
       compare(conv_name((what + "db").c_str(), s) + math, fdb, rel, abs);
@@ -391,11 +391,11 @@ TEST_CASE("parity: segmented mean forward and backward", "[gpu]") {
                             std::to_string(c.sets) + " m<=" + std::to_string(c.m_max);
     const Pair x = uniform({c.rows, c.width}, rng), dy = uniform({c.sets, c.width}, rng);
     Pair y = output({c.sets, c.width}), dx = output({c.rows, c.width});
-    on_cpu().segmented_mean_forward(x.cpu, off.cpu, mem.cpu, y.cpu);
-    on_gpu().segmented_mean_forward(x.gpu, off.gpu, mem.gpu, y.gpu);
+    cpu_backend().segmented_mean_forward(x.cpu, off.cpu, mem.cpu, y.cpu);
+    gpu_backend().segmented_mean_forward(x.gpu, off.gpu, mem.gpu, y.gpu);
     compare("segmented_mean_forward" + tag, y);
-    on_cpu().segmented_mean_backward(dy.cpu, off.cpu, mem.cpu, dx.cpu);
-    on_gpu().segmented_mean_backward(dy.gpu, off.gpu, mem.gpu, dx.gpu);
+    cpu_backend().segmented_mean_backward(dy.cpu, off.cpu, mem.cpu, dx.cpu);
+    gpu_backend().segmented_mean_backward(dy.gpu, off.gpu, mem.gpu, dx.gpu);
     compare("segmented_mean_backward" + tag, dx);
   }
 }
@@ -407,17 +407,17 @@ TEST_CASE("parity: reparameterisation and dropout draw the CPU's numbers", "[gpu
       const std::string tag = " n" + std::to_string(n) + " offset " + std::to_string(offset);
       const Pair mu = uniform({n}, rng), lv = uniform({n}, rng, -3, 2), dv = uniform({n}, rng);
       Pair v = output({n}), dmu = output({n}), dlv = output({n});
-      on_cpu().reparam_forward(mu.cpu, lv.cpu, 1234, offset, v.cpu);
-      on_gpu().reparam_forward(mu.gpu, lv.gpu, 1234, offset, v.gpu);
+      cpu_backend().reparam_forward(mu.cpu, lv.cpu, 1234, offset, v.cpu);
+      gpu_backend().reparam_forward(mu.gpu, lv.gpu, 1234, offset, v.gpu);
       compare("reparam_forward" + tag, v);
-      on_cpu().reparam_backward(mu.cpu, v.cpu, dv.cpu, dmu.cpu, dlv.cpu);
-      on_gpu().reparam_backward(mu.gpu, v.gpu, dv.gpu, dmu.gpu, dlv.gpu);
+      cpu_backend().reparam_backward(mu.cpu, v.cpu, dv.cpu, dmu.cpu, dlv.cpu);
+      gpu_backend().reparam_backward(mu.gpu, v.gpu, dv.gpu, dmu.gpu, dlv.gpu);
       compare("reparam_backward dmu" + tag, dmu);
       compare("reparam_backward dlogvar" + tag, dlv);
       for (double p : {0.1, 0.5}) {
         Pair y = output({n});
-        on_cpu().dropout(mu.cpu, p, 99, offset, y.cpu);
-        on_gpu().dropout(mu.gpu, p, 99, offset, y.gpu);
+        cpu_backend().dropout(mu.cpu, p, 99, offset, y.cpu);
+        gpu_backend().dropout(mu.gpu, p, 99, offset, y.gpu);
         compare("dropout p " + std::to_string(p) + tag, y);
       }
     }
@@ -432,11 +432,11 @@ TEST_CASE("parity: Bernoulli and Gaussian log-likelihoods", "[gpu]") {
     const Shape s{n, c, h, w};
     const Pair logits = uniform(s, rng, -30, 30), target = uniform(s, rng, 0, 1), dy = uniform({n}, rng);
     Pair y = output({n}), d = output(s);
-    on_cpu().bernoulli_loglik_forward(logits.cpu, target.cpu, n, y.cpu);
-    on_gpu().bernoulli_loglik_forward(logits.gpu, target.gpu, n, y.gpu);
+    cpu_backend().bernoulli_loglik_forward(logits.cpu, target.cpu, n, y.cpu);
+    gpu_backend().bernoulli_loglik_forward(logits.gpu, target.gpu, n, y.gpu);
     compare("bernoulli_loglik_forward" + tag, y);
-    on_cpu().bernoulli_loglik_backward(logits.cpu, target.cpu, dy.cpu, n, d.cpu);
-    on_gpu().bernoulli_loglik_backward(logits.gpu, target.gpu, dy.gpu, n, d.gpu);
+    cpu_backend().bernoulli_loglik_backward(logits.cpu, target.cpu, dy.cpu, n, d.cpu);
+    gpu_backend().bernoulli_loglik_backward(logits.gpu, target.gpu, dy.gpu, n, d.gpu);
     compare("bernoulli_loglik_backward" + tag, d);
 
     const Pair mean = uniform(s, rng, -2, 2), x = uniform(s, rng, -2, 2);
@@ -445,11 +445,11 @@ TEST_CASE("parity: Bernoulli and Gaussian log-likelihoods", "[gpu]") {
       const std::string t2 = tag + (per_channel ? " per-channel logvar" : "");
       const Pair lv = uniform(ls, rng, -2, 1);
       Pair gy = output({n}), dmean = output(s), dlv = output(ls);
-      on_cpu().gaussian_loglik_forward(mean.cpu, lv.cpu, x.cpu, n, gy.cpu);
-      on_gpu().gaussian_loglik_forward(mean.gpu, lv.gpu, x.gpu, n, gy.gpu);
+      cpu_backend().gaussian_loglik_forward(mean.cpu, lv.cpu, x.cpu, n, gy.cpu);
+      gpu_backend().gaussian_loglik_forward(mean.gpu, lv.gpu, x.gpu, n, gy.gpu);
       compare("gaussian_loglik_forward" + t2, gy);
-      on_cpu().gaussian_loglik_backward(mean.cpu, lv.cpu, x.cpu, dy.cpu, n, dmean.cpu, dlv.cpu);
-      on_gpu().gaussian_loglik_backward(mean.gpu, lv.gpu, x.gpu, dy.gpu, n, dmean.gpu, dlv.gpu);
+      cpu_backend().gaussian_loglik_backward(mean.cpu, lv.cpu, x.cpu, dy.cpu, n, dmean.cpu, dlv.cpu);
+      gpu_backend().gaussian_loglik_backward(mean.gpu, lv.gpu, x.gpu, dy.gpu, n, dmean.gpu, dlv.gpu);
       compare("gaussian_loglik_backward dmean" + t2, dmean);
       compare("gaussian_loglik_backward dlogvar" + t2, dlv);
     }
@@ -463,60 +463,60 @@ TEST_CASE("parity: KL terms, softmax family, pick", "[gpu]") {
     const Pair mu = uniform({rows, k}, rng, -2, 2), lv = uniform({rows, k}, rng, -3, 2), dy = uniform({rows}, rng);
     const Pair g = uniform({rows, k}, rng);
     Pair y = output({rows}), dmu = output({rows, k}), dlv = output({rows, k});
-    on_cpu().kl_normal_forward(mu.cpu, lv.cpu, rows, y.cpu);
-    on_gpu().kl_normal_forward(mu.gpu, lv.gpu, rows, y.gpu);
+    cpu_backend().kl_normal_forward(mu.cpu, lv.cpu, rows, y.cpu);
+    gpu_backend().kl_normal_forward(mu.gpu, lv.gpu, rows, y.gpu);
     compare("kl_normal_forward" + tag, y);
-    on_cpu().kl_normal_backward(mu.cpu, lv.cpu, dy.cpu, rows, dmu.cpu, dlv.cpu);
-    on_gpu().kl_normal_backward(mu.gpu, lv.gpu, dy.gpu, rows, dmu.gpu, dlv.gpu);
+    cpu_backend().kl_normal_backward(mu.cpu, lv.cpu, dy.cpu, rows, dmu.cpu, dlv.cpu);
+    gpu_backend().kl_normal_backward(mu.gpu, lv.gpu, dy.gpu, rows, dmu.gpu, dlv.gpu);
     compare("kl_normal_backward dmu" + tag, dmu);
     compare("kl_normal_backward dlogvar" + tag, dlv);
 
     const Pair logits = uniform({rows, k}, rng, -8, 8);
     const Pair log_prior = from_values(log_prior_values(k), {k});
     Pair kl = output({rows}), dkl = output({rows, k}), h = output({rows}), dh = output({rows, k});
-    on_cpu().categorical_kl_forward(logits.cpu, log_prior.cpu, rows, kl.cpu);
-    on_gpu().categorical_kl_forward(logits.gpu, log_prior.gpu, rows, kl.gpu);
+    cpu_backend().categorical_kl_forward(logits.cpu, log_prior.cpu, rows, kl.cpu);
+    gpu_backend().categorical_kl_forward(logits.gpu, log_prior.gpu, rows, kl.gpu);
     compare("categorical_kl_forward" + tag, kl);
-    on_cpu().categorical_kl_backward(logits.cpu, log_prior.cpu, dy.cpu, rows, dkl.cpu);
-    on_gpu().categorical_kl_backward(logits.gpu, log_prior.gpu, dy.gpu, rows, dkl.gpu);
+    cpu_backend().categorical_kl_backward(logits.cpu, log_prior.cpu, dy.cpu, rows, dkl.cpu);
+    gpu_backend().categorical_kl_backward(logits.gpu, log_prior.gpu, dy.gpu, rows, dkl.gpu);
     compare("categorical_kl_backward" + tag, dkl);
-    on_cpu().entropy_forward(logits.cpu, rows, h.cpu);
-    on_gpu().entropy_forward(logits.gpu, rows, h.gpu);
+    cpu_backend().entropy_forward(logits.cpu, rows, h.cpu);
+    gpu_backend().entropy_forward(logits.gpu, rows, h.gpu);
     compare("entropy_forward" + tag, h);
-    on_cpu().entropy_backward(logits.cpu, dy.cpu, rows, dh.cpu);
-    on_gpu().entropy_backward(logits.gpu, dy.gpu, rows, dh.gpu);
+    cpu_backend().entropy_backward(logits.cpu, dy.cpu, rows, dh.cpu);
+    gpu_backend().entropy_backward(logits.gpu, dy.gpu, rows, dh.gpu);
     compare("entropy_backward" + tag, dh);
 
     Pair ls = output({rows, k}), dls = output({rows, k}), sm = output({rows, k}), dsm = output({rows, k});
-    on_cpu().log_softmax_forward(logits.cpu, rows, ls.cpu);
-    on_gpu().log_softmax_forward(logits.gpu, rows, ls.gpu);
+    cpu_backend().log_softmax_forward(logits.cpu, rows, ls.cpu);
+    gpu_backend().log_softmax_forward(logits.gpu, rows, ls.gpu);
     compare("log_softmax_forward" + tag, ls);
     // The backward takes the forward's output: give both sides the GPU's (float) one.
     const Pair ls_in{ls.gpu.to(Device::cpu).to(DType::f64), ls.gpu};
-    on_cpu().log_softmax_backward(ls_in.cpu, g.cpu, rows, dls.cpu);
-    on_gpu().log_softmax_backward(ls_in.gpu, g.gpu, rows, dls.gpu);
+    cpu_backend().log_softmax_backward(ls_in.cpu, g.cpu, rows, dls.cpu);
+    gpu_backend().log_softmax_backward(ls_in.gpu, g.gpu, rows, dls.gpu);
     compare("log_softmax_backward" + tag, dls);
-    on_cpu().softmax_forward(logits.cpu, rows, sm.cpu);
-    on_gpu().softmax_forward(logits.gpu, rows, sm.gpu);
+    cpu_backend().softmax_forward(logits.cpu, rows, sm.cpu);
+    gpu_backend().softmax_forward(logits.gpu, rows, sm.gpu);
     compare("softmax_forward" + tag, sm);
     const Pair sm_in{sm.gpu.to(Device::cpu).to(DType::f64), sm.gpu};
-    on_cpu().softmax_backward(sm_in.cpu, g.cpu, rows, dsm.cpu);
-    on_gpu().softmax_backward(sm_in.gpu, g.gpu, rows, dsm.gpu);
+    cpu_backend().softmax_backward(sm_in.cpu, g.cpu, rows, dsm.cpu);
+    gpu_backend().softmax_backward(sm_in.gpu, g.gpu, rows, dsm.gpu);
     compare("softmax_backward" + tag, dsm);
 
     std::vector<int32_t> labels(static_cast<size_t>(rows));
     for (size_t r = 0; r < labels.size(); ++r) labels[r] = int32_t((r * 7 + 3) % size_t(k));
     const Pair idx = indices(labels);
     Pair picked = output({rows}), dpick = output({rows, k});
-    on_cpu().pick_forward(logits.cpu, idx.cpu, rows, picked.cpu);
-    on_gpu().pick_forward(logits.gpu, idx.gpu, rows, picked.gpu);
+    cpu_backend().pick_forward(logits.cpu, idx.cpu, rows, picked.cpu);
+    gpu_backend().pick_forward(logits.gpu, idx.gpu, rows, picked.gpu);
     compare("pick_forward" + tag, picked);
-    on_cpu().pick_backward(dy.cpu, idx.cpu, rows, dpick.cpu);
-    on_gpu().pick_backward(dy.gpu, idx.gpu, rows, dpick.gpu);
+    cpu_backend().pick_backward(dy.cpu, idx.cpu, rows, dpick.cpu);
+    gpu_backend().pick_backward(dy.gpu, idx.gpu, rows, dpick.gpu);
     compare("pick_backward" + tag, dpick);
     labels.back() = int32_t(k);  // out of range: an error, as on the CPU
     Pair bad = output({rows});
-    CHECK_THROWS_AS(on_gpu().pick_forward(logits.gpu, indices(labels).gpu, rows, bad.gpu), ShapeError);
+    CHECK_THROWS_AS(gpu_backend().pick_forward(logits.gpu, indices(labels).gpu, rows, bad.gpu), ShapeError);
   }
 }
 
@@ -528,16 +528,16 @@ TEST_CASE("parity: Adam over a buffer, several steps", "[gpu]") {
   const int64_t n = 10007;
   Pair w = uniform({n + start}, rng), m = output({n + start}), v = output({n + start});
   for (Pair* p : {&m, &v}) {
-    on_cpu().fill(p->cpu, 0);
-    on_gpu().fill(p->gpu, 0);
+    cpu_backend().fill(p->cpu, 0);
+    gpu_backend().fill(p->gpu, 0);
   }
   auto view = [&](const Pair& p) { return Pair{p.cpu.rows(start, start + n), p.gpu.rows(start, start + n)}; };
   Pair wv = view(w), mv = view(m), vv = view(v);
   for (int64_t t = 1; t <= 3; ++t) {
     const Pair g = uniform({n}, rng, -0.1, 0.1);
     const AdamParams p{1e-3, 0.9, 0.999, 1e-8, t};
-    on_cpu().adam_step(wv.cpu, g.cpu, mv.cpu, vv.cpu, p);
-    on_gpu().adam_step(wv.gpu, g.gpu, mv.gpu, vv.gpu, p);
+    cpu_backend().adam_step(wv.cpu, g.cpu, mv.cpu, vv.cpu, p);
+    gpu_backend().adam_step(wv.gpu, g.gpu, mv.gpu, vv.gpu, p);
   }
   const std::string at = " (start " + std::to_string(start) + ")";
   compare("adam param after 3 steps" + at, w);
@@ -718,7 +718,7 @@ TEST_CASE("parity: an EquiVAE-shaped step (loss, every gradient, Adam), determin
 // a GPU): it passes on this device, and refuses the same backend with one kernel spoiled.
 TEST_CASE("self-check: the CUDA backend passes; a spoiled kernel is refused, named", "[gpu][self_check]") {
   std::vector<KernelCheck> checks;
-  REQUIRE_NOTHROW(checks = require_self_check(on_gpu(), Device::cuda, on_cpu()));
+  REQUIRE_NOTHROW(checks = require_self_check(gpu_backend(), Device::cuda, cpu_backend()));
   double worst = 0;
   for (const KernelCheck& c : checks) worst = std::max(worst, c.result.worst);
   std::printf("  self-check: %zu kernel outputs, worst %.3g of threshold\n", checks.size(), worst);
@@ -730,14 +730,14 @@ TEST_CASE("self-check: the CUDA backend passes; a spoiled kernel is refused, nam
     } back_to_fp32;
     SelfCheckOptions tf32;
     tf32.gemm = kTf32Tolerance;
-    CHECK_NOTHROW(require_self_check(on_gpu(), Device::cuda, on_cpu(), tf32));
+    CHECK_NOTHROW(require_self_check(gpu_backend(), Device::cuda, cpu_backend(), tf32));
     // At the FP32 bound TF32 is refused: the self-check sees which math the kernels use.
-    CHECK_THROWS_WITH(require_self_check(on_gpu(), Device::cuda, on_cpu()), Catch::Contains("\n  linear_forward:"));
+    CHECK_THROWS_WITH(require_self_check(gpu_backend(), Device::cuda, cpu_backend()), Catch::Contains("\n  linear_forward:"));
   }
   for (const char* spoiled : {"conv2d_backward_weight", "place_columns", "adam_step"}) {
-    equivae::testing::ForwardingBackend wrong(on_gpu(), spoiled);
+    equivae::testing::ForwardingBackend wrong(gpu_backend(), spoiled);
     try {
-      require_self_check(wrong, Device::cuda, on_cpu());
+      require_self_check(wrong, Device::cuda, cpu_backend());
       FAIL("a spoiled " << spoiled << " passed the self-check");
     } catch (const std::runtime_error& e) {
       INFO(e.what());
