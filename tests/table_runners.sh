@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The table runners (tools/table1.py; tools/table2.py shares tools/run_table.py): a real tiny
-# table 1 of one seed, started again (the finished runs are skipped, not redone), then the
+# table 1 of one seed, started again (the finished runs are skipped, not redone), a benchmark run
+# continued from its checkpoint, then the
 # statistics of the collected table on fabricated run folders of known test errors, and a broken
 # results.json refused by name. Usage: table_runners.sh TRAIN_MNIST
 set -euo pipefail
@@ -25,6 +26,18 @@ for folder in ("seed1", "benchmark/seed1"):
 assert "table1: " not in open(f"{work}/second.txt").read()
 assert "| distance on r (0 parameters) |" in open(f"{work}/t1/results.md").read()
 PY
+
+# A benchmark run continues from its last epoch's checkpoint (what the runners rely on), and its
+# checkpoint is refused where an EquiVAE model is expected.
+bench=("$train_mnist" --benchmark --train-limit 500 --threads 1 --no-progress --seed 1 --out "$work/bench")
+"${bench[@]}" --epochs 1 > /dev/null 2>&1
+"${bench[@]}" --epochs 2 --resume auto > "$work/bench.txt" 2>&1
+grep -q "continuing the benchmark classifier of $work/bench/checkpoint.safetensors" "$work/bench.txt"
+python3 -c "import json, sys; r = json.load(open(sys.argv[1])); assert r['epochs'] == 2, r" "$work/bench/results.json"
+if "$train_mnist" --evaluate "$work/bench/best.safetensors" --out "$work/bench-eval" 2> "$work/err.txt"; then
+  echo "--evaluate accepted a benchmark classifier's checkpoint"; exit 1
+fi
+grep -q "a benchmark classifier's checkpoint" "$work/err.txt"
 
 # Three fabricated seeds: distance 1.0 / 1.2 / 1.4 %, so mean 1.2, s.e.m. 0.2 / sqrt(3).
 fake="$work/fake"

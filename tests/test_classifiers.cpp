@@ -3,10 +3,14 @@
 // validation, and repeats itself exactly for the same seed.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "tests/synthetic.h"
 #include "train/classifiers.h"
+#include "train/evaluation.h"
 
 using namespace equivae;
 using namespace equivae::testing;
@@ -69,4 +73,43 @@ TEST_CASE("classifiers: the benchmark classifier learns the synthetic glyphs fro
   INFO("validation " << r.validation_error << ", test " << r.test_error << ", epoch " << r.best_epoch);
   CHECK(r.test_error < 0.1);  // chance is 3/4
   CHECK(r.validation_error < 0.1);
+}
+
+TEST_CASE("classifiers: a benchmark run resumed from its epoch checkpoint ends bit for bit as an uninterrupted one",
+          "[classifiers]") {
+  const data::Splits s = synthetic_splits();
+  const std::string straight_dir = temp_dir("benchmark_straight"), resumed_dir = temp_dir("benchmark_resumed");
+  auto config = [&](const std::string& dir, int epochs, const std::string& resume_from) {
+    ClassifierConfig c = quiet(epochs);
+    c.dropout = 0.2;
+    c.checkpoint_dir = dir, c.resume_from = resume_from;
+    c.run = RunState{.model = small_model(), .benchmark = true};
+    return c;
+  };
+  const ClassifierResult straight = train_benchmark_classifier(s, small_model(), config(straight_dir, 4, ""));
+  train_benchmark_classifier(s, small_model(), config(resumed_dir, 2, ""));  // stopped after epoch 2
+  const std::string stopped = resumed_dir + "/checkpoint.safetensors";
+  const RunState state = read_run_state(stopped);
+  CHECK(state.epoch == 2);
+  CHECK(state.benchmark);
+  CHECK(state.step > 0);
+  const ClassifierResult resumed = train_benchmark_classifier(s, small_model(), config(resumed_dir, 4, stopped));
+  CHECK(resumed.best_epoch == straight.best_epoch);
+  CHECK(resumed.validation_error == straight.validation_error);
+  CHECK(resumed.test_error == straight.test_error);
+  // Parameters, Adam's moments and step, the epoch and the best epoch: the same files, byte for byte.
+  auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  for (const char* file : {"/checkpoint.safetensors", "/best.safetensors"}) {
+    INFO(file);
+    const std::string a = bytes(straight_dir + file), b = bytes(resumed_dir + file);
+    CHECK(a.size() > 1000);
+    CHECK(a == b);
+  }
+  // An EquiVAE reader refuses the benchmark's checkpoint, naming what it holds.
+  CHECK_THROWS_WITH(load_model(resumed_dir + "/best.safetensors", Device::cpu), Catch::Contains("benchmark classifier"));
+  std::filesystem::remove_all(straight_dir);
+  std::filesystem::remove_all(resumed_dir);
 }

@@ -11,9 +11,9 @@ file.
   python3 tools/table1.py --collect-only                # just rebuild the JSON and the table
 
 Resumable: RUNS/seed<k> holds seed k's EquiVAE run, RUNS/benchmark/seed<k> its benchmark run; a
-finished run (its results.json) is skipped, an interrupted EquiVAE run continues from its last
-epoch's checkpoint (train_mnist --resume auto), a benchmark run starts again (so they come after
-every EquiVAE run). --jobs 2 --threads 1
+finished run (its results.json) is skipped, an interrupted one continues from its last epoch's
+checkpoint (train_mnist --resume auto). Seed by seed, EquiVAE then benchmark, so an interrupted
+table has whole seeds. --jobs 2 --threads 1
 runs two at a time with one thread each, the best use of 2 cores. Every choice (the epoch of each
 model) is made on validation by train_mnist; the test errors read here are those of the chosen
 epochs. Standard library only (Debian's python3).
@@ -71,7 +71,7 @@ def commands(a, seed):
         common += ["--threads", str(a.threads)]
     eq_dir, bench_dir = os.path.join(a.runs, f"seed{seed}"), os.path.join(a.runs, "benchmark", f"seed{seed}")
     equivae = [a.binary] + common + ["--out", eq_dir, "--resume", "auto"] + a.extra
-    benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir] + a.extra
+    benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir, "--resume", "auto"] + a.extra
     return [("equivae", equivae, eq_dir), ("benchmark", benchmark, bench_dir)]
 
 
@@ -182,18 +182,14 @@ def main():
     a = parse()
     start(WHO, a.binary, a.collect_only)
     if not a.collect_only:
-        # Every EquiVAE run (seed by seed) before any benchmark run: an EquiVAE run resumes from
-        # its last epoch, a benchmark run (no checkpoints) starts again, so an interrupted table
-        # loses least this way.
         seeds = range(a.first_seed, a.first_seed + a.seeds)
-        tasks = [commands(a, seed)[i] for i in (0, 1) for seed in seeds]
+        tasks = [task for seed in seeds for task in commands(a, seed)]
         lock = threading.Lock()
 
         def work(task):
             kind, command, folder = task
             try:
-                run_one(WHO, kind, command, folder, skip_finished=a.resume == "auto",
-                        fresh=a.resume == "never" or kind == "benchmark")
+                run_one(WHO, kind, command, folder, skip_finished=a.resume == "auto", fresh=a.resume == "never")
             except SystemExit as e:  # run_one's message, to the main thread
                 return str(e.code)
             with lock:

@@ -10,7 +10,7 @@ same labelled subset, then mean +/- s.e.m. per row into a JSON file and a table 
 
 Resumable: each run lives in RUNS/<labels>/seed<k>/{equivae,benchmark}; a finished one (its
 results.json) is skipped, an interrupted EquiVAE run continues from its last epoch's checkpoint
-(train_mnist --resume auto), a benchmark run (minutes) starts again. Seeds go in the outer loop,
+(train_mnist --resume auto), a benchmark run too. Seeds go in the outer loop,
 so an interrupted table has every row's first seed before any row's second. Every choice (the
 epoch of each model) is made on validation by train_mnist; the test errors read here are those of
 the chosen epochs. Standard library only (Debian's python3).
@@ -102,7 +102,7 @@ def commands(a, labels, seed):
     eq_dir, bench_dir = os.path.join(folder, "equivae"), os.path.join(folder, "benchmark")
     equivae = [a.binary] + common + ["--m-max", str(a.m_max[labels]), "--classifier-epochs", "0", "--out", eq_dir,
                                      "--resume", "auto"] + a.extra
-    benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir] + a.extra
+    benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir, "--resume", "auto"] + a.extra
     return [("equivae", equivae, eq_dir), ("benchmark", benchmark, bench_dir)]
 
 
@@ -111,10 +111,8 @@ def load_json(path):
 
 
 def run_one(a, kind, command, folder):
-    """Runs (or continues) one run unless it is finished. The benchmark has no checkpoint: it
-    starts again."""
-    run_ledgered("table2", kind, command, folder, skip_finished=a.resume == "auto",
-                 fresh=a.resume == "never" or kind == "benchmark")
+    """Runs (or continues) one run unless it is finished."""
+    run_ledgered("table2", kind, command, folder, skip_finished=a.resume == "auto", fresh=a.resume == "never")
 
 
 def seed_record(a, kind, folder, seed):

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 
+#include "train/checkpoint.h"
 #include "train/progress.h"
 #include "train/sampler.h"
 
@@ -33,6 +35,14 @@ struct Split {
   int64_t n;
 };
 
+// The checkpoint metadata of a classifier run after `epoch` epochs and `step` steps.
+std::map<std::string, std::string> fit_metadata(const ClassifierConfig& c, int epoch, uint64_t step,
+                                                const ClassifierResult& best) {
+  RunState s = c.run;
+  s.epoch = epoch, s.step = step, s.seed = c.seed, s.best_epoch = best.best_epoch, s.best_error = best.validation_error;
+  return run_state_metadata(s);
+}
+
 ClassifierResult fit(ParameterStore& params, const Network& net, const Split& train, const Split& val,
                      const Split& test, const ClassifierConfig& c, const char* name) {
   Adam adam(params, AdamConfig{.lr = c.lr});
@@ -41,8 +51,23 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
   ClassifierResult best;
   Tensor best_values;
   uint64_t step = 0;
+  int first_epoch = 0;
+  if (!c.resume_from.empty()) {
+    const RunState state = read_run_state(c.resume_from);
+    EQUIVAE_CHECK(state.benchmark == c.run.benchmark && state.seed == c.seed && state.best_epoch > 0,
+                  "checkpoint {}: not a checkpoint of this {} run (seed {})", c.resume_from, name, c.seed);
+    const std::string best_file = (std::filesystem::path(c.resume_from).parent_path() / "best.safetensors").string();
+    const auto best_meta = load_checkpoint(best_file, params, nullptr);
+    EQUIVAE_CHECK(best_meta.count("epoch") && best_meta.at("epoch") == std::to_string(state.best_epoch),
+                  "checkpoint {}: its best epoch is {}, but {} holds epoch {}", c.resume_from, state.best_epoch,
+                  best_file, best_meta.count("epoch") ? best_meta.at("epoch") : "none");
+    best_values = params.values().clone();
+    load_checkpoint(c.resume_from, params, &adam);
+    first_epoch = state.epoch, step = state.step;
+    best.best_epoch = state.best_epoch, best.validation_error = state.best_error;
+  }
   const int64_t passes = std::max<int64_t>(1, (c.epoch_images + train.n - 1) / train.n);
-  for (int epoch = 0; epoch < c.epochs; ++epoch) {
+  for (int epoch = first_epoch; epoch < c.epochs; ++epoch) {
     std::vector<int64_t> order;
     for (int64_t p = 0; p < passes; ++p) {
       const std::vector<int64_t> pass = data::shuffled(all, c.seed, uint64_t(epoch * passes + p));
@@ -66,8 +91,14 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
     }
     const double val_error = error_rate(net, val.gather, *val.labels, val.n);
     bar.finish(fmt::format("validation error {:.2f} %", 100 * val_error));
-    if (epoch == 0 || val_error < best.validation_error)
-      best.validation_error = val_error, best.best_epoch = epoch + 1, best_values = params.values().clone();
+    const bool improved = epoch == 0 || val_error < best.validation_error;
+    if (improved) best.validation_error = val_error, best.best_epoch = epoch + 1, best_values = params.values().clone();
+    if (!c.checkpoint_dir.empty()) {
+      // The best first: a run stopped between the two saves redoes this epoch bit for bit.
+      const auto metadata = fit_metadata(c, epoch + 1, step, best);
+      if (improved) save_checkpoint(c.checkpoint_dir + "/best.safetensors", params, nullptr, metadata);
+      save_checkpoint(c.checkpoint_dir + "/checkpoint.safetensors", params, &adam, metadata);
+    }
   }
   if (best_values.defined()) {  // the test set, once, with the epoch chosen on validation
     params.values().copy_from(best_values);
@@ -122,16 +153,21 @@ ClassifierResult train_feature_classifier(const Features& train, const Features&
              {feature_gather(test, c.device), &test.y, test.n()}, c, "classifier on r");
 }
 
+BenchmarkClassifier BenchmarkClassifier::declare(ParameterStore& params, const ModelConfig& a) {
+  return {ConvStack::declare(params, "bench", a.channels, a.image_size, a.filters, a.hidden),
+          Dense::declare(params, "bench.g.dense", a.hidden, a.hidden), Dense::declare(params, "bench.out", a.hidden, a.num_classes)};
+}
+
+Var BenchmarkClassifier::operator()(const Var& images, double rate, RandomStream& stream, bool training) const {
+  const Var h1 = dropout(convs(images), rate, stream, training);
+  return out(dropout(hidden(h1, true), rate, stream, training), false);
+}
+
 ClassifierResult train_benchmark_classifier(const data::Splits& d, const ModelConfig& a, const ClassifierConfig& c) {
   ParameterStore params(a.init);
-  const ConvStack convs = ConvStack::declare(params, "bench", a.channels, a.image_size, a.filters, a.hidden);
-  const Dense hidden = Dense::declare(params, "bench.g.dense", a.hidden, a.hidden),
-              out = Dense::declare(params, "bench.out", a.hidden, a.num_classes);
+  const BenchmarkClassifier benchmark = BenchmarkClassifier::declare(params, a);
   params.allocate(c.seed, DType::f32, c.device);
-  const Network net = [&](const Var& x, RandomStream& s, bool training) {
-    const Var h1 = dropout(convs(x), c.dropout, s, training);
-    return out(dropout(hidden(h1, true), c.dropout, s, training), false);
-  };
+  const Network net = [&](const Var& x, RandomStream& s, bool training) { return benchmark(x, c.dropout, s, training); };
   return fit(params, net, {image_gather(d.train, c.device), &d.train.labels, d.train.n},
              {image_gather(d.validation, c.device), &d.validation.labels, d.validation.n},
              {image_gather(d.test, c.device), &d.test.labels, d.test.n}, c, "benchmark classifier");

@@ -5,10 +5,13 @@
 // Both keep the parameters of the epoch with the lowest validation error and evaluate the test
 // set once, at the end, with them: every choice is made on validation.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "model/equivae.h"
+#include "model/layers.h"
 #include "train/data.h"
+#include "train/run_state.h"
 
 namespace equivae {
 
@@ -23,6 +26,13 @@ struct ClassifierConfig {
   uint64_t seed = 1;
   Device device = Device::cpu;
   bool progress = true;
+  // Per-epoch checkpoints (a long run's, such as the benchmark's): when set, checkpoint.safetensors
+  // (parameters, Adam, the epoch, the step, the best epoch and its validation error) after every
+  // epoch and best.safetensors (the best epoch's parameters) into this folder, with `run` as
+  // their metadata. A run started with resume_from (such a checkpoint, best.safetensors beside
+  // it) continues after its epoch exactly as if it had never stopped.
+  std::string checkpoint_dir, resume_from;
+  RunState run;
 };
 
 struct ClassifierResult {
@@ -45,6 +55,15 @@ int64_t wrong_predictions(const std::vector<double>& logits, const std::vector<i
 
 ClassifierResult train_feature_classifier(const Features& train, const Features& validation, const Features& test,
                                           int classes, const ClassifierConfig& config);
+
+// The benchmark's network: the invariant encoder's conv stack and dense layer, then a dense layer
+// of the same width and the class logits (dropout after both hidden layers, in training).
+struct BenchmarkClassifier {
+  ConvStack convs;
+  Dense hidden, out;
+  static BenchmarkClassifier declare(ParameterStore& params, const ModelConfig& architecture);
+  Var operator()(const Var& images, double dropout_rate, RandomStream& stream, bool training) const;
+};
 
 ClassifierResult train_benchmark_classifier(const data::Splits& data, const ModelConfig& architecture,
                                             const ClassifierConfig& config);

@@ -39,6 +39,8 @@ Tensor gather_images(const data::Dataset& d, const std::vector<int64_t>& rows, D
 std::unique_ptr<LoadedModel> load_model(const std::string& checkpoint, Device device) {
   auto m = std::make_unique<LoadedModel>();
   m->state = read_run_state(checkpoint);
+  if (m->state.benchmark)
+    throw std::runtime_error(fmt::format("checkpoint {}: it holds a benchmark classifier, not an EquiVAE model", checkpoint));
   m->model = std::make_unique<EquiVAE>(m->state.model, m->params);
   m->params.allocate(m->state.seed, DType::f32, device);
   load_checkpoint(checkpoint, m->params, nullptr);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "train/checkpoint.h"
+#include "train/classifiers.h"
 #include "train/data.h"
 #include "train/json_checks.h"
 
@@ -19,6 +20,19 @@ std::string model_json(const ModelConfig& m) {
   // Only when set, so supervised checkpoints keep the metadata they were written with.
   if (m.semi_supervised) j["semi_supervised"] = true, j["classifier_dropout"] = m.classifier_dropout;
   return j.dump();
+}
+
+// The metadata field that marks a benchmark classifier's checkpoint; absent in EquiVAE's.
+constexpr const char* kModelKind = "model_kind";
+constexpr const char* kBenchmarkKind = "benchmark-classifier";
+
+bool benchmark_metadata(const std::string& path, const std::map<std::string, std::string>& metadata) {
+  const auto kind = metadata.find(kModelKind);
+  if (kind == metadata.end()) return false;
+  if (kind->second != kBenchmarkKind)
+    throw std::runtime_error(fmt::format("checkpoint {}: metadata {} is \"{}\", expected \"{}\" or no such field",
+                                         path, kModelKind, kind->second, kBenchmarkKind));
+  return true;
 }
 
 // Bounds on a model read from a file: no layer of this model is wider than 2^16 nor the stack
@@ -73,7 +87,11 @@ ModelConfig checkpoint_model(const std::string& path, const std::map<std::string
   ParameterStore declared;  // declared only: nothing is allocated
   try {
     m = model_from_json(found->second);
-    const EquiVAE probe(m, declared);
+    if (benchmark_metadata(path, metadata)) {
+      BenchmarkClassifier::declare(declared, m);
+    } else {
+      const EquiVAE probe(m, declared);
+    }
   } catch (const std::exception& e) {
     throw std::runtime_error(fmt::format("checkpoint {}: metadata field {}", path, e.what()));
   }
@@ -99,6 +117,7 @@ std::map<std::string, std::string> run_state_metadata(const RunState& s) {
       {"set_sampling", data::set_sampling_name(s.set_sampling)},
       {"options", s.options.dump()},
       {"classes", nlohmann::json(s.classes).dump()}};
+  if (s.benchmark) m[kModelKind] = kBenchmarkKind;
   if (s.best_epoch > 0)
     m["best_epoch"] = std::to_string(s.best_epoch), m["best_validation_error"] = fmt::format("{:.17g}", s.best_error);
   return m;
@@ -118,6 +137,7 @@ RunState read_run_state(const std::string& path) {
   };
   RunState s;
   s.model = checkpoint_model(path, meta);
+  s.benchmark = benchmark_metadata(path, meta);
   s.epoch = int(metadata_count(path, meta, "epoch", INT_MAX));
   s.step = count("step", UINT64_MAX, 0);
   s.seed = metadata_count(path, meta, "seed", UINT64_MAX);

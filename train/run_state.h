@@ -28,6 +28,9 @@ struct RunState {
   // kept, the ones its other fields give (seed, model sizes, init, set sampling, labels).
   nlohmann::json options = nlohmann::json::object();
   std::vector<std::string> classes;  // class names; empty when the checkpoint does not know them
+  // A benchmark classifier's run (train/classifiers.h): its parameters are that network's, not
+  // EquiVAE's, and `model` is the architecture it borrows.
+  bool benchmark = false;
 };
 
 // The checkpoint metadata of `s` (format "equivae-checkpoint-1").
@@ -39,7 +42,8 @@ RunState read_run_state(const std::string& path);
 // model_from_json checks every field's type and range and throws std::runtime_error naming it.
 std::string model_json(const ModelConfig& m);
 ModelConfig model_from_json(const std::string& text);
-// The model of a checkpoint's metadata, refused (naming the file and the field) before anything
+// The model of a checkpoint's metadata (of EquiVAE, or of the benchmark classifier when the
+// metadata says so), refused (naming the file and the field) before anything
 // is allocated when a field is bad, when it has more parameters than the file holds values, or
 // when training it would need more memory than the machine has.
 ModelConfig checkpoint_model(const std::string& path, const std::map<std::string, std::string>& metadata);

@@ -166,6 +166,9 @@ int run(RunOptions& o, OptionTable& table) {
   RunState state;
   if (!checkpoint.empty()) {
     state = read_run_state(checkpoint);
+    if (!o.evaluate.empty() && state.benchmark)
+      throw std::invalid_argument(fmt::format("--evaluate {}: a benchmark classifier's checkpoint; --evaluate takes an "
+                                              "EquiVAE run's", o.evaluate));
     table.restore(state.options, "checkpoint " + checkpoint, given);
   }
   if (o.out.empty()) o.out = (fs::path(o.evaluate).parent_path() / "evaluation").string();
@@ -212,6 +215,12 @@ int run(RunOptions& o, OptionTable& table) {
       classifier.epoch_images = splits.train.n - int64_t(labelled.size());
       splits.train = splits.train.subset(labelled);
     }
+    // Checkpointed every epoch like an EquiVAE run, so that --resume auto continues it.
+    classifier.checkpoint_dir = o.out, classifier.resume_from = checkpoint;
+    classifier.run = RunState{.model = model, .seed = o.seed, .labels_per_class = train.labels_per_class,
+                              .data = splits.train.name, .options = table.to_json(),
+                              .classes = splits.train.class_names, .benchmark = true};
+    if (!checkpoint.empty()) fmt::print(stderr, "equivae: continuing the benchmark classifier of {}\n", checkpoint);
     const auto start = std::chrono::steady_clock::now();
     const ClassifierResult b = train_benchmark_classifier(splits, model, classifier);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
