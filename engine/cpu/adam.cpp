@@ -7,18 +7,19 @@ namespace equivae {
 
 void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamParams& p) {
   EQUIVAE_DISPATCH_FLOAT(param, "adam", {
-    const T b1 = T(p.beta1), b2 = T(p.beta2);
     const AdamCorrections c = adam_corrections(p);
-    const T step = T(c.step_size), bc2_sqrt = T(c.bc2_sqrt);
-    T* w = param.data<T>();
-    const T* g = grad.data<T>();
-    T* mm = m.data<T>();
-    T* vv = v.data<T>();
-    parallel_range(param.numel(), [&](int64_t lo, int64_t hi) {
+    const T b1 = T(p.beta1), b2 = T(p.beta2), eps = T(p.eps), step = T(c.step_size), bc2_sqrt = T(c.bc2_sqrt);
+    // Distinct buffers: with __restrict and -fno-math-errno (engine/CMakeLists.txt) the loop
+    // compiles to vector instructions; it runs once per step over every parameter.
+    T* __restrict w = param.data<T>();
+    const T* __restrict g = grad.data<T>();
+    T* __restrict mm = m.data<T>();
+    T* __restrict vv = v.data<T>();
+    parallel_range(param.numel(), [=](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
-        mm[i] = b1 * mm[i] + (1 - b1) * g[i];
-        vv[i] = b2 * vv[i] + (1 - b2) * g[i] * g[i];
-        w[i] -= step * mm[i] / (std::sqrt(vv[i]) / bc2_sqrt + T(p.eps));
+        const T m_i = b1 * mm[i] + (1 - b1) * g[i], v_i = b2 * vv[i] + (1 - b2) * g[i] * g[i];
+        mm[i] = m_i, vv[i] = v_i;
+        w[i] -= step * m_i / (std::sqrt(v_i) / bc2_sqrt + eps);
       }
     });
   });
