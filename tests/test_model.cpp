@@ -183,6 +183,28 @@ std::vector<double> validation_errors(const std::string& out) {
 
 }  // namespace
 
+TEST_CASE("train: a resumed run's metrics.jsonl has each epoch once, those after its checkpoint dropped", "[train]") {
+  const std::string dir = temp_dir("metrics_resume");
+  const data::Splits s = synthetic_splits();  // the trainers keep a reference
+  {
+    Trainer first(small_model(), small_training(dir, 2), s);
+    first.train();
+  }
+  // A run stopped after writing epoch 3's metrics line but before its checkpoint.
+  {
+    std::ofstream(dir + "/metrics.jsonl", std::ios::app) << R"({"epoch":3,"validation":{"distance_error":7}})" << "\n";
+  }
+  Trainer resumed(small_model(), small_training(dir, 3), s);
+  resumed.resume(dir + "/checkpoint.safetensors");
+  resumed.train();
+  std::ifstream metrics(dir + "/metrics.jsonl");
+  std::vector<int64_t> epochs;
+  for (std::string line; std::getline(metrics, line);) epochs.push_back(nlohmann::json::parse(line).at("epoch"));
+  CHECK(epochs == std::vector<int64_t>{1, 2, 3});
+  CHECK(validation_errors(dir).back() < 1);  // epoch 3's own line, not the stale one
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("train: the best epoch is chosen on validation alone, kept in best.safetensors, and survives resume",
           "[train]") {
   data::Splits s = synthetic_splits();

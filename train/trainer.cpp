@@ -61,6 +61,32 @@ Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data
   if (!config.out_dir.empty()) std::filesystem::create_directories(config.out_dir);
 }
 
+namespace {
+
+// Drops the lines of metrics log `path` whose epoch is after `epoch` (lines that are not a JSON
+// object with an integer epoch stay: the log is the user's record, not ours to judge).
+void keep_metrics_up_to(const std::string& path, int epoch) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  bool dropped = false;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("epoch") && j["epoch"].is_number_integer() && j["epoch"].get<int64_t>() > epoch) {
+      dropped = true;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  if (!dropped) return;
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+  if (!out) throw std::runtime_error("cannot rewrite " + path);
+}
+
+}  // namespace
+
 std::string Trainer::checkpoint_path() const { return config_.out_dir + "/checkpoint.safetensors"; }
 std::string Trainer::best_path() const { return config_.out_dir + "/best.safetensors"; }
 
@@ -120,9 +146,14 @@ void Trainer::train() {
   const int64_t epoch_size = int64_t(all.size());
   const bool semi = config_.labels_per_class > 0;
   std::ofstream metrics;
-  // A fresh run starts a new log; a resumed one continues its own.
-  if (!config_.out_dir.empty())
-    metrics.open(config_.out_dir + "/metrics.jsonl", epoch_ > 0 ? std::ios::app : std::ios::trunc);
+  // A fresh run starts a new log; a resumed one continues its own, without the lines of epochs
+  // after its checkpoint's (a run stopped between an epoch's metrics line and its checkpoint
+  // does that epoch again).
+  if (!config_.out_dir.empty()) {
+    const std::string path = config_.out_dir + "/metrics.jsonl";
+    if (epoch_ > 0) keep_metrics_up_to(path, epoch_);
+    metrics.open(path, epoch_ > 0 ? std::ios::app : std::ios::trunc);
+  }
 
   const bool quiet_steps = config_.device == Device::cuda;
   LateScalars late;
