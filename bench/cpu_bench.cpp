@@ -1,6 +1,7 @@
 // equivae_cpu_bench: the CPU path's speed against this machine's peak.
-//   1. the peak: a loop of independent FMAs on 256-bit registers (12 chains, enough to cover
-//      the FMA latency on two pipes), per core and on every thread at once;
+//   1. the peak: a loop of independent FMAs on the registers the convolutions use (512-bit with
+//      AVX-512, else 256-bit; 12 chains, enough to cover the FMA latency on two pipes), per core
+//      and on every thread at once;
 //   2. every convolution of the model at its real shapes (forward, backward-data,
 //      backward-weight of the five conv frames), on one thread: ms, GFLOP/s, fraction of the peak;
 //   3. the whole training step (forward, backward, Adam) of the default model at each batch
@@ -61,30 +62,43 @@ Timing time_calls(int repeats, const std::function<void()>& fn, bool cpu_time = 
   return {t[t.size() / 2], t.front()};
 }
 
-// GFLOP/s of 12 independent FMA chains per thread, on `threads` threads at once.
-__attribute__((target("avx2,fma"))) double fma_peak_gflops(int threads) {
-  constexpr int64_t kIters = 20'000'000;
+constexpr int64_t kPeakIters = 20'000'000;
+
+// 12 independent FMA chains of kPeakIters steps on this thread, on 256- or 512-bit registers; the
+// result keeps the loop alive.
+__attribute__((target("avx2,fma"))) float fma_chains_256() {
+  __m256 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(float(i) * 1e-3f);
+  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < kPeakIters; ++it)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
+  for (int i = 1; i < 12; ++i) a[0] = _mm256_add_ps(a[0], a[i]);
+  return _mm256_cvtss_f32(a[0]);
+}
+__attribute__((target("avx512f"))) float fma_chains_512() {
+  __m512 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(float(i) * 1e-3f);
+  const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < kPeakIters; ++it)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  for (int i = 1; i < 12; ++i) a[0] = _mm512_add_ps(a[0], a[i]);
+  return _mm512_cvtss_f32(a[0]);
+}
+
+// GFLOP/s of the FMA chains of `lanes`-float registers on `threads` threads at once, best of 3:
+// the peak of the widest vectors the convolutions use (512-bit where cpu_has_avx512()).
+double fma_peak_gflops(int threads, int lanes) {
   double best = 0;
   for (int trial = 0; trial < 3; ++trial) {
     const auto start = Clock::now();
     float sink = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
-    {
-      __m256 a[12];
-      for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(float(i) * 1e-3f);
-      const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-      for (int64_t it = 0; it < kIters; ++it)
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
-      __m256 s = a[0];
-      for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, s);
-      sink += lanes[0];
-    }
+    sink += lanes == 16 ? fma_chains_512() : fma_chains_256();
     const double t = seconds_since(start);
     if (sink == 12345.f) std::printf(" ");  // keeps the loop
-    best = std::max(best, double(threads) * kIters * 12 * 8 * 2 / t / 1e9);
+    best = std::max(best, double(threads) * kPeakIters * 12 * lanes * 2 / t / 1e9);
   }
   return best;
 }
@@ -177,9 +191,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-convs", no_convs, "skip the per-convolution timings");
   CLI11_PARSE(app, argc, argv);
 
-  const double core_peak = fma_peak_gflops(1), machine_peak = fma_peak_gflops(threads);
-  std::printf("FMA peak (12 chains of 256-bit FMAs): %.1f GFLOP/s on one thread, %.1f on %d threads\n", core_peak,
-              machine_peak, threads);
+  const int lanes = cpu_has_avx512() ? 16 : 8;
+  const double core_peak = fma_peak_gflops(1, lanes), machine_peak = fma_peak_gflops(threads, lanes);
+  std::printf("FMA peak (12 chains of %d-bit FMAs): %.1f GFLOP/s on one thread, %.1f on %d threads\n", 32 * lanes,
+              core_peak, machine_peak, threads);
   if (!no_convs) bench_convs(conv_batch, core_peak);
   {
     ParameterStore params;

@@ -201,8 +201,9 @@ int run(RunOptions& o, OptionTable& table) {
                         : o.device;
   fmt::print(stderr, "equivae: {} on {} ({} train / {} validation / {} test), {}, seed {}\n", model.describe(),
              o.dataset, splits.train.n, splits.validation.n, splits.test.n, device_text, o.seed);
-  ClassifierConfig classifier{.epochs = o.classifier_epochs, .batch_size = 64, .lr = 1e-3, .dropout = 0.5,
-                              .seed = o.seed, .device = device, .progress = !o.no_progress};
+  ClassifierConfig classifier;
+  classifier.epochs = o.classifier_epochs, classifier.batch_size = 64, classifier.lr = 1e-3, classifier.dropout = 0.5;
+  classifier.seed = o.seed, classifier.device = device, classifier.progress = !o.no_progress;
   nlohmann::json results = {{"dataset", o.dataset}, {"seed", o.seed}, {"train_images", splits.train.n},
                             {"device", o.device}, {"tf32", o.tf32}, {"classes", splits.train.class_names}};
 

@@ -184,7 +184,9 @@ bool cpu_has_avx2_fma() {
   return has;
 }
 
-const char* cpu_conv_path() { return cpu_has_avx2_fma() ? "avx2-direct" : "im2col-gemm"; }
+const char* cpu_conv_path() {
+  return !cpu_has_avx2_fma() ? "im2col-gemm" : cpu_has_avx512() ? "avx512-direct" : "avx2-direct";
+}
 
 // float32 goes to the AVX2 kernels where they apply; double (the gradient checks' judge) and
 // float on other CPUs to the im2col + GEMM templates above.

@@ -7,12 +7,13 @@
 // for stride 1, about 6x for stride 2, and the GEMM packs it again). Here every multiply-add
 // happens in a register tile that reads its inputs once from a padded copy of the input:
 //
-//   forward / backward-data  one tile = R output pixels x 8V output channels, in ymm registers;
+//   forward / backward-data  one tile = R output pixels x V vectors of output channels (ymm, or
+//                            zmm where the CPU has AVX-512: conv2d_tiles.h, conv2d_avx512.cpp);
 //                            the reduction runs over taps x input channels, each step one weight
 //                            vector load per V and one broadcast per pixel. Backward-data is the
 //                            same loop over dy: with stride 1 the flipped kernel, with stride 2
 //                            one pass per output parity class (its taps are every other tap).
-//   backward-weight          one tile = 5 kx taps x 8V output channels of dW for one (ci, ky);
+//   backward-weight          one tile = 5 kx taps x V vectors of output channels of dW for one (ci, ky);
 //                            the reduction runs over every output pixel of the thread's images.
 //
 // Tensors stay NCHW at the interface (the reference path's layout, so parity is exact about
@@ -27,10 +28,15 @@
 #include <vector>
 
 #include "engine/cpu/conv2d_fast.h"
+#include "engine/cpu/conv2d_tiles.h"
 #include "engine/cpu/parallel.h"
 
 namespace equivae::avx2 {
 namespace {
+
+using conv_tiles::Pass;
+using conv_tiles::WeightPass;
+namespace avx512 = conv_tiles::avx512;
 
 constexpr int kLanes = 8;
 
@@ -141,108 +147,29 @@ void to_padded_nhwc(const float* src, int64_t count, int64_t c, int64_t h, int64
   }
 }
 
-// One pass of the tap-list direct convolution over a grid of output pixels.
-//   src: padded planes of the thread's images, `reduce` planes of `plane` floats per image
-//   pixel (n, qy, qx): window origin n * src_image + qy * origin_sy + qx * origin_sx in src;
-//                      output n * out_image + (out0 + qy * out_sy + qx * out_sx) + channel * out_plane
-//   taps: offsets from the origin; weights packed [tap][reduce][out_c]
-struct Pass {
-  const float* src;
-  int64_t src_image, plane, reduce;
-  int64_t qh, qw, origin_sy, origin_sx;
-  float* out;
-  int64_t out_image, out_plane, out0, out_sy, out_sx, out_c;
-  std::vector<int64_t> taps;
-  const float* weights;
-  const float* bias;  // or null
-  bool relu;
+struct Ymm {
+  using V = __m256;
+  static constexpr int kLanes = 8, kTilePixels = 6;  // 12 accumulators + 2 weights of 16 registers
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V relu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }  // this operand order keeps NaN
 };
 
-template <int R, int V>
-void tile(const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_at) {
-  // Every loop over r and v is unrolled, so that every index of acc is a constant: one loop
-  // with a variable index, even after the reduction, and GCC keeps acc on the stack.
-  __m256 acc[R][V];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
-  const int64_t ntaps = int64_t(p.taps.size()), reduce = p.reduce, plane = p.plane, out_c = p.out_c;
-  const int64_t* taps = p.taps.data();
-  const float* src = p.src;
-  for (int64_t t = 0; t < ntaps; ++t) {
-    const float* q[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) q[r] = src + origin[r] + taps[t];
-    const float* w = p.weights + t * reduce * out_c + co0;
-    for (int64_t c = 0; c < reduce; ++c) {
-      __m256 b[V];
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) b[v] = _mm256_loadu_ps(w + v * kLanes);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m256 x = _mm256_broadcast_ss(q[r] + c * plane);
-#pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(x, b[v], acc[r][v]);
-      }
-      w += out_c;
-    }
-  }
-  alignas(32) float lanes[kLanes];
-#pragma GCC unroll 8
-  for (int v = 0; v < V; ++v) {
-    const __m256 bias = p.bias ? _mm256_loadu_ps(p.bias + co0 + v * kLanes) : _mm256_setzero_ps();
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      __m256 y = _mm256_add_ps(acc[r][v], bias);
-      if (p.relu) y = _mm256_max_ps(_mm256_setzero_ps(), y);  // this operand order keeps NaN, as the reference does
-      _mm256_store_ps(lanes, y);
-      float* dst = p.out + out_at[r] + (co0 + v * kLanes) * p.out_plane;
-      for (int l = 0; l < kLanes; ++l) dst[l * p.out_plane] = lanes[l];
-    }
-  }
-}
-
-// Register tiles: 6 pixels x V (1 or 2) vectors, at most 12 accumulators (16 ymm registers in all).
-constexpr int kTilePixels = 6;
-
-// The tile of `rest` (1..kTilePixels) pixels: the full tile, or the last, shorter one.
-template <int V, int R = kTilePixels>
-void tile_of(int rest, const Pass& p, int64_t co0, const int64_t* origin, const int64_t* out_at) {
-  if constexpr (R > 0) {
-    if (rest == R) return tile<R, V>(p, co0, origin, out_at);
-    tile_of<V, R - 1>(rest, p, co0, origin, out_at);
-  }
-}
-
-template <int V>
-void run_pass_v(const Pass& p, int64_t images) {
-  constexpr int R = kTilePixels;
-  const int64_t total = images * p.qh * p.qw;
-  for (int64_t co0 = 0; co0 < p.out_c; co0 += V * kLanes) {
-    int64_t n = 0, qy = 0, qx = 0;  // the next pixel, walked in order (no divisions per pixel)
-    for (int64_t j = 0; j < total; j += R) {
-      const int rest = int(std::min<int64_t>(R, total - j));
-      int64_t origin[R], out_at[R];
-      for (int r = 0; r < rest; ++r) {
-        origin[r] = n * p.src_image + qy * p.origin_sy + qx * p.origin_sx;
-        out_at[r] = n * p.out_image + p.out0 + qy * p.out_sy + qx * p.out_sx;
-        if (++qx == p.qw) {
-          qx = 0;
-          if (++qy == p.qh) qy = 0, ++n;
-        }
-      }
-      tile_of<V>(rest, p, co0, origin, out_at);
-    }
-  }
-}
-
-// 16-channel tiles of 6 pixels even for 32 or 64 channels: a weight vector then feeds 6 pixels
-// rather than 3, and the weights of a 32-channel layer (51 KB at 16 x 25 inputs) no longer stream
-// from L2 at every step; the input broadcasts read again per 16 channels come from L1.
+// The 512-bit tiles where the CPU has them and they take the channels, else the 256-bit ones.
+// Two vectors of channels per tile where they divide the channels, even for 64: a weight vector
+// then feeds a whole tile of pixels, and a layer's weights of one step stay in registers.
 void run_pass(const Pass& p, int64_t images) {
-  if (p.out_c % (2 * kLanes) == 0) run_pass_v<2>(p, images);
-  else run_pass_v<1>(p, images);
+  if (cpu_has_avx512() && avx512::takes(p.out_c)) avx512::run_pass(p, images);
+  else conv_tiles::run_pass<Ymm>(p, images);
+}
+
+void weight_pass(const WeightPass& w) {
+  if (cpu_has_avx512() && avx512::takes(w.shape.out_c)) avx512::weight_pass(w);
+  else conv_tiles::weight_pass<Ymm>(w);
 }
 
 }  // namespace
@@ -410,11 +337,12 @@ void conv_forward(const float* x, const float* w, const float* b, bool relu, flo
     for_image_chunks(thread_images(s.n), hp * wp * c, [&](int64_t first, int64_t count) {
       float* xp = scratch(0, size_t(count * hp * wp * c));
       to_padded_nhwc(x + first * c * s.in_h * s.in_w, count, c, s.in_h, s.in_w, xp, hp, wp, s.pad, s.pad);
-      Pass p{xp, hp * wp * c, 1, s.k * c, s.out_h, s.out_w, s.stride * wp * c, s.stride * c,
-             y + first * s.out_c * s.out_h * s.out_w, s.out_c * s.out_h * s.out_w, s.out_h * s.out_w, 0, s.out_w, 1,
-             s.out_c, {}, packed, b, relu};
-      for (int64_t ky = 0; ky < s.k; ++ky) p.taps.push_back(ky * wp * c);
-      run_pass(p, count);
+      std::vector<int64_t> taps;
+      for (int64_t ky = 0; ky < s.k; ++ky) taps.push_back(ky * wp * c);
+      run_pass({xp, hp * wp * c, 1, s.k * c, s.out_h, s.out_w, s.stride * wp * c, s.stride * c,
+                y + first * s.out_c * s.out_h * s.out_w, s.out_c * s.out_h * s.out_w, s.out_h * s.out_w, 0, s.out_w, 1,
+                s.out_c, taps.data(), int64_t(taps.size()), packed, b, relu},
+               count);
     });
   }
 }
@@ -455,56 +383,17 @@ void conv_backward_data(const float* dy, const float* w, const float* b, bool re
         const int64_t qh = s.in_h - 1 + s.pad - phy < 0 ? 0 : (s.in_h - 1 + s.pad - phy) / st + 1 - qy0;
         const int64_t qw = s.in_w - 1 + s.pad - phx < 0 ? 0 : (s.in_w - 1 + s.pad - phx) / st + 1 - qx0;
         if (qh <= 0 || qw <= 0) continue;
-        Pass p{dp + ((qy0 + lo) * wp + (qx0 + lo - (ax_n - 1))) * co, hp * wp * co, 1, ax_n * co, qh, qw, wp * co, co,
-               dx + first * s.in_c * s.in_h * s.in_w, s.in_c * s.in_h * s.in_w, s.in_h * s.in_w,
-               (qy0 * st - s.pad + phy) * s.in_w + (qx0 * st - s.pad + phx), st * s.in_w, st, s.in_c,
-               {}, packed + ph * per_class, b, relu};
-        for (int64_t ky = phy; ky < s.k; ky += st) p.taps.push_back(-((ky - phy) / st) * wp * co);
-        run_pass(p, count);
+        std::vector<int64_t> taps;
+        for (int64_t ky = phy; ky < s.k; ky += st) taps.push_back(-((ky - phy) / st) * wp * co);
+        run_pass({dp + ((qy0 + lo) * wp + (qx0 + lo - (ax_n - 1))) * co, hp * wp * co, 1, ax_n * co, qh, qw, wp * co,
+                  co, dx + first * s.in_c * s.in_h * s.in_w, s.in_c * s.in_h * s.in_w, s.in_h * s.in_w,
+                  (qy0 * st - s.pad + phy) * s.in_w + (qx0 * st - s.pad + phx), st * s.in_w, st, s.in_c, taps.data(),
+                  int64_t(taps.size()), packed + ph * per_class, b, relu},
+                 count);
       }
     });
   }
 }
-
-namespace {
-
-// dW tile for one (ci, ky): acc[kx][v] += sum over the output pixels of `images` images of
-// x(ci, oy * stride + ky, ox * stride + kx) * dyt[pixel][co0 + 8v], into dw_t[ci][ky][kx][out_c].
-// The images are a chunk whose padded input and dy (pixel-major) stay in cache for all the tiles.
-template <int V>
-void weight_tile(const float* x_plane, int64_t x_image, int64_t wp, const float* dyt, int64_t images,
-                 const ConvShape& s, int64_t ky, int64_t co0, float* dw_t) {
-  constexpr int K = 5;
-  float* at = dw_t + co0;  // + kx * out_c
-  __m256 acc[K][V];
-#pragma GCC unroll 8
-  for (int r = 0; r < K; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_loadu_ps(at + r * s.out_c + v * kLanes);
-  const int64_t out_h = s.out_h, out_w = s.out_w, out_c = s.out_c, stride = s.stride;
-  const float* g = dyt + co0;  // the images' pixels follow each other
-  for (int64_t n = 0; n < images; ++n)
-    for (int64_t oy = 0; oy < out_h; ++oy) {
-      const float* xq = x_plane + n * x_image + (oy * stride + ky) * wp;
-      for (int64_t ox = 0; ox < out_w; ++ox, g += out_c, xq += stride) {
-        __m256 b[V];
-#pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) b[v] = _mm256_loadu_ps(g + v * kLanes);
-#pragma GCC unroll 8
-        for (int r = 0; r < K; ++r) {
-          const __m256 xv = _mm256_broadcast_ss(xq + r);
-#pragma GCC unroll 8
-          for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(xv, b[v], acc[r][v]);
-        }
-      }
-    }
-#pragma GCC unroll 8
-  for (int r = 0; r < K; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) _mm256_storeu_ps(at + r * s.out_c + v * kLanes, acc[r][v]);
-}
-
-}  // namespace
 
 bool conv_backward_weight_supported(const ConvShape& s) {
   return s.out_c % kLanes == 0 && s.stride >= 1 && s.stride <= 2 && s.pad < s.k && s.k == 5;
@@ -524,20 +413,13 @@ void conv_backward_weight(const float* x, const float* dy, float* dw, const Conv
     used = omp_get_num_threads();
     const int64_t pixels = s.out_h * s.out_w, x_image = s.in_c * plane;
     float* mine = partial + omp_get_thread_num() * wn;
-    const int64_t V = s.out_c % (2 * kLanes) == 0 ? 2 : 1;
     for_image_chunks(thread_images(s.n), x_image + pixels * s.out_c, [&](int64_t first, int64_t count) {
       float* xp = scratch(0, size_t(count * x_image));
       float* dyt = scratch(1, size_t(count * pixels * s.out_c));
       pad_planes(x + first * s.in_c * s.in_h * s.in_w, count * s.in_c, s.in_h, s.in_w, xp, hp, wp, plane, s.pad, s.pad);
       // dy of the chunk, pixel-major: dyt[image][pixel][out_c]
       to_padded_nhwc(dy + first * s.out_c * pixels, count, s.out_c, 1, pixels, dyt, 1, pixels, 0, 0);
-      for (int64_t ci = 0; ci < s.in_c; ++ci)
-        for (int64_t ky = 0; ky < s.k; ++ky)
-          for (int64_t co0 = 0; co0 < s.out_c; co0 += V * kLanes) {
-            float* at = mine + (ci * taps + ky * s.k) * s.out_c;
-            if (V == 2) weight_tile<2>(xp + ci * plane, x_image, wp, dyt, count, s, ky, co0, at);
-            else weight_tile<1>(xp + ci * plane, x_image, wp, dyt, count, s, ky, co0, at);
-          }
+      weight_pass({xp, x_image, plane, wp, dyt, count, s, mine});
     });
   }
   for (int t = 1; t < used; ++t)

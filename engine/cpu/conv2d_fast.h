@@ -8,7 +8,11 @@ namespace equivae {
 
 // True when this CPU runs the AVX2 + FMA kernels (checked once, at first use).
 bool cpu_has_avx2_fma();
-// The CPU convolution path in use for float32: "avx2-direct" or "im2col-gemm" (for the start-up log).
+// True when the direct convolutions use 512-bit registers (AVX-512F, and EQUIVAE_CPU_NO_AVX512
+// unset; conv2d_avx512.cpp), checked once.
+bool cpu_has_avx512();
+// The CPU convolution path in use for float32: "avx512-direct", "avx2-direct" or "im2col-gemm"
+// (for the start-up log).
 const char* cpu_conv_path();
 
 namespace avx2 {
