@@ -48,7 +48,7 @@ ours() {  # batch round [binary] -> images/s; SEMI=1: a --labels run (unlabelled
   local dir="$out/ours${SEMI:+-semi}${3:+-before}-b$1-r$2"
   rm -rf "$dir"
   "${3:-$build/train/train_mnist}" --train-limit "$limit" ${SEMI:+--labels $labels} --epochs 1 --double-every 0 \
-    --batch-size "$1" --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" > "$dir.log" 2>&1
+    --batch-size "$1" --max-batch-size "$1" --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" > "$dir.log" 2>&1
   "$py" -c "import json; print(json.loads(open('$dir/metrics.jsonl').readline())['images_per_s'])"
 }
 peer() {  # batch round mode -> images/s; SEMI=1: the semi-supervised step
