@@ -149,7 +149,7 @@ void to_padded_nhwc(const float* src, int64_t count, int64_t c, int64_t h, int64
 
 struct Ymm {
   using V = __m256;
-  static constexpr int kLanes = 8, kTilePixels = 6;  // 12 accumulators + 2 weights of 16 registers
+  static constexpr int kLanes = 8, kRegisters = 16, kTilePixels = 6;  // 12 accumulators + 2 weights
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }

@@ -27,7 +27,7 @@ namespace {
 
 struct Zmm {
   using V = __m512;
-  static constexpr int kLanes = 16, kTilePixels = 8;  // see above
+  static constexpr int kLanes = 16, kRegisters = 32, kTilePixels = 8;  // see above
   static V zero() { return _mm512_setzero_ps(); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }

@@ -7,8 +7,8 @@
 // Each output lane accumulates its own sum in the same order whatever the width (taps, then the
 // reduction, per output channel), so both widths give the same bits.
 //
-// A vector type `Vec` provides: `V` (the register), kLanes, kTilePixels (pixels of a forward
-// tile, as many as the registers hold beside 2 weight vectors), zero(), load(p), store(p, v),
+// A vector type `Vec` provides: `V` (the register), kLanes, kRegisters (vector registers),
+// kTilePixels (pixels of a forward tile), zero(), load(p), store(p, v),
 // broadcast(p) (one float to every lane), fma(a, b, c) = a * b + c, add(a, b), relu(v).
 #pragma once
 #include <cstdint>
@@ -144,39 +144,59 @@ void run_pass(const Pass& p, int64_t images) {
   else run_pass_v<Vec, 1>(p, images);
 }
 
-// dW tile for one (ci, ky): acc[kx][v] += sum over the output pixels of the chunk's images of
-// x(ci, oy * stride + ky, ox * stride + kx) * dyt[pixel][co0 + lanes * v], into dw_t[ci][ky][kx][out_c].
-template <class Vec, int V>
-void weight_tile(const WeightPass& job, const float* x_plane, int64_t ky, int64_t co0, float* at) {
+// dW tile for one ci and KY kernel rows from ky0: acc[ky][kx][v] += sum over the output pixels of
+// the chunk's images of x(ci, oy * stride + ky, ox * stride + kx) * dyt[pixel][co0 + lanes * v],
+// into dw_t[ci][ky][kx][out_c]. Every accumulator is updated once per pixel, so a tile needs about
+// 8 of them (FMA latency x pipes) to keep the FMA units busy: one 16-channel zmm row has only 5.
+template <class Vec, int KY, int V>
+void weight_tile(const WeightPass& job, const float* x_plane, int64_t ky0, int64_t co0, float* at) {
   using Reg = typename Vec::V;
   constexpr int L = Vec::kLanes, K = 5;
   const ConvShape& s = job.shape;
-  Reg acc[K][V];
+  const int64_t row = K * s.out_c;  // floats between two kernel rows of dw_t
+  Reg acc[KY][K][V];
+#pragma GCC unroll 2
+  for (int y = 0; y < KY; ++y)
 #pragma GCC unroll 8
-  for (int r = 0; r < K; ++r)
+    for (int r = 0; r < K; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[r][v] = Vec::load(at + r * s.out_c + v * L);
+      for (int v = 0; v < V; ++v) acc[y][r][v] = Vec::load(at + y * row + r * s.out_c + v * L);
   const int64_t out_h = s.out_h, out_w = s.out_w, out_c = s.out_c, stride = s.stride, wp = job.wp;
   const float* g = job.dyt + co0;  // the images' pixels follow each other
   for (int64_t n = 0; n < job.images; ++n)
     for (int64_t oy = 0; oy < out_h; ++oy) {
-      const float* xq = x_plane + n * job.x_image + (oy * stride + ky) * wp;
+      const float* xq = x_plane + n * job.x_image + (oy * stride + ky0) * wp;
       for (int64_t ox = 0; ox < out_w; ++ox, g += out_c, xq += stride) {
         Reg b[V];
 #pragma GCC unroll 8
         for (int v = 0; v < V; ++v) b[v] = Vec::load(g + v * L);
+#pragma GCC unroll 2
+        for (int y = 0; y < KY; ++y)
 #pragma GCC unroll 8
-        for (int r = 0; r < K; ++r) {
-          const Reg xv = Vec::broadcast(xq + r);
+          for (int r = 0; r < K; ++r) {
+            const Reg xv = Vec::broadcast(xq + y * wp + r);
 #pragma GCC unroll 8
-          for (int v = 0; v < V; ++v) acc[r][v] = Vec::fma(xv, b[v], acc[r][v]);
-        }
+            for (int v = 0; v < V; ++v) acc[y][r][v] = Vec::fma(xv, b[v], acc[y][r][v]);
+          }
       }
     }
+#pragma GCC unroll 2
+  for (int y = 0; y < KY; ++y)
 #pragma GCC unroll 8
-  for (int r = 0; r < K; ++r)
+    for (int r = 0; r < K; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) Vec::store(at + r * s.out_c + v * L, acc[r][v]);
+      for (int v = 0; v < V; ++v) Vec::store(at + y * row + r * s.out_c + v * L, acc[y][r][v]);
+}
+
+// Two kernel rows per tile where the accumulators (2 x 5 x V), V weight vectors and a broadcast
+// fit the vector registers; each lane still sums its pixels in order, so the bits do not change.
+template <class Vec, int V>
+void weight_rows(const WeightPass& w, const float* x_plane, int64_t co0, float* at) {
+  constexpr int KY = 2 * 5 * V + V + 1 <= Vec::kRegisters ? 2 : 1;
+  const int64_t k = w.shape.k, row = k * w.shape.out_c;
+  int64_t ky = 0;
+  for (; ky + KY <= k; ky += KY) weight_tile<Vec, KY, V>(w, x_plane, ky, co0, at + ky * row);
+  for (; ky < k; ++ky) weight_tile<Vec, 1, V>(w, x_plane, ky, co0, at + ky * row);
 }
 
 template <class Vec>
@@ -184,12 +204,11 @@ void weight_pass(const WeightPass& w) {
   const ConvShape& s = w.shape;
   const int64_t taps = s.k * s.k, step = s.out_c % (2 * Vec::kLanes) == 0 ? 2 * Vec::kLanes : Vec::kLanes;
   for (int64_t ci = 0; ci < s.in_c; ++ci)
-    for (int64_t ky = 0; ky < s.k; ++ky)
-      for (int64_t co0 = 0; co0 < s.out_c; co0 += step) {
-        float* at = w.dw_t + (ci * taps + ky * s.k) * s.out_c + co0;
-        if (step == 2 * Vec::kLanes) weight_tile<Vec, 2>(w, w.x + ci * w.plane, ky, co0, at);
-        else weight_tile<Vec, 1>(w, w.x + ci * w.plane, ky, co0, at);
-      }
+    for (int64_t co0 = 0; co0 < s.out_c; co0 += step) {
+      float* at = w.dw_t + ci * taps * s.out_c + co0;
+      if (step == 2 * Vec::kLanes) weight_rows<Vec, 2>(w, w.x + ci * w.plane, co0, at);
+      else weight_rows<Vec, 1>(w, w.x + ci * w.plane, co0, at);
+    }
 }
 
 }  // namespace
