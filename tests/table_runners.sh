@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The table runners (tools/table1.py; tools/table2.py shares tools/run_table.py): a real tiny
-# table 1 of one seed, started again (the finished runs are skipped, not redone), a benchmark run
+# table 1 of one seed, started again (the finished runs are skipped, not redone) and again without
+# its run folders (the recorded runs are kept), table 2's runner likewise, a benchmark run
 # continued from its checkpoint, then the
 # statistics of the collected table on fabricated run folders of known test errors, and a broken
 # results.json refused by name. Usage: table_runners.sh TRAIN_MNIST
@@ -25,6 +26,30 @@ for folder in ("seed1", "benchmark/seed1"):
     assert len(ledger["invocations"]) == 1, (folder, ledger)  # the second invocation skipped it
 assert "table1: " not in open(f"{work}/second.txt").read()
 assert "| distance on r (0 parameters) |" in open(f"{work}/t1/results.md").read()
+PY
+
+# The table survives its run folders (a new machine): recorded runs are kept, not run again.
+rm -rf "$work/t1/seed1" "$work/t1/benchmark"
+"${quick[@]}" > "$work/third.txt"
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+assert "table1: " not in open(f"{work}/third.txt").read()  # nothing was run again
+t = json.load(open(f"{work}/t1/table1.json"))
+assert t["pending_seeds"] == [] and t["distance"]["seeds"] == [1], t
+PY
+
+# tools/table2.py keeps a recorded row the same way.
+t2=(python3 tools/table2.py --quick --rows 100 --threads 1 --binary "$train_mnist" --runs "$work/t2" --json "$work/t2/t.json"
+    --md "$work/t2/r.md")
+"${t2[@]}" > /dev/null
+rm -rf "$work/t2/100"
+"${t2[@]}" > "$work/t2.txt"
+if grep -q "^table2: " "$work/t2.txt"; then echo "tools/table2.py ran a recorded run again"; exit 1; fi
+python3 - "$work" <<'PY'
+import json, sys
+t = json.load(open(f"{sys.argv[1]}/t2/t.json"))["100"]
+assert [r["seed"] for r in t["equivae"]["seeds"]] == [1] and [r["seed"] for r in t["benchmark"]["seeds"]] == [1], t
 PY
 
 # A benchmark run continues from its last epoch's checkpoint (what the runners rely on), and its

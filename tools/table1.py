@@ -12,7 +12,8 @@ file.
 
 Resumable: RUNS/seed<k> holds seed k's EquiVAE run, RUNS/benchmark/seed<k> its benchmark run; a
 finished run (its results.json) is skipped, an interrupted one continues from its last epoch's
-checkpoint (train_mnist --resume auto). Seed by seed, EquiVAE then benchmark, so an interrupted
+checkpoint (train_mnist --resume auto). A run that JSON already records for the same recipe is
+kept and not run again even where its folder is gone (a table built over several machines). Seed by seed, EquiVAE then benchmark, so an interrupted
 table has whole seeds. --jobs 2 --threads 1
 runs two at a time with one thread each, the best use of 2 cores. Every choice (the epoch of each
 model) is made on validation by train_mnist; the test errors read here are those of the chosen
@@ -28,7 +29,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_table import add_run_options, cell, duration, ledger_seconds, load_json, median_images_per_s, run_one, splice_markdown, \
-    start, write_json  # noqa: E402
+    start, what_it_computes, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 WHO = "table1"
@@ -124,12 +125,29 @@ def summary(records, key):
             "seeds": [rec["seed"] for rec in records if rec.get(key) is not None]}
 
 
+def earlier_records(a):
+    """The finished runs JSON already records, if it records this recipe (the same train_mnist
+    and benchmark commands but for the binary and --threads): {kind: {seed: record}}."""
+    old = load_json(a.json, WHO) or {}
+    recipe = old.get("recipe", {})
+    now = commands(a, "{seed}")
+    same = recipe.get("epochs") == a.epochs and all(
+        k in recipe and what_it_computes(shlex.split(recipe[k])) == what_it_computes(now[i][1])
+        for i, k in ((0, "train_mnist"), (1, "benchmark")))
+    if not same:
+        return {"equivae": {}, "benchmark": {}}
+    return {"equivae": {r["seed"]: r for r in old.get("equivae_runs", [])},
+            "benchmark": {r["seed"]: r for r in old.get("benchmark_runs", [])}}
+
+
 def collect(a, argv):
     seeds = range(a.first_seed, a.first_seed + a.seeds)
+    earlier = earlier_records(a)
     eq, bench, pending = [], [], []
     for seed in seeds:
         (_, _, eq_dir), (_, _, bench_dir) = commands(a, seed)
-        e, b = equivae_record(eq_dir, seed), benchmark_record(bench_dir, seed)
+        e = equivae_record(eq_dir, seed) or earlier["equivae"].get(seed)
+        b = benchmark_record(bench_dir, seed) or earlier["benchmark"].get(seed)
         eq += [e] if e else []
         bench += [b] if b else []
         if not e or not b:
@@ -183,7 +201,8 @@ def main():
     start(WHO, a.binary, a.collect_only)
     if not a.collect_only:
         seeds = range(a.first_seed, a.first_seed + a.seeds)
-        tasks = [task for seed in seeds for task in commands(a, seed)]
+        earlier = earlier_records(a)
+        tasks = [task for seed in seeds for task in commands(a, seed) if seed not in earlier[task[0]]]
         lock = threading.Lock()
 
         def work(task):

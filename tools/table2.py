@@ -10,7 +10,9 @@ same labelled subset, then mean +/- s.e.m. per row into a JSON file and a table 
 
 Resumable: each run lives in RUNS/<labels>/seed<k>/{equivae,benchmark}; a finished one (its
 results.json) is skipped, an interrupted EquiVAE run continues from its last epoch's checkpoint
-(train_mnist --resume auto), a benchmark run too. Seeds go in the outer loop,
+(train_mnist --resume auto), a benchmark run too; a run that JSON already records for the same
+command (but for the binary and --threads) is kept and not run again even where its folder is
+gone (a table built over several machines). Seeds go in the outer loop,
 so an interrupted table has every row's first seed before any row's second. Every choice (the
 epoch of each model) is made on validation by train_mnist; the test errors read here are those of
 the chosen epochs. Standard library only (Debian's python3).
@@ -22,7 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_table import add_run_options, cell, duration, ledger_seconds, load_json as load_json_of, median_images_per_s, \
-    run_one as run_ledgered, splice_markdown, start, write_json  # noqa: E402
+    run_one as run_ledgered, splice_markdown, start, what_it_computes, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 ROWS = [100, 600, 1000, 3000]
@@ -133,6 +135,15 @@ def seed_record(a, kind, folder, seed):
     return out
 
 
+def earlier_record(a, labels, kind, seed):
+    """Seed `seed`'s record of `kind` in JSON from an earlier invocation of the same command, or None."""
+    old = ((load_json(a.json) or {}).get(str(labels)) or {}).get(kind) or {}
+    now = commands(a, labels, "{seed}")[0 if kind == "equivae" else 1][1]
+    if "command" not in old or what_it_computes(shlex.split(old["command"])) != what_it_computes(now):
+        return None
+    return next((r for r in old.get("seeds", []) if r.get("seed") == seed), None)
+
+
 def collect(a, argv):
     table = load_json(a.json) or {}
     for labels in a.rows:
@@ -145,7 +156,7 @@ def collect(a, argv):
             records, pending = [], []
             for seed in seeds:
                 run = [c for c in commands(a, labels, seed) if c[0] == kind][0]
-                rec = seed_record(a, kind, run[2], seed)
+                rec = seed_record(a, kind, run[2], seed) or earlier_record(a, labels, kind, seed)
                 (records.append(rec) if rec else pending.append(seed))
             mean, sem = mean_sem([r["test_error"] for r in records]) if records else (None, None)
             row[kind] = {"mean": round(mean, 4) if records else None, "sem": round(sem, 4) if sem is not None else None, "seeds": records, "pending_seeds": pending,
@@ -184,7 +195,8 @@ def main():
                 if seed >= a.first_seed + a.seed_counts[labels]:
                     continue
                 for kind, command, folder in commands(a, labels, seed):
-                    run_one(a, kind, command, folder)
+                    if not earlier_record(a, labels, kind, seed):
+                        run_one(a, kind, command, folder)
                 collect(a, argv)  # the table grows run by run
     table = collect(a, argv)
     for labels in a.rows:
