@@ -83,7 +83,7 @@ TEST_CASE("classifiers: a benchmark run resumed from its epoch checkpoint ends b
     ClassifierConfig c = quiet(epochs);
     c.dropout = 0.2;
     c.checkpoint_dir = dir, c.resume_from = resume_from;
-    c.run = RunState{.model = small_model(), .benchmark = true};
+    c.run.model = small_model(), c.run.benchmark = true;
     return c;
   };
   const ClassifierResult straight = train_benchmark_classifier(s, small_model(), config(straight_dir, 4, ""));
