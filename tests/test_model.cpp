@@ -135,6 +135,57 @@ TEST_CASE("model: gradient check of the whole EquiVAE objective (small config, d
   testing::check_parameter_gradients(p.values(), p.grads(), eval, 150, 7);
 }
 
+// A CUDA graph's step has fixed shapes (train/objective.h, supervised_indices): a short last
+// batch runs padded to the batch size with copies of its first row. Its loss, reported terms and
+// gradients must be the batch's own; run here on the CPU, where the padded step runs too.
+TEST_CASE("objective: a batch padded to a step of fixed shapes keeps its own loss and gradients", "[train]") {
+  const data::Splits s = synthetic_splits();
+  ParameterStore p;
+  EquiVAE model(small_model(), p);
+  p.allocate(3);
+  const TrainConfig c = small_training("", 1);
+  const DeviceImages train(s.train, Device::cpu);
+  Objective objective(model, c, train);
+  const std::vector<int64_t> order = data::shuffled(objective.labelled_rows(), 11, 0);
+  constexpr int64_t kFixed = 9;
+  for (const int64_t n : {int64_t(1), int64_t(5), kFixed}) {
+    INFO(n << " rows in a step of " << kFixed);
+    const std::vector<int64_t> rows(order.begin(), order.begin() + n);
+    constexpr uint64_t kStep = 3;
+    p.zero_grad();
+    Objective::StepResult own = objective.supervised(train, objective.train_classes(), rows, c.seed, kStep);
+    own.loss.backward();
+    own.read();
+    const double own_loss = own.loss.value().item();
+    const std::vector<double> own_grads = p.grads().to_vector();
+
+    p.zero_grad();
+    const Objective::Indices ix = objective.supervised_indices(s.train, objective.train_classes(), rows, c.seed, kStep, kFixed);
+    CHECK(ix.n == n);
+    CHECK(ix.rows == kFixed);
+    CHECK(int64_t(ix.gathered.size()) == kFixed + objective.max_set_images(kFixed));
+    IndexUpload upload(Device::cpu);
+    Objective::StepResult padded =
+        objective.supervised_step(train, ix, upload.upload(ix.parts()), RandomStream{c.seed, kStep << 32});
+    padded.loss.backward();
+    padded.read();
+    CHECK(padded.means);
+    CHECK(padded.loss.value().item() == Approx(own_loss).epsilon(1e-5));
+    CHECK(padded.loglik_sum == Approx(own.loglik_sum).epsilon(1e-5));
+    CHECK(padded.kl_sum == Approx(own.kl_sum).epsilon(1e-5));
+    const std::vector<double> grads = p.grads().to_vector();
+    double largest = 0, worst = 0;
+    for (size_t i = 0; i < grads.size(); ++i) {
+      largest = std::max(largest, std::abs(own_grads[i]));
+      worst = std::max(worst, std::abs(grads[i] - own_grads[i]));
+    }
+    CHECK(largest > 0);
+    CHECK(worst <= 1e-5 * largest);
+  }
+  CHECK_THROWS_WITH(objective.supervised_indices(s.train, objective.train_classes(), order, c.seed, 0, kFixed),
+                    Contains("cannot run as a step of"));
+}
+
 TEST_CASE("train: the objective improves and v is used (KL stays above 0)", "[train]") {
   const data::Splits s = synthetic_splits();
   const std::string out = temp_dir("improves");

@@ -64,7 +64,8 @@ Objective::Objective(const EquiVAE& model, const TrainConfig& config, const Devi
 }
 
 void Objective::StepResult::read() {
-  loglik_sum = loglik.item(), kl_sum = kl.item();
+  const double per = means ? double(n) : 1.0;
+  loglik_sum = loglik.item() * per, kl_sum = kl.item() * per;
   if (unlabelled.defined()) unlabelled_sum = unlabelled.item();
 }
 
@@ -77,53 +78,80 @@ int64_t Objective::max_set_images(int64_t n) const {
 
 std::vector<std::span<const int32_t>> Objective::Indices::parts() const {
   std::vector<std::span<const int32_t>> p{gathered, offsets, members};
-  if (!pick_offsets.empty()) p.insert(p.end(), {pick_offsets, pick_members});
+  if (!pick_offsets.empty()) p.insert(p.end(), {pick_offsets, pick_members, loss_offsets, loss_members});
   return p;
 }
 
 Objective::Indices Objective::supervised_indices(const data::Dataset& d, const data::ClassIndex& classes,
                                                  const std::vector<int64_t>& rows, uint64_t seed, uint64_t step,
-                                                 bool fixed) const {
+                                                 int64_t fixed_rows) const {
   const data::ComplementarySets sets =
       data::sample_complementary_sets(rows, d.labels, classes, config_.m_max, seed, step, config_.set_sampling);
   Indices ix;
-  ix.n = int64_t(rows.size());
-  ix.gathered = concat_rows({&rows, &sets.images});
+  ix.n = ix.rows = int64_t(rows.size());
+  for (int64_t row : rows) ix.log_prior_sum += log_prior_[size_t(d.labels[size_t(row)])];
   ix.offsets = sets.offsets;
   ix.members = sets.members;
-  for (int64_t row : rows) ix.log_prior_sum += log_prior_[size_t(d.labels[size_t(row)])];
-  if (fixed) {
-    const int64_t images = max_set_images(ix.n), members = ix.n * config_.m_max + 1;
-    EQUIVAE_CHECK(int64_t(sets.images.size()) <= images && int64_t(sets.members.size()) < members,
-                  "objective: {} set images and {} members exceed the bounds {} and {}", sets.images.size(),
-                  sets.members.size(), images, members);
-    ix.gathered.resize(size_t(ix.n + images), 0);  // padding rows: encoded by h, in no set
-    ix.members.resize(size_t(members), 0);          // the extra set's, dropped with it
-    ix.offsets.push_back(int32_t(members));
-    for (int32_t i = 0; i <= int32_t(ix.n); ++i) ix.pick_offsets.push_back(i);
-    for (int32_t i = 0; i < int32_t(ix.n); ++i) ix.pick_members.push_back(i);
+  if (fixed_rows == 0) {
+    ix.gathered = concat_rows({&rows, &sets.images});
+    return ix;
   }
+  const int64_t n = ix.n, images = max_set_images(fixed_rows), members = fixed_rows * config_.m_max + 1;
+  EQUIVAE_CHECK(n >= 1 && n <= fixed_rows, "objective: a batch of {} rows cannot run as a step of {} rows", n,
+                fixed_rows);
+  ix.rows = fixed_rows;
+  std::vector<int64_t> padded = rows;
+  padded.resize(size_t(fixed_rows), rows[0]);  // the padding rows: copies of the first, each with its set
+  const std::vector<int32_t> first_set(sets.members.begin(), sets.members.begin() + sets.offsets[1]);
+  for (int64_t i = n; i < fixed_rows; ++i) {
+    ix.members.insert(ix.members.end(), first_set.begin(), first_set.end());
+    ix.offsets.push_back(int32_t(ix.members.size()));
+  }
+  EQUIVAE_CHECK(int64_t(sets.images.size()) <= images && int64_t(ix.members.size()) < members,
+                "objective: {} set images and {} members exceed the bounds {} and {}", sets.images.size(),
+                ix.members.size(), images, members);
+  ix.gathered = concat_rows({&padded, &sets.images});
+  ix.gathered.resize(size_t(fixed_rows + images), 0);  // padding set images: encoded by h, in no set
+  ix.members.resize(size_t(members), 0);                // the extra set's, dropped with it
+  ix.offsets.push_back(int32_t(members));
+  for (int32_t i = 0; i <= int32_t(fixed_rows); ++i) ix.pick_offsets.push_back(i);
+  for (int32_t i = 0; i < int32_t(fixed_rows); ++i) ix.pick_members.push_back(i);
+  // The loss's two sets of rows: the n real ones, then the padding's and row 0 (never empty).
+  ix.loss_offsets = {0, int32_t(n), int32_t(fixed_rows + 1)};
+  for (int32_t i = 0; i < int32_t(fixed_rows); ++i) ix.loss_members.push_back(i);
+  ix.loss_members.push_back(0);
   return ix;
 }
 
 Objective::StepResult Objective::supervised_step(const DeviceImages& images, const Indices& host,
                                                  const std::vector<Tensor>& index, RandomStream noise) {
-  const int64_t n = host.n;
+  const int64_t n = host.n, rows = host.rows;
   const Tensor all = images.gather(index[0]);
-  const Tensor x = all.rows(0, n);
-  Var r = model_.class_latent(Var(all.rows(n, all.dim(0))), index[1], index[2]);
-  if (index.size() > 3) r = segmented_mean(r, index[3], index[4]);  // fixed shapes: the extra set dropped (exact)
+  const Tensor x = all.rows(0, rows);
+  Var r = model_.class_latent(Var(all.rows(rows, all.dim(0))), index[1], index[2]);
+  const bool fixed = index.size() > 3;
+  if (fixed) r = segmented_mean(r, index[3], index[4]);  // each row's set, the extra set dropped (exact)
   const EquiVAE::Terms t = model_.terms(Var(x), x, r, noise);
-  const Var loglik = sum(t.loglik), kl = sum(t.kl);
   // Maximise the mean of L_lab; log p(y) is a constant of the parameters.
-  const Var loss = scale(sub(kl, loglik), 1.0 / double(n));
-  return {loss, loglik.value(), kl.value(), Tensor(), host.log_prior_sum, n};
+  if (!fixed) {
+    const Var loglik = sum(t.loglik), kl = sum(t.kl);
+    return {scale(sub(kl, loglik), 1.0 / double(n)), loglik.value(), kl.value(), Tensor(), host.log_prior_sum, n};
+  }
+  // Fixed shapes: the means over the n real rows (the padding rows' loss set dropped, so they get no
+  // gradient), taken on the device, since n is not a constant of the graph.
+  const Var per_row = concat({reshape(t.loglik, {rows, 1}), reshape(t.kl, {rows, 1})});
+  const Var real = segmented_mean(segmented_mean(per_row, index[5], index[6]), index[3].rows(0, 2), index[4].rows(0, 1));
+  const std::vector<Var> terms = split(real, {1, 1});  // [1, 1] each: mean log-likelihood, mean KL
+  StepResult s{reshape(sub(terms[1], terms[0]), {1}), terms[0].value(), terms[1].value(), Tensor(),
+               host.log_prior_sum, n};
+  s.means = true;
+  return s;
 }
 
 Objective::StepResult Objective::supervised(const DeviceImages& images, const data::ClassIndex& classes,
                                             const std::vector<int64_t>& rows, uint64_t seed, uint64_t step) {
   // One upload of the step's indices and one gather of the batch and its set images.
-  const Indices ix = supervised_indices(images.dataset(), classes, rows, seed, step, false);
+  const Indices ix = supervised_indices(images.dataset(), classes, rows, seed, step);
   // A step draws far fewer than 2^32 numbers.
   return supervised_step(images, ix, indices_.upload(ix.parts()), RandomStream{seed, step << 32});
 }

@@ -38,10 +38,11 @@ struct TrainConfig {
   // waits for the queue inside training; a non-finite loss stops training a step later, without
   // naming its op (which --device cpu does). false: read at once, as the tests' reference.
   bool late_reads = true;
-  // --device cuda: every full batch of supervised training is a step of fixed shapes (its set
-  // images and members padded to bounds) captured once into a CUDA graph and replayed
-  // (engine/step_graph.h); the short last batch of an epoch and semi-supervised steps run
-  // eagerly. eager: the padded steps run without capture (to tell a capture fault from a padding one).
+  // --device cuda: every batch of supervised training is a step of fixed shapes (the short last
+  // batch of an epoch padded to the batch size, the set images and members to bounds; the loss a
+  // mean over the real rows) captured once per batch size into a CUDA graph and replayed
+  // (engine/step_graph.h); semi-supervised steps run eagerly. eager: the padded steps run
+  // without capture (to tell a capture fault from a padding one).
   enum class Graphs { off, on, eager };
   Graphs cuda_graphs = Graphs::on;
   int64_t eval_batch_size = 500;  // rows per pass of evaluate_elbo
@@ -71,6 +72,9 @@ class Objective {
     Tensor loglik, kl, unlabelled;
     double log_prior_sum;
     int64_t n;
+    // loglik and kl hold means over the n rows, not sums (a step of fixed shapes, whose n is
+    // not a constant of its graph); read() and a late reader multiply them by n.
+    bool means = false;
     double loglik_sum = 0, kl_sum = 0, unlabelled_sum = 0;  // read(): unlabelled is semi-supervised's L_unlab
     void read();
   };
@@ -78,18 +82,22 @@ class Objective {
   StepResult supervised(const DeviceImages& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
                         uint64_t seed, uint64_t step);
   // supervised() in two halves. The host's: the sets drawn, and the index vectors of the step's
-  // one gather (its rows, then the set images) and of the sets' segmented mean. `fixed` pads them
-  // to sizes that depend on the number of rows only (a CUDA graph's step): the set images to
-  // max_set_images(n) with row 0, the members to n m_max + 1 through one extra set that the step
-  // then drops (pick_offsets, pick_members: each of the n sets once).
+  // one gather (its rows, then the set images) and of the sets' segmented mean. `fixed_rows` > 0
+  // pads them to sizes that depend on fixed_rows only (a CUDA graph's step, one per batch size,
+  // the short last batch of an epoch included): the n rows to fixed_rows with copies of the first
+  // (each with a copy of its set), the set images to max_set_images(fixed_rows) with row 0, the members to
+  // fixed_rows m_max + 1 through one extra set that the step then drops (pick_offsets,
+  // pick_members: each row's set once). The loss then averages over the n real rows only
+  // (loss_offsets, loss_members: the real rows, then the padding's, a set dropped in its turn).
   struct Indices {
-    std::vector<int32_t> gathered, offsets, members, pick_offsets, pick_members;
-    int64_t n = 0;
+    std::vector<int32_t> gathered, offsets, members, pick_offsets, pick_members, loss_offsets, loss_members;
+    int64_t n = 0;     // the batch's rows
+    int64_t rows = 0;  // the step's rows: n, or fixed_rows with the padding
     double log_prior_sum = 0;
     std::vector<std::span<const int32_t>> parts() const;
   };
   Indices supervised_indices(const data::Dataset& d, const data::ClassIndex& classes, const std::vector<int64_t>& rows,
-                             uint64_t seed, uint64_t step, bool fixed) const;
+                             uint64_t seed, uint64_t step, int64_t fixed_rows = 0) const;
   // The device's: the step on those vectors (uploaded, parts() order), noise from `noise`.
   StepResult supervised_step(const DeviceImages& d, const Indices& host, const std::vector<Tensor>& index,
                              RandomStream noise);

@@ -150,8 +150,9 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   add("no-progress", o.no_progress, "no progress bar", here);
   add("tf32", o.tf32, "with --device cuda: convolutions on TF32 tensor cores (~1e-3 relative error per product)", here);
   add("cuda-graphs", o.cuda_graphs,
-      "with --device cuda: full batches as CUDA graphs of fixed (padded) shapes, replayed (on), run eagerly with "
-      "the same padding (eager: tells a capture fault from a padding one), or as before (off)", here)
+      "with --device cuda: supervised batches as CUDA graphs of fixed (padded) shapes, one per batch size, replayed "
+      "(on), run eagerly with the same padding (eager: tells a capture fault from a padding one), or as before (off)",
+      here)
       ->check(CLI::IsMember({"on", "off", "eager"}));
   add("skip-self-check", o.skip_self_check,
       "with --device cuda: start without the self-check (every kernel once on small random shapes against the CPU "

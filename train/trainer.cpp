@@ -161,12 +161,13 @@ void Trainer::train() {
     return semi ? objective_->semi_supervised(rows, step_)
                 : objective_->supervised(*train_images_, objective_->train_classes(), rows, config_.seed, step_);
   };
-  // A full supervised batch as a step of fixed shapes, forward, backward and Adam, through a CUDA
-  // graph (engine/step_graph.h): returns its loss terms (a replay's: the capture's tensors).
-  auto graphed_step = [&](const std::vector<int64_t>& rows) {
+  // A supervised batch as a step of the epoch's batch size (a short last batch padded to it),
+  // forward, backward and Adam, through a CUDA graph (engine/step_graph.h): returns its loss terms
+  // (a replay's: the capture's tensors), means over the batch's rows.
+  auto graphed_step = [&](const std::vector<int64_t>& rows, int64_t batch) {
     const Objective::Indices ix =
-        objective_->supervised_indices(data_.train, objective_->train_classes(), rows, config_.seed, step_, true);
-    const int64_t key = ix.n;
+        objective_->supervised_indices(data_.train, objective_->train_classes(), rows, config_.seed, step_, batch);
+    const int64_t key = batch;
     const StepGraphs::Inputs in = graphs_->upload(key, step_counters(step_ << 32, *adam_), ix.parts());
     const std::vector<Tensor> terms = graphs_->run(key, in, [&] {
       Objective::StepResult s =
@@ -178,7 +179,7 @@ void Trainer::train() {
     });
     if (graphs_->replayed()) adam_->set_steps(adam_->steps() + 1);  // what adam_->step() counts
     Objective::StepResult s;
-    s.loglik = terms[0], s.kl = terms[1], s.n = ix.n, s.log_prior_sum = ix.log_prior_sum;
+    s.loglik = terms[0], s.kl = terms[1], s.n = ix.n, s.log_prior_sum = ix.log_prior_sum, s.means = true;
     return s;
   };
   for (; epoch_ < config_.epochs;) {
@@ -205,6 +206,7 @@ void Trainer::train() {
       uint64_t step;
       int64_t n, unlabelled_n;
       double log_prior_sum;
+      bool means;  // the terms are means over the n rows (StepResult::means)
     };
     std::deque<Counted> counted;
     auto account = [&] {
@@ -214,21 +216,21 @@ void Trainer::train() {
       const double unlabelled = v.size() > 2 ? v[2] : 0.0;
       if (const char* bad = not_finite(v[0], v[1], unlabelled))
         throw stop(c.step, fmt::format("{} is not finite (read a step late; on the CPU the op that made it is named)", bad));
-      stats.add(v[0], v[1], c.log_prior_sum, c.n);
+      const double per = c.means ? double(c.n) : 1.0;
+      stats.add(v[0] * per, v[1] * per, c.log_prior_sum, c.n);
       unlabelled_sum += unlabelled, unlabelled_n += c.unlabelled_n;
     };
     for (int64_t b = 0; b < batches; ++b) {
       const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(epoch_size, (b + 1) * batch));
       Objective::StepResult s;
-      // Full supervised batches through graphs (their backward and Adam inside); the short last
-      // batch runs eagerly: its row count and 1/n are not the graph's.
-      const bool graphed = graphs_->enabled() && !semi && int64_t(rows.size()) == batch;
+      // Supervised batches through graphs (their backward and Adam inside), one per batch size.
+      const bool graphed = graphs_->enabled() && !semi;
       try {
         {
           // On a GPU every value check is a host wait: there the checks run only to name the op
           // of a step gone NaN (when the loss is read at once).
           const ValueChecks checks(!quiet_steps);
-          s = graphed ? graphed_step(rows) : step(rows);
+          s = graphed ? graphed_step(rows, batch) : step(rows);
         }
         if (!config_.late_reads) {
           s.read();
@@ -244,7 +246,7 @@ void Trainer::train() {
         std::vector<Tensor> terms{s.loglik, s.kl};
         if (s.unlabelled.defined()) terms.push_back(s.unlabelled);
         late.push(terms);  // queued behind the forward, read after the next step is queued
-        counted.push_back({step_, s.n, semi ? int64_t(rows.size()) : 0, s.log_prior_sum});
+        counted.push_back({step_, s.n, semi ? int64_t(rows.size()) : 0, s.log_prior_sum, s.means});
       } else {
         stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
         unlabelled_sum += s.unlabelled_sum, unlabelled_n += semi ? int64_t(rows.size()) : 0;

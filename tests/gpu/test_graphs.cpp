@@ -87,7 +87,7 @@ TEST_CASE("train with CUDA graphs: replayed steps equal the padded steps run eag
     TrainConfig c = testing::small_training(testing::temp_dir(name), 2);
     c.device = Device::cuda;
     c.cuda_graphs = graphs;
-    c.batch_size = 24;  // per epoch 13 batches of 24 (one graph) and a short one of 8 (eager)
+    c.batch_size = 24;  // per epoch 13 batches of 24 and a short one of 8 padded to 24: one graph
     return c;
   };
   const TrainConfig on = training("graphs_on", TrainConfig::Graphs::on),
@@ -98,7 +98,7 @@ TEST_CASE("train with CUDA graphs: replayed steps equal the padded steps run eag
   reference.train();
   unpadded.train();
   CHECK(replayed.step_graphs().captures() == 1);
-  CHECK(replayed.step_graphs().replays() == 2 * 13 - 2);  // each epoch's full batches, less the warm-up and capture
+  CHECK(replayed.step_graphs().replays() == 2 * 14 - 2);  // every batch of both epochs, less the warm-up and capture
   CHECK(reference.step_graphs().replays() == 0);
   CHECK(replayed.steps_done() == reference.steps_done());
   const auto a = read_metrics(on.out_dir), b = read_metrics(eager.out_dir), c = read_metrics(off.out_dir);
