@@ -298,7 +298,16 @@ TEST_CASE("train: the best epoch is chosen on validation alone, kept in best.saf
   resumed.use_best();
   CHECK(resumed.best_epoch() == t.best_epoch());
   CHECK(differing_parameters(t, resumed) == 0);
-  for (const auto& dir : {a, b, c}) std::filesystem::remove_all(dir);
+
+  // A best.safetensors of another epoch beside the checkpoint is refused, naming both files.
+  const std::string d = temp_dir("best_d");
+  std::filesystem::create_directories(d);
+  std::filesystem::copy_file(a + "/checkpoint.safetensors", d + "/checkpoint.safetensors");
+  std::filesystem::copy_file(a + "/checkpoint.safetensors", d + "/best.safetensors");  // epoch 6
+  Trainer mixed(small_model(), small_training(d, epochs), s);
+  CHECK_THROWS_WITH(mixed.resume(d + "/checkpoint.safetensors"),
+                    Contains("its best epoch is " + std::to_string(lowest)) && Contains("best.safetensors holds epoch 6"));
+  for (const auto& dir : {a, b, c, d}) std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("train: checkpoints round-trip and corrupt ones are refused", "[train][checkpoint]") {

@@ -242,6 +242,14 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Para
   return meta;
 }
 
+void load_best_beside(const std::string& checkpoint, int best_epoch, ParameterStore& params) {
+  const std::string best_file = (std::filesystem::path(checkpoint).parent_path() / "best.safetensors").string();
+  const auto meta = load_checkpoint(best_file, params, nullptr);
+  EQUIVAE_CHECK(meta.count("epoch") && meta.at("epoch") == std::to_string(best_epoch),
+                "checkpoint {}: its best epoch is {}, but {} holds epoch {}", checkpoint, best_epoch, best_file,
+                meta.count("epoch") ? meta.at("epoch") : "none");
+}
+
 uint64_t metadata_count(const std::string& path, const std::map<std::string, std::string>& metadata,
                         const std::string& field, uint64_t max) {
   const auto found = metadata.find(field);

@@ -29,6 +29,10 @@ void save_checkpoint(const std::string& path, const ParameterStore& params, Adam
 // match, lie inside the file and do not overlap); NaN or Inf values are refused.
 std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam);
 
+// A run keeps its best epoch's parameters in best.safetensors beside its last checkpoint: loads
+// them into `params` (no Adam) and checks that they are epoch `best_epoch`, naming both files if not.
+void load_best_beside(const std::string& checkpoint, int best_epoch, ParameterStore& params);
+
 // Only the metadata (to rebuild the model configuration before loading).
 std::map<std::string, std::string> read_checkpoint_metadata(const std::string& path);
 

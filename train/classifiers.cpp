@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 
 #include "train/checkpoint.h"
@@ -56,11 +55,7 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
     const RunState state = read_run_state(c.resume_from);
     EQUIVAE_CHECK(state.benchmark == c.run.benchmark && state.seed == c.seed && state.best_epoch > 0,
                   "checkpoint {}: not a checkpoint of this {} run (seed {})", c.resume_from, name, c.seed);
-    const std::string best_file = (std::filesystem::path(c.resume_from).parent_path() / "best.safetensors").string();
-    const auto best_meta = load_checkpoint(best_file, params, nullptr);
-    EQUIVAE_CHECK(best_meta.count("epoch") && best_meta.at("epoch") == std::to_string(state.best_epoch),
-                  "checkpoint {}: its best epoch is {}, but {} holds epoch {}", c.resume_from, state.best_epoch,
-                  best_file, best_meta.count("epoch") ? best_meta.at("epoch") : "none");
+    load_best_beside(c.resume_from, state.best_epoch, params);
     best_values = params.values().clone();
     load_checkpoint(c.resume_from, params, &adam);
     first_epoch = state.epoch, step = state.step;

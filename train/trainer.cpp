@@ -127,11 +127,7 @@ void Trainer::resume(const std::string& path) {
       ParameterStore best(model_config_.init);
       EquiVAE shape_only(model_config_, best);
       best.allocate(config_.seed, params_.values().dtype(), Device::cpu);
-      const std::string best_file = (std::filesystem::path(path).parent_path() / "best.safetensors").string();
-      const auto best_meta = load_checkpoint(best_file, best, nullptr);
-      EQUIVAE_CHECK(best_meta.count("epoch") && best_meta.at("epoch") == std::to_string(best_epoch_),
-                    "checkpoint {}: its best epoch is {}, but {} holds epoch {}", path, best_epoch_, best_file,
-                    best_meta.count("epoch") ? best_meta.at("epoch") : "none");
+      load_best_beside(path, best_epoch_, best);
       best_values_ = best.values().to(config_.device);
     }
   }
