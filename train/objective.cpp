@@ -99,6 +99,8 @@ Objective::Indices Objective::supervised_indices(const data::Dataset& d, const d
   const int64_t n = ix.n, images = max_set_images(fixed_rows), members = fixed_rows * config_.m_max + 1;
   EQUIVAE_CHECK(n >= 1 && n <= fixed_rows, "objective: a batch of {} rows cannot run as a step of {} rows", n,
                 fixed_rows);
+  EQUIVAE_CHECK(fixed_rows + images <= INT32_MAX && members <= INT32_MAX,
+                "objective: a step of {} rows needs more than 32-bit indices", fixed_rows);
   ix.rows = fixed_rows;
   std::vector<int64_t> padded = rows;
   padded.resize(size_t(fixed_rows), rows[0]);  // the padding rows: copies of the first, each with its set
