@@ -141,7 +141,7 @@ RunState read_run_state(const std::string& path) {
   s.epoch = int(metadata_count(path, meta, "epoch", INT_MAX));
   s.step = count("step", UINT64_MAX, 0);
   s.seed = metadata_count(path, meta, "seed", UINT64_MAX);
-  s.m_max = int(count("m_max", INT_MAX, uint64_t(s.m_max)));
+  s.m_max = int(count("m_max", INT_MAX, 7));  // checkpoints from before the field were trained with 7
   s.labels_per_class = int(count("labels_per_class", INT_MAX, 0));
   s.data = meta.count("data") ? meta.at("data") : "";
   try {  // checkpoints from before these options were torch and batch
