@@ -64,8 +64,7 @@ Objective::Objective(const EquiVAE& model, const TrainConfig& config, const Devi
 }
 
 void Objective::StepResult::read() {
-  const double per = means ? double(n) : 1.0;
-  loglik_sum = loglik.item() * per, kl_sum = kl.item() * per;
+  loglik_sum = loglik.item() * sum_scale(), kl_sum = kl.item() * sum_scale();
   if (unlabelled.defined()) unlabelled_sum = unlabelled.item();
 }
 

@@ -77,6 +77,8 @@ class Objective {
     // loglik and kl hold means over the n rows, not sums (a step of fixed shapes, whose n is
     // not a constant of its graph); read() and a late reader multiply them by n.
     bool means = false;
+    // What loglik and kl are multiplied by to give sums over the n rows.
+    double sum_scale() const { return means ? double(n) : 1.0; }
     double loglik_sum = 0, kl_sum = 0, unlabelled_sum = 0;  // read(): unlabelled is semi-supervised's L_unlab
     void read();
   };

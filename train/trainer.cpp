@@ -202,7 +202,7 @@ void Trainer::train() {
       uint64_t step;
       int64_t n, unlabelled_n;
       double log_prior_sum;
-      bool means;  // the terms are means over the n rows (StepResult::means)
+      double sum_scale;  // StepResult::sum_scale(): the terms to sums over the n rows
     };
     std::deque<Counted> counted;
     auto account = [&] {
@@ -212,8 +212,7 @@ void Trainer::train() {
       const double unlabelled = v.size() > 2 ? v[2] : 0.0;
       if (const char* bad = not_finite(v[0], v[1], unlabelled))
         throw stop(c.step, fmt::format("{} is not finite (read a step late; on the CPU the op that made it is named)", bad));
-      const double per = c.means ? double(c.n) : 1.0;
-      stats.add(v[0] * per, v[1] * per, c.log_prior_sum, c.n);
+      stats.add(v[0] * c.sum_scale, v[1] * c.sum_scale, c.log_prior_sum, c.n);
       unlabelled_sum += unlabelled, unlabelled_n += c.unlabelled_n;
     };
     for (int64_t b = 0; b < batches; ++b) {
@@ -242,7 +241,7 @@ void Trainer::train() {
         std::vector<Tensor> terms{s.loglik, s.kl};
         if (s.unlabelled.defined()) terms.push_back(s.unlabelled);
         late.push(terms);  // queued behind the forward, read after the next step is queued
-        counted.push_back({step_, s.n, semi ? int64_t(rows.size()) : 0, s.log_prior_sum, s.means});
+        counted.push_back({step_, s.n, semi ? int64_t(rows.size()) : 0, s.log_prior_sum, s.sum_scale()});
       } else {
         stats.add(s.loglik_sum, s.kl_sum, s.log_prior_sum, s.n);
         unlabelled_sum += s.unlabelled_sum, unlabelled_n += semi ? int64_t(rows.size()) : 0;
