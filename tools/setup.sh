@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev catch2 libfmt-dev zlib1g-dev
           libmatio-dev libcli11-dev libstb-dev nlohmann-json3-dev libpng-dev libjpeg62-turbo-dev)
 # Optional Python: EQUIVAE_WITH_FIGURES=1 adds what tools/figures.py draws with (the main job and
-# the test suite ask for it); EQUIVAE_WITH_PYTHON=1 adds that and the PyTorch peer of bench/.
+# the test suite ask for it); EQUIVAE_WITH_PYTHON=1 adds that and Debian's PyTorch for the
+# numerical twin of tests/torch_twin.sh (not the speed peer: bench/cpu_vs_torch.sh installs the current
+# PyTorch from PyPI into a venv of its own).
 if [[ "${EQUIVAE_WITH_FIGURES:-0}" == 1 || "${EQUIVAE_WITH_PYTHON:-0}" == 1 ]]; then
   packages+=(python3-numpy python3-matplotlib python3-sklearn)
 fi

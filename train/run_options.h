@@ -76,9 +76,9 @@ class OptionTable {
 };
 
 // The defaults that depend on others, before restoring a run's options (which then replace them):
-// the data folder and the likelihood by data set (Gaussian for SVHN, Bernoulli elsewhere), the
-// run folder by data set and seed, --quick's schedule where --epochs / --classifier-epochs are not
-// given.
+// the data folder and the likelihood by data set (Gaussian for SVHN, Bernoulli elsewhere) and
+// --quick's schedule where --epochs / --classifier-epochs are not given (the run folder is
+// train_main.cpp's, once a resumed checkpoint's folder is known).
 void resolve_defaults(RunOptions& o, const std::set<std::string>& given);
 // What a single range cannot express (--max-batch-size below --batch-size, --tf32 without cuda);
 // throws std::invalid_argument naming the options.
