@@ -310,6 +310,73 @@ TEST_CASE("train: the best epoch is chosen on validation alone, kept in best.saf
   for (const auto& dir : {a, b, c, d}) std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("train: --average-from keeps the mean of the epoch-end parameters, chooses on it, and survives resume",
+          "[train]") {
+  data::Splits s = synthetic_splits();
+  std::mt19937_64 relabel(2);  // a wandering validation error, as above
+  for (int32_t& y : s.validation.labels) y = int32_t(relabel() % 4);
+  const int epochs = 5, from = 2;
+  auto training = [&](const std::string& out, int e) {
+    TrainConfig c = small_training(out, e);
+    c.average_from = from;
+    return c;
+  };
+  const std::string a = temp_dir("average_a"), b = temp_dir("average_b");
+  Trainer straight(small_model(), training(a, epochs), s);
+  straight.train();
+
+  // The same run one epoch per trainer, each resumed from the last one's checkpoint, keeping
+  // every epoch's parameters.
+  std::vector<std::vector<double>> at_epoch;
+  for (int e = 1; e <= epochs; ++e) {
+    Trainer t(small_model(), training(b, e), s);
+    if (e > 1) t.resume(b + "/checkpoint.safetensors");
+    t.train();
+    at_epoch.push_back(t.params().values().to_vector());
+    if (e == epochs) {
+      CHECK(differing_parameters(straight, t) == 0);
+      CHECK(t.best_epoch() == straight.best_epoch());
+    }
+  }
+  // The checkpoint's "average" is the mean of epochs 2-5's parameters.
+  Trainer reader(small_model(), training("", epochs), s);
+  Tensor average;
+  load_checkpoint(a + "/checkpoint.safetensors", reader.params(), nullptr, &average);
+  const std::vector<double> got = average.to_vector();
+  REQUIRE(got.size() == at_epoch[0].size());
+  double worst = 0, largest = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double mean = 0;
+    for (int e = from; e <= epochs; ++e) mean += at_epoch[size_t(e - 1)][i] / double(epochs - from + 1);
+    worst = std::max(worst, std::abs(got[i] - mean)), largest = std::max(largest, std::abs(mean));
+  }
+  CHECK(largest > 0);
+  CHECK(worst <= 1e-6 * largest);
+  CHECK(got != at_epoch.back());
+
+  // The best epoch: epoch 1's own parameters, or from epoch 2 on the mean's, on validation alone.
+  std::ifstream metrics(a + "/metrics.jsonl");
+  std::vector<double> candidates;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json v = nlohmann::json::parse(line).at("validation");
+    const bool averaged = int(candidates.size()) + 1 >= from;
+    CHECK(v.contains("averaged_distance_error") == averaged);
+    candidates.push_back(averaged ? v.at("averaged_distance_error") : v.at("distance_error"));
+  }
+  REQUIRE(candidates.size() == size_t(epochs));
+  const size_t lowest = size_t(std::min_element(candidates.begin(), candidates.end()) - candidates.begin());
+  CHECK(straight.best_epoch() == int(lowest) + 1);
+  straight.use_best();
+  CHECK(straight.distance_error(s.validation) == candidates[lowest]);
+
+  // Resuming an averaging run from a checkpoint without the mean is refused, naming the tensor.
+  const std::string c = temp_dir("average_c");
+  { Trainer plain(small_model(), small_training(c, from), s); plain.train(); }
+  Trainer wrong(small_model(), training(c, epochs), s);
+  CHECK_THROWS_WITH(wrong.resume(c + "/checkpoint.safetensors"), Contains("tensor average is missing"));
+  for (const auto& dir : {a, b, c}) std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("train: checkpoints round-trip and corrupt ones are refused", "[train][checkpoint]") {
   const data::Splits s = synthetic_splits();
   const std::string dir = temp_dir("ckpt");

@@ -179,13 +179,14 @@ void read_into(const std::string& path, const Parsed& p, const std::string& name
 }  // namespace
 
 void save_checkpoint(const std::string& path, const ParameterStore& params, Adam* adam,
-                     const std::map<std::string, std::string>& metadata) {
+                     const std::map<std::string, std::string>& metadata, const Tensor* average) {
   std::vector<Blob> blobs;
   for (const auto& e : params.entries()) blobs.push_back({e.name, e.shape, host_bytes(e.var.value())});
   if (adam) {
     blobs.push_back({"adam.m", {params.numel()}, packed_bytes(params, adam->first_moment())});
     blobs.push_back({"adam.v", {params.numel()}, packed_bytes(params, adam->second_moment())});
   }
+  if (average) blobs.push_back({"average", {params.numel()}, packed_bytes(params, *average)});
   json header = json::object();
   std::vector<char> data;
   for (const Blob& b : blobs) {
@@ -218,7 +219,8 @@ void save_checkpoint(const std::string& path, const ParameterStore& params, Adam
 
 std::map<std::string, std::string> read_checkpoint_metadata(const std::string& path) { return parse(path).metadata; }
 
-std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam) {
+std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam,
+                                                   Tensor* average) {
   const Parsed p = parse(path);
   // Read everything into fresh buffers first, so a failure leaves the model untouched.
   // Zeros: the alignment gaps between parameters (engine/params.h) stay zero.
@@ -228,6 +230,11 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Para
     read_into(path, p, e.name, view);
   }
   const std::map<std::string, std::string>& meta = p.metadata;
+  Tensor packed_average;
+  if (average) {
+    packed_average = Tensor::empty({params.numel()}, values.dtype(), Device::cpu);
+    read_into(path, p, "average", packed_average);
+  }
   if (adam) {
     Tensor m = Tensor::empty({params.numel()}, values.dtype(), Device::cpu);
     Tensor v = Tensor::empty({params.numel()}, values.dtype(), Device::cpu);
@@ -238,6 +245,7 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Para
     adam->second_moment().copy_from(padded(params, v, values.device()));
     adam->set_steps(steps);
   }
+  if (average) *average = padded(params, packed_average, values.device());
   params.values().copy_from(values);
   return meta;
 }

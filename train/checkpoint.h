@@ -18,16 +18,21 @@ struct CheckpointState {
   std::map<std::string, std::string> metadata;  // epoch, step, seed, model config, ...
 };
 
-// Writes `path` atomically: to path + ".tmp", flushed, then renamed over `path`.
+// Writes `path` atomically: to path + ".tmp", flushed, then renamed over `path`. `average`: the
+// running mean of the parameters (TrainConfig::average_from), a buffer of the parameters' layout,
+// kept in the same file (so that it and the run's epoch are never out of step) as the packed
+// tensor "average".
 void save_checkpoint(const std::string& path, const ParameterStore& params, Adam* adam,
-                     const std::map<std::string, std::string>& metadata);
+                     const std::map<std::string, std::string>& metadata, const Tensor* average = nullptr);
 
 // Loads parameter values (and Adam's moments and step count when `adam` is given) into
 // already-declared, allocated parameters. Throws std::runtime_error naming the file and the
 // problem: not a safetensors file, truncated, CRC mismatch, a missing tensor or a wrong shape.
 // Every header entry is checked before use (a known dtype, integer shapes and byte ranges that
 // match, lie inside the file and do not overlap); NaN or Inf values are refused.
-std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam);
+// `average` (given: the file must hold one) receives the running mean of the parameters.
+std::map<std::string, std::string> load_checkpoint(const std::string& path, ParameterStore& params, Adam* adam,
+                                                   Tensor* average = nullptr);
 
 // A run keeps its best epoch's parameters in best.safetensors beside its last checkpoint: loads
 // them into `params` (no Adam) and checks that they are epoch `best_epoch`, naming both files if not.

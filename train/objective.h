@@ -30,6 +30,10 @@ struct TrainConfig {
   // (a balanced subset drawn with the seed); the model must be semi_supervised.
   int labels_per_class = 0;
   double lr = 1e-3;
+  // > 0: from the end of this epoch on, also keep the running mean of the epoch-end parameters
+  // (stochastic weight averaging, Izmailov et al. 2018), validate it beside the last epoch's, and
+  // choose the best epoch on the averaged model's validation error. 0: off.
+  int average_from = 0;
   uint64_t seed = 1;
   Device device = Device::cpu;
   // checkpoint.safetensors (the last epoch), best.safetensors (the best on validation),

@@ -110,6 +110,9 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   number("double-every", o.double_every, 0, int(kEpochs), "double the batch size every this many epochs (0: never)", run);
   number<int64_t>("max-batch-size", o.max_batch_size, 1, kWidth, "largest batch size of the schedule", run);
   number("m-max", o.m_max, 1, 1024, "complementary sets have m ~ U{1..m_max} members", run);
+  number("average-from", o.average_from, 0, int(kEpochs),
+         "from the end of this epoch on, validate the mean of the epoch-end parameters and choose the best epoch on it "
+         "(stochastic weight averaging; 0: off)", run);
   add("lr", o.lr, "Adam learning rate", run)->check(in_range(0.0, 10.0, true));
   add("init", o.init,
       "initialisation: torch (U(+-1/sqrt(fan_in)) weights and biases), he (He-uniform weights, zero biases) or "
@@ -283,6 +286,7 @@ TrainConfig train_config(const RunOptions& o, const ModelConfig& model) {
   t.set_sampling = data::set_sampling_from_name(o.set_sampling);
   t.labels_per_class = o.labels / model.num_classes;
   t.lr = o.lr;
+  t.average_from = o.average_from;
   t.seed = o.seed;
   t.device = o.device == "cuda" ? Device::cuda : Device::cpu;
   t.cuda_graphs = o.cuda_graphs == "off"     ? TrainConfig::Graphs::off

@@ -39,6 +39,7 @@ struct RunOptions {
   int64_t train_limit = 0, max_image_pixels = data::kDefaultMaxImagePixels;
   int64_t batch_size = TrainConfig{}.batch_size, max_batch_size = TrainConfig{}.max_batch_size;
   int epochs = TrainConfig{}.epochs, double_every = TrainConfig{}.double_every, m_max = TrainConfig{}.m_max;
+  int average_from = TrainConfig{}.average_from;
   int labels = 0, latent = 0, threads = 0, classifier_epochs = ClassifierConfig{}.epochs;
   double lr = TrainConfig{}.lr;
   uint64_t seed = TrainConfig{}.seed;

@@ -264,7 +264,8 @@ int run(RunOptions& o, OptionTable& table) {
   trainer.train();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   results.update({{"epochs", trainer.epochs_done()}, {"epochs_this_command", trainer.epochs_done() - epochs_before},
-                  {"init", o.init}, {"set_sampling", o.set_sampling}, {"m_max", o.m_max}, {"wall_seconds", wall},
+                  {"init", o.init}, {"set_sampling", o.set_sampling}, {"m_max", o.m_max}, {"average_from", o.average_from},
+                  {"wall_seconds", wall},
                   {"parameters", trainer.params().numel()}});
   if (trainer.best_epoch() > 0) {
     // Everything below is of the epoch chosen on validation.

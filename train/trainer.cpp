@@ -27,6 +27,19 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+// Puts `values` in place of the parameters' own for its lifetime (to evaluate or save another set
+// of parameters, such as their running mean, through the same model).
+class ValuesInPlace {
+ public:
+  ValuesInPlace(Tensor& params, const Tensor& values) : params_(params), own_(params.clone()) { params_.copy_from(values); }
+  ~ValuesInPlace() { params_.copy_from(own_); }
+  ValuesInPlace(const ValuesInPlace&) = delete;
+  ValuesInPlace& operator=(const ValuesInPlace&) = delete;
+
+ private:
+  Tensor& params_;
+  Tensor own_;
+};
 
 }  // namespace
 
@@ -100,7 +113,22 @@ std::map<std::string, std::string> Trainer::metadata() const {
   return run_state_metadata(s);
 }
 
-void Trainer::save(const std::string& path) { save_checkpoint(path, params_, adam_.get(), metadata()); }
+void Trainer::save(const std::string& path, const Tensor* average) {
+  save_checkpoint(path, params_, adam_.get(), metadata(), average);
+}
+
+bool Trainer::averaging() const { return config_.average_from > 0 && epoch_ >= config_.average_from; }
+
+void Trainer::add_to_average() {
+  const int n = epoch_ - config_.average_from + 1;  // epoch-end parameter sets in the mean
+  if (n == 1) {
+    average_ = params_.values().clone();
+    return;
+  }
+  Backend& b = backend(config_.device);  // mean += (values - mean) / n
+  b.scale(average_, 1.0 - 1.0 / n, average_);
+  b.axpy(1.0 / n, params_.values(), average_);
+}
 
 void Trainer::resume(const std::string& path) {
   const RunState state = read_run_state(path);
@@ -117,12 +145,12 @@ void Trainer::resume(const std::string& path) {
                                          data::set_sampling_name(state.set_sampling),
                                          init_scheme_name(model_config_.init),
                                          data::set_sampling_name(config_.set_sampling)));
-  load_checkpoint(path, params_, adam_.get());
   epoch_ = state.epoch, step_ = state.step;
+  load_checkpoint(path, params_, adam_.get(), averaging() ? &average_ : nullptr);
   if (state.best_epoch > 0) {
     best_epoch_ = state.best_epoch, best_error_ = state.best_error;
     if (best_epoch_ == epoch_) {
-      best_values_ = params_.values().clone();
+      best_values_ = (averaging() ? average_ : params_.values()).clone();
     } else {  // the best epoch's parameters, kept beside the run's last checkpoint
       ParameterStore best(model_config_.init);
       EquiVAE shape_only(model_config_, best);
@@ -271,9 +299,21 @@ void Trainer::train() {
     const ElboStats val = evaluate_elbo(data_.validation);
     const double val_error = distance_error(data_.validation);
     const double val_classifier = semi ? classifier_error(data_.validation) : 0.0;
-    fmt::print(stderr, "epoch {}: batch {}, validation elbo {:.2f} (rec {:.2f}, kl {:.2f}), distance error {:.2f} %{}\n",
+    // The averaged model's errors (--average-from), which then choose the best epoch.
+    double averaged_error = 0, averaged_classifier = 0;
+    if (averaging()) {
+      add_to_average();
+      const ValuesInPlace mean(params_.values(), average_);
+      averaged_error = distance_error(data_.validation);
+      averaged_classifier = semi ? classifier_error(data_.validation) : 0.0;
+    }
+    fmt::print(stderr, "epoch {}: batch {}, validation elbo {:.2f} (rec {:.2f}, kl {:.2f}), distance error {:.2f} %{}{}\n",
                epoch_, batch, val.elbo, val.loglik, val.kl, 100 * val_error,
-               semi ? fmt::format(", q(y|x) error {:.2f} %", 100 * val_classifier) : "");
+               semi ? fmt::format(", q(y|x) error {:.2f} %", 100 * val_classifier) : "",
+               !averaging() ? ""
+                            : fmt::format("; averaged over epochs {}-{}: distance error {:.2f} %{}", config_.average_from,
+                                          epoch_, 100 * averaged_error,
+                                          semi ? fmt::format(", q(y|x) error {:.2f} %", 100 * averaged_classifier) : ""));
     if (!config_.out_dir.empty()) {
       nlohmann::json line = {
           {"epoch", epoch_}, {"step", step_}, {"batch_size", batch},
@@ -284,15 +324,24 @@ void Trainer::train() {
         line["train"]["unlabelled_elbo"] = unlabelled_sum / double(std::max<int64_t>(1, unlabelled_n));
         line["validation"]["classifier_error"] = val_classifier;
       }
+      if (averaging()) {
+        line["validation"]["averaged_distance_error"] = averaged_error;
+        if (semi) line["validation"]["averaged_classifier_error"] = averaged_classifier;
+      }
       metrics << line.dump() << std::endl;
     }
-    const double selection_error = semi ? val_classifier : val_error;
+    const double selection_error =
+        averaging() ? (semi ? averaged_classifier : averaged_error) : (semi ? val_classifier : val_error);
     const bool best = selection_error < best_error_;
-    if (best) best_epoch_ = epoch_, best_error_ = selection_error, best_values_ = params_.values().clone();
+    if (best)
+      best_epoch_ = epoch_, best_error_ = selection_error, best_values_ = (averaging() ? average_ : params_.values()).clone();
     if (!config_.out_dir.empty()) {
       // The best first: a run stopped between the two saves redoes this epoch bit for bit.
-      if (best) save(best_path());
-      save(checkpoint_path());
+      if (best) {
+        const ValuesInPlace chosen(params_.values(), best_values_);
+        save(best_path());
+      }
+      save(checkpoint_path(), averaging() ? &average_ : nullptr);
     }
   }
 }

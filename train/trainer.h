@@ -29,7 +29,8 @@ class Trainer {
   // Trains from the next epoch to config.epochs, evaluating and checkpointing after each. The
   // epoch with the lowest validation error (the distance classifier's; q(y|x)'s when
   // semi-supervised) is kept as the best, in memory and in best.safetensors: the test set is never
-  // looked at.
+  // looked at. With TrainConfig::average_from, from that epoch on the candidates are the running
+  // means of the epoch-end parameters (kept in the checkpoint as "average") instead.
   void train();
   // Puts the best epoch's parameters in place (no-op before any epoch is trained).
   void use_best();
@@ -56,7 +57,11 @@ class Trainer {
   std::string best_path() const;
 
  private:
-  void save(const std::string& path);
+  void save(const std::string& path, const Tensor* average = nullptr);
+  // Whether the epochs done include TrainConfig::average_from, so that average_ holds their mean.
+  bool averaging() const;
+  // Adds the parameters of the epoch just done to average_.
+  void add_to_average();
   std::map<std::string, std::string> metadata() const;
 
   ModelConfig model_config_;
@@ -75,6 +80,7 @@ class Trainer {
   int best_epoch_ = 0;  // 0: none yet
   double best_error_ = std::numeric_limits<double>::infinity();
   Tensor best_values_;  // the best epoch's parameter buffer
+  Tensor average_;      // the mean of the epoch-end parameters since TrainConfig::average_from
 };
 
 }  // namespace equivae
