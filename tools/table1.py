@@ -13,7 +13,10 @@ file.
 Resumable: RUNS/seed<k> holds seed k's EquiVAE run, RUNS/benchmark/seed<k> its benchmark run; a
 finished run (its results.json) is skipped, an interrupted one continues from its last epoch's
 checkpoint (train_mnist --resume auto). A run that JSON already records for the same recipe is
-kept and not run again even where its folder is gone (a table built over several machines). Seed by seed, EquiVAE then benchmark, so an interrupted
+kept and not run again even where its folder is gone (a table built over several machines).
+The benchmark classifier reads none of EquiVAE's own options (m_max, set sampling, weight
+averaging): its command leaves them out, so a recipe that changes only those keeps the benchmark
+runs JSON records (copy the earlier table's JSON to the new --json). Seed by seed, EquiVAE then benchmark, so an interrupted
 table has whole seeds. --jobs 2 --threads 1
 runs two at a time with one thread each, the best use of 2 cores. Every choice (the epoch of each
 model) is made on validation by train_mnist; the test errors read here are those of the chosen
@@ -29,12 +32,15 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_table import add_run_options, cell, duration, ledger_seconds, load_json, median_images_per_s, run_one, splice_markdown, \
-    start, what_it_computes, write_json  # noqa: E402
+    start, what_it_computes, without_option, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 WHO = "table1"
 # SPEC.md section 5: test error %, mean +/- s.e.m. over 5 runs.
 PAPER = {"distance": (0.82, 0.05), "benchmark": (0.84, 0.03)}
+# train_mnist options that only an EquiVAE run reads (the benchmark classifier trains without
+# complementary sets and without weight averaging).
+EQUIVAE_ONLY = ("--m-max", "--set-sampling", "--average-from")
 MD_BEGIN, MD_END = "<!-- table1: begin (tools/table1.py writes this part) -->", "<!-- table1: end -->"
 
 
@@ -72,8 +78,15 @@ def commands(a, seed):
         common += ["--threads", str(a.threads)]
     eq_dir, bench_dir = os.path.join(a.runs, f"seed{seed}"), os.path.join(a.runs, "benchmark", f"seed{seed}")
     equivae = [a.binary] + common + ["--out", eq_dir, "--resume", "auto"] + a.extra
-    benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir, "--resume", "auto"] + a.extra
+    benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir, "--resume", "auto"] + benchmark_options(a.extra)
     return [("equivae", equivae, eq_dir), ("benchmark", benchmark, bench_dir)]
+
+
+def benchmark_options(options):
+    """train_mnist options without those only EquiVAE reads."""
+    for option in EQUIVAE_ONLY:
+        options = without_option(options, option)
+    return options
 
 
 def train_seconds(folder):
@@ -126,18 +139,23 @@ def summary(records, key):
 
 
 def earlier_records(a):
-    """The finished runs JSON already records, if it records this recipe (the same train_mnist
-    and benchmark commands but for the binary and --threads): {kind: {seed: record}}."""
+    """The finished runs JSON already records, of each kind whose command it records is this
+    recipe's (the same but for the binary, --threads and the run folder; for the benchmark, also
+    EquiVAE's own options, which older tables passed it): {kind: {seed: record}}."""
     old = load_json(a.json, WHO) or {}
     recipe = old.get("recipe", {})
     now = commands(a, "{seed}")
-    same = recipe.get("epochs") == a.epochs and all(
-        k in recipe and what_it_computes(shlex.split(recipe[k])) == what_it_computes(now[i][1])
-        for i, k in ((0, "train_mnist"), (1, "benchmark")))
-    if not same:
-        return {"equivae": {}, "benchmark": {}}
-    return {"equivae": {r["seed"]: r for r in old.get("equivae_runs", [])},
-            "benchmark": {r["seed"]: r for r in old.get("benchmark_runs", [])}}
+
+    def computes(command, kind):
+        command = without_option(command, "--out")
+        return what_it_computes(benchmark_options(command) if kind == "benchmark" else command)
+
+    records = {}
+    for (kind, command, _), key, runs in zip(now, ("train_mnist", "benchmark"), ("equivae_runs", "benchmark_runs")):
+        same = recipe.get("epochs") == a.epochs and key in recipe and \
+            computes(shlex.split(recipe[key]), kind) == computes(command, kind)
+        records[kind] = {r["seed"]: r for r in old.get(runs, [])} if same else {}
+    return records
 
 
 def collect(a, argv):
