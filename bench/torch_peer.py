@@ -179,7 +179,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--m-max", type=int, default=3)  # train_mnist's default (TrainConfig::m_max)
+    ap.add_argument("--m-max", type=int, default=1)  # train_mnist's default (TrainConfig::m_max)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--compile", action="store_true", help="torch.compile the step's model (Inductor)")

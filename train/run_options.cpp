@@ -112,7 +112,7 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   number("m-max", o.m_max, 1, 1024, "complementary sets have m ~ U{1..m_max} members", run);
   number("average-from", o.average_from, 0, int(kEpochs),
          "from the end of this epoch on, validate the mean of the epoch-end parameters and choose the best epoch on it "
-         "(stochastic weight averaging; 0: off)", run);
+         "(stochastic weight averaging; 0: off; past --epochs: never)", run);
   add("lr", o.lr, "Adam learning rate", run)->check(in_range(0.0, 10.0, true));
   add("init", o.init,
       "initialisation: torch (U(+-1/sqrt(fan_in)) weights and biases), he (He-uniform weights, zero biases) or "
