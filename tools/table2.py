@@ -104,8 +104,7 @@ def commands(a, labels, seed):
     eq_dir, bench_dir = os.path.join(folder, "equivae"), os.path.join(folder, "benchmark")
     # Weight averaging (train_mnist's default from epoch 31) was chosen on supervised runs only.
     equivae = [a.binary] + common + ["--m-max", str(a.m_max[labels]), "--average-from", "0", "--classifier-epochs", "0",
-               "--out", eq_dir,
-                                     "--resume", "auto"] + a.extra
+                                     "--out", eq_dir, "--resume", "auto"] + a.extra
     benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir, "--resume", "auto"] + a.extra
     return [("equivae", equivae, eq_dir), ("benchmark", benchmark, bench_dir)]
 

@@ -119,6 +119,8 @@ void Trainer::save(const std::string& path, const Tensor* average) {
 
 bool Trainer::averaging() const { return config_.average_from > 0 && epoch_ >= config_.average_from; }
 
+const Tensor& Trainer::candidate_values() { return averaging() ? average_ : params_.values(); }
+
 void Trainer::add_to_average() {
   const int n = epoch_ - config_.average_from + 1;  // epoch-end parameter sets in the mean
   if (n == 1) {
@@ -150,7 +152,7 @@ void Trainer::resume(const std::string& path) {
   if (state.best_epoch > 0) {
     best_epoch_ = state.best_epoch, best_error_ = state.best_error;
     if (best_epoch_ == epoch_) {
-      best_values_ = (averaging() ? average_ : params_.values()).clone();
+      best_values_ = candidate_values().clone();
     } else {  // the best epoch's parameters, kept beside the run's last checkpoint
       ParameterStore best(model_config_.init);
       EquiVAE shape_only(model_config_, best);
@@ -334,7 +336,7 @@ void Trainer::train() {
         averaging() ? (semi ? averaged_classifier : averaged_error) : (semi ? val_classifier : val_error);
     const bool best = selection_error < best_error_;
     if (best)
-      best_epoch_ = epoch_, best_error_ = selection_error, best_values_ = (averaging() ? average_ : params_.values()).clone();
+      best_epoch_ = epoch_, best_error_ = selection_error, best_values_ = candidate_values().clone();
     if (!config_.out_dir.empty()) {
       // The best first: a run stopped between the two saves redoes this epoch bit for bit.
       if (best) {

@@ -60,6 +60,8 @@ class Trainer {
   void save(const std::string& path, const Tensor* average = nullptr);
   // Whether the epochs done include TrainConfig::average_from, so that average_ holds their mean.
   bool averaging() const;
+  // The parameters this epoch offers as the best: the running mean once averaging, else its own.
+  const Tensor& candidate_values();
   // Adds the parameters of the epoch just done to average_.
   void add_to_average();
   std::map<std::string, std::string> metadata() const;
