@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The table runners (tools/table1.py; tools/table2.py shares tools/run_table.py): a real tiny
 # table 1 of one seed, started again (the finished runs are skipped, not redone) and again without
-# its run folders (the recorded runs are kept), then with weight averaging (only EquiVAE runs
-# again), table 2's runner likewise, a benchmark run
+# its run folders (the recorded runs are kept), then with another m_max (only EquiVAE runs
+# again), one kind of run alone (--only), table 2's runner likewise, a benchmark run
 # continued from its checkpoint, then the
 # statistics of the collected table on fabricated run folders of known test errors, and a broken
 # results.json refused by name. Usage: table_runners.sh TRAIN_MNIST
@@ -21,7 +21,7 @@ work = sys.argv[1]
 t = json.load(open(f"{work}/t1/table1.json"))
 assert t["pending_seeds"] == [], t["pending_seeds"]
 for key in ("distance", "dense", "benchmark"):
-    assert t[key]["seeds"] == [1] and 0 <= t[key]["mean"] <= 100, (key, t[key])
+    assert len(t[key]["seeds"]) == 1 and t[key]["seeds"][0] == t[key]["mean"] and 0 <= t[key]["mean"] <= 100, (key, t[key])
 for folder in ("seed1", "benchmark/seed1"):
     ledger = json.load(open(f"{work}/t1/{folder}/runner.json"))
     assert len(ledger["invocations"]) == 1, (folder, ledger)  # the second invocation skipped it
@@ -37,21 +37,35 @@ import json, sys
 work = sys.argv[1]
 assert "table1: " not in open(f"{work}/third.txt").read()  # nothing was run again
 t = json.load(open(f"{work}/t1/table1.json"))
-assert t["pending_seeds"] == [] and t["distance"]["seeds"] == [1], t
+assert t["pending_seeds"] == [] and len(t["distance"]["seeds"]) == 1, t
 PY
 
-# A recipe that changes only EquiVAE's own options (here weight averaging) runs EquiVAE again and
-# keeps the benchmark runs the earlier table records.
+# A recipe that changes only EquiVAE's own options (here m_max) runs EquiVAE again and keeps the
+# benchmark runs the earlier table records.
 mkdir -p "$work/t1-avg" && cp "$work/t1/table1.json" "$work/t1-avg/table1.json"
 python3 tools/table1.py --quick --seeds 1 --train-limit 500 --threads 1 --binary "$train_mnist" --runs "$work/t1-avg" \
-  -- --classifier-epochs 1 --average-from 1 > "$work/avg.txt"
-grep -q -- "--average-from 1" "$work/avg.txt"
+  -- --classifier-epochs 1 --m-max 2 > "$work/avg.txt"
+grep -q -- "--m-max 2" "$work/avg.txt"
 if grep -q -- "--benchmark" "$work/avg.txt"; then echo "tools/table1.py ran a recorded benchmark run again"; exit 1; fi
 python3 - "$work" <<'PY'
 import json, sys
 t = json.load(open(f"{sys.argv[1]}/t1-avg/table1.json"))
-assert t["distance"]["seeds"] == [1] and t["benchmark"]["seeds"] == [1] and t["pending_seeds"] == [], t
-assert "--average-from" in t["recipe"]["train_mnist"] and "--average-from" not in t["recipe"]["benchmark"], t["recipe"]
+assert len(t["distance"]["seeds"]) == 1 and len(t["benchmark"]["seeds"]) == 1 and t["pending_seeds"] == [], t
+assert "--m-max" in t["recipe"]["train_mnist"] and "--m-max" not in t["recipe"]["benchmark"], t["recipe"]
+PY
+
+# --only benchmark runs the benchmark alone, with the weight averaging it reads; the seed stays pending.
+python3 tools/table1.py --quick --seeds 1 --train-limit 500 --threads 1 --binary "$train_mnist" --runs "$work/t1-only" \
+  --only benchmark -- --classifier-epochs 1 --average-from 1 > "$work/only.txt"
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+ran = [line for line in open(f"{work}/only.txt") if line.startswith("table1: ")]
+assert len(ran) == 1 and "--benchmark" in ran[0] and "--average-from 1" in ran[0], ran
+t = json.load(open(f"{work}/t1-only/table1.json"))
+assert t["pending_seeds"] == [1] and t["distance"]["seeds"] == [] and len(t["benchmark"]["seeds"]) == 1, t
+metrics = [json.loads(line) for line in open(f"{work}/t1-only/benchmark/seed1/metrics.jsonl")]
+assert [m["epoch"] for m in metrics] == [1] and "averaged_error" in metrics[0]["validation"], metrics
 PY
 
 # tools/table2.py keeps a recorded row the same way.
@@ -96,7 +110,7 @@ python3 tools/table1.py --collect-only --seeds 3 --runs "$fake" --json "$fake/t.
 python3 - "$fake" <<'PY'
 import json, math, sys
 t = json.load(open(f"{sys.argv[1]}/t.json"))
-assert t["distance"]["seeds"] == [1, 2, 3]
+assert t["distance"]["seeds"] == [1.0, 1.2, 1.4], t["distance"]
 assert abs(t["distance"]["mean"] - 1.2) < 1e-9 and abs(t["distance"]["sem"] - 0.2 / math.sqrt(3)) < 1e-4, t["distance"]
 assert t["benchmark"]["mean"] == 0.9 and t["benchmark"]["sem"] == 0.0, t["benchmark"]
 assert [r["best_epoch"] for r in t["equivae_runs"]] == [31, 32, 33]

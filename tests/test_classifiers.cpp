@@ -3,12 +3,17 @@
 // validation, and repeats itself exactly for the same seed.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/synthetic.h"
+#include "train/checkpoint.h"
 #include "train/classifiers.h"
 #include "train/evaluation.h"
 
@@ -78,11 +83,13 @@ TEST_CASE("classifiers: the benchmark classifier learns the synthetic glyphs fro
 TEST_CASE("classifiers: a benchmark run resumed from its epoch checkpoint ends bit for bit as an uninterrupted one",
           "[classifiers]") {
   const data::Splits s = synthetic_splits();
+  const int average_from = GENERATE(0, 2);  // with weight averaging, stopped where the mean starts
+  INFO("average_from " << average_from);
   const std::string straight_dir = temp_dir("benchmark_straight"), resumed_dir = temp_dir("benchmark_resumed");
   auto config = [&](const std::string& dir, int epochs, const std::string& resume_from) {
     ClassifierConfig c = quiet(epochs);
     c.dropout = 0.2;
-    c.checkpoint_dir = dir, c.resume_from = resume_from;
+    c.checkpoint_dir = dir, c.resume_from = resume_from, c.average_from = average_from;
     c.run.model = small_model(), c.run.benchmark = true;
     return c;
   };
@@ -97,19 +104,86 @@ TEST_CASE("classifiers: a benchmark run resumed from its epoch checkpoint ends b
   CHECK(resumed.best_epoch == straight.best_epoch);
   CHECK(resumed.validation_error == straight.validation_error);
   CHECK(resumed.test_error == straight.test_error);
-  // Parameters, Adam's moments and step, the epoch and the best epoch: the same files, byte for byte.
+  // Parameters, Adam's moments and step, the epoch, the best epoch, the running mean and the
+  // metrics log: the same files, byte for byte.
   auto bytes = [](const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});
   };
-  for (const char* file : {"/checkpoint.safetensors", "/best.safetensors"}) {
+  for (const char* file : {"/checkpoint.safetensors", "/best.safetensors", "/metrics.jsonl"}) {
     INFO(file);
     const std::string a = bytes(straight_dir + file), b = bytes(resumed_dir + file);
-    CHECK(a.size() > 1000);
+    CHECK(a.size() > 100);
     CHECK(a == b);
   }
   // An EquiVAE reader refuses the benchmark's checkpoint, naming what it holds.
   CHECK_THROWS_WITH(load_model(resumed_dir + "/best.safetensors", Device::cpu), Catch::Contains("benchmark classifier"));
   std::filesystem::remove_all(straight_dir);
   std::filesystem::remove_all(resumed_dir);
+}
+
+TEST_CASE("classifiers: --average-from chooses the benchmark's epoch on the mean of its epoch-end parameters",
+          "[classifiers]") {
+  data::Splits s = synthetic_splits();
+  std::mt19937_64 relabel(5);  // a validation error that wanders from epoch to epoch
+  for (int32_t& y : s.validation.labels) y = int32_t(relabel() % 4);
+  const int epochs = 5, from = 2;
+  const std::string dir = temp_dir("benchmark_average");
+  auto config = [&](int e) {
+    ClassifierConfig c = quiet(e);
+    c.checkpoint_dir = dir, c.average_from = from;
+    if (e > 1) c.resume_from = dir + "/checkpoint.safetensors";
+    c.run.model = small_model(), c.run.benchmark = true;
+    return c;
+  };
+  // One epoch per call, each resumed from the last one's checkpoint, reading every epoch's
+  // parameters and, from epoch 2, the checkpoint's running mean.
+  ParameterStore params(small_model().init);
+  BenchmarkClassifier::declare(params, small_model());
+  params.allocate(1, DType::f32, Device::cpu);
+  std::vector<std::vector<double>> at_epoch;
+  std::vector<double> average;
+  ClassifierResult result;
+  for (int e = 1; e <= epochs; ++e) {
+    result = train_benchmark_classifier(s, small_model(), config(e));
+    Tensor mean;
+    load_checkpoint(dir + "/checkpoint.safetensors", params, nullptr, e >= from ? &mean : nullptr);
+    at_epoch.push_back(params.values().to_vector());
+    if (e >= from) average = mean.to_vector();
+  }
+  // The mean of epochs from..last of the per-epoch parameters.
+  auto mean_of = [&](int last) {
+    std::vector<double> m(at_epoch[0].size(), 0.0);
+    for (int e = from; e <= last; ++e)
+      for (size_t i = 0; i < m.size(); ++i) m[i] += at_epoch[size_t(e - 1)][i] / double(last - from + 1);
+    return m;
+  };
+  auto worst_difference = [](const std::vector<double>& a, const std::vector<double>& b) {
+    REQUIRE(a.size() == b.size());
+    double worst = 0, largest = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i])), largest = std::max(largest, std::abs(b[i]));
+    CHECK(largest > 0);
+    return worst / largest;
+  };
+  CHECK(worst_difference(average, mean_of(epochs)) <= 1e-6);
+  CHECK(average != at_epoch.back());
+
+  // Epoch 1 offers its own parameters, epochs 2-5 their mean; the best is the lowest on validation.
+  std::ifstream metrics(dir + "/metrics.jsonl");
+  std::vector<double> candidates;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json v = nlohmann::json::parse(line).at("validation");
+    const bool averaged = int(candidates.size()) + 1 >= from;
+    CHECK(v.contains("averaged_error") == averaged);
+    candidates.push_back(averaged ? v.at("averaged_error") : v.at("error"));
+  }
+  REQUIRE(candidates.size() == size_t(epochs));
+  const size_t lowest = size_t(std::min_element(candidates.begin(), candidates.end()) - candidates.begin());
+  CHECK(result.best_epoch == int(lowest) + 1);
+  CHECK(result.validation_error == candidates[lowest]);
+  // best.safetensors holds the chosen candidate: the mean up to the best epoch, or epoch 1's own.
+  load_checkpoint(dir + "/best.safetensors", params, nullptr);
+  const std::vector<double> chosen = result.best_epoch >= from ? mean_of(result.best_epoch) : at_epoch[0];
+  CHECK(worst_difference(params.values().to_vector(), chosen) <= 1e-6);
+  std::filesystem::remove_all(dir);
 }

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <functional>
 
+#include <nlohmann/json.hpp>
+
+#include "train/averaging.h"
 #include "train/checkpoint.h"
 #include "train/progress.h"
 #include "train/sampler.h"
@@ -49,6 +53,7 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
   for (int64_t i = 0; i < train.n; ++i) all[size_t(i)] = i;
   ClassifierResult best;
   Tensor best_values;
+  ParameterAverage average(c.average_from);
   uint64_t step = 0;
   int first_epoch = 0;
   if (!c.resume_from.empty()) {
@@ -57,10 +62,11 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
                   "checkpoint {}: not a checkpoint of this {} run (seed {})", c.resume_from, name, c.seed);
     load_best_beside(c.resume_from, state.best_epoch, params);
     best_values = params.values().clone();
-    load_checkpoint(c.resume_from, params, &adam);
+    load_checkpoint(c.resume_from, params, &adam, average.active(state.epoch) ? &average.mean() : nullptr);
     first_epoch = state.epoch, step = state.step;
     best.best_epoch = state.best_epoch, best.validation_error = state.best_error;
   }
+  std::ofstream metrics = open_metrics_log(c.checkpoint_dir, first_epoch);
   const int64_t passes = std::max<int64_t>(1, (c.epoch_images + train.n - 1) / train.n);
   for (int epoch = first_epoch; epoch < c.epochs; ++epoch) {
     std::vector<int64_t> order;
@@ -84,15 +90,41 @@ ClassifierResult fit(ParameterStore& params, const Network& net, const Split& tr
       throw_if_interrupted(fmt::format("while training the {}", name));
       bar.update(b + 1);
     }
+    const int done = epoch + 1;
     const double val_error = error_rate(net, val.gather, *val.labels, val.n);
-    bar.finish(fmt::format("validation error {:.2f} %", 100 * val_error));
-    const bool improved = epoch == 0 || val_error < best.validation_error;
-    if (improved) best.validation_error = val_error, best.best_epoch = epoch + 1, best_values = params.values().clone();
+    // With --average-from, the averaged model's error chooses the best epoch from then on.
+    const bool averaging = average.active(done);
+    double averaged_error = 0;
+    if (averaging) {
+      average.add(params.values(), done);
+      const ValuesInPlace mean(params.values(), average.mean());
+      averaged_error = error_rate(net, val.gather, *val.labels, val.n);
+    }
+    const std::string status =
+        fmt::format("validation error {:.2f} %{}", 100 * val_error,
+                    averaging ? fmt::format("; averaged over epochs {}-{}: {:.2f} %", average.from(), done,
+                                            100 * averaged_error)
+                              : "");
+    bar.finish(status);
+    if (!c.progress) fmt::print(stderr, "{} epoch {}: {}\n", name, done, status);
+    const double selection_error = averaging ? averaged_error : val_error;
+    const bool improved = epoch == 0 || selection_error < best.validation_error;
+    if (improved) {
+      best.validation_error = selection_error, best.best_epoch = done;
+      best_values = averaging ? average.mean().clone() : params.values().clone();
+    }
     if (!c.checkpoint_dir.empty()) {
+      nlohmann::json line = {{"epoch", done}, {"step", step}, {"validation", {{"error", val_error}}}};
+      if (averaging) line["validation"]["averaged_error"] = averaged_error;
+      metrics << line.dump() << std::endl;
       // The best first: a run stopped between the two saves redoes this epoch bit for bit.
-      const auto metadata = fit_metadata(c, epoch + 1, step, best);
-      if (improved) save_checkpoint(c.checkpoint_dir + "/best.safetensors", params, nullptr, metadata);
-      save_checkpoint(c.checkpoint_dir + "/checkpoint.safetensors", params, &adam, metadata);
+      const auto metadata = fit_metadata(c, done, step, best);
+      if (improved) {
+        const ValuesInPlace chosen(params.values(), best_values);
+        save_checkpoint(c.checkpoint_dir + "/best.safetensors", params, nullptr, metadata);
+      }
+      save_checkpoint(c.checkpoint_dir + "/checkpoint.safetensors", params, &adam, metadata,
+                      averaging ? &average.mean() : nullptr);
     }
   }
   if (best_values.defined()) {  // the test set, once, with the epoch chosen on validation

@@ -23,13 +23,16 @@ struct ClassifierConfig {
   int64_t epoch_images = 0;
   int64_t batch_size = 64;
   double lr = 1e-3, dropout = 0.5;
+  // From this epoch on (0: never) the best epoch is chosen on the running mean of the epoch-end
+  // parameters instead of each epoch's own (train/averaging.h).
+  int average_from = 0;
   uint64_t seed = 1;
   Device device = Device::cpu;
   bool progress = true;
   // Per-epoch checkpoints (a long run's, such as the benchmark's): when set, checkpoint.safetensors
-  // (parameters, Adam, the epoch, the step, the best epoch and its validation error) after every
-  // epoch and best.safetensors (the best epoch's parameters) into this folder, with `run` as
-  // their metadata. A run started with resume_from (such a checkpoint, best.safetensors beside
+  // (parameters, Adam, the epoch, the step, the best epoch and its validation error, the running
+  // mean when averaging) after every epoch, best.safetensors (the best epoch's parameters) and a
+  // line of metrics.jsonl into this folder, with `run` as the checkpoints' metadata. A run started with resume_from (such a checkpoint, best.safetensors beside
   // it) continues after its epoch exactly as if it had never stopped.
   std::string checkpoint_dir, resume_from;
   RunState run;

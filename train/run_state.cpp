@@ -180,4 +180,40 @@ RunState read_run_state(const std::string& path) {
   return s;
 }
 
+namespace {
+
+// Drops the lines of metrics log `path` whose epoch is after `epoch` (lines that are not a JSON
+// object with an integer epoch stay: the log is the user's record, not ours to judge).
+void keep_metrics_up_to(const std::string& path, int epoch) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  bool dropped = false;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("epoch") && j["epoch"].is_number_integer() && j["epoch"].get<int64_t>() > epoch) {
+      dropped = true;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  if (!dropped) return;
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+  if (!out) throw std::runtime_error("cannot rewrite " + path);
+}
+
+}  // namespace
+
+std::ofstream open_metrics_log(const std::string& dir, int epochs_done) {
+  std::ofstream metrics;
+  if (dir.empty()) return metrics;
+  const std::string path = dir + "/metrics.jsonl";
+  if (epochs_done > 0) keep_metrics_up_to(path, epochs_done);
+  metrics.open(path, epochs_done > 0 ? std::ios::app : std::ios::trunc);
+  if (!metrics) throw std::runtime_error("cannot open " + path);
+  return metrics;
+}
+
 }  // namespace equivae

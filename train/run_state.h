@@ -3,6 +3,7 @@
 // and its class names. Every field read from a file is checked and a bad one named with the file.
 #pragma once
 #include <limits>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -47,5 +48,11 @@ ModelConfig model_from_json(const std::string& text);
 // is allocated when a field is bad, when it has more parameters than the file holds values, or
 // when training it would need more memory than the machine has.
 ModelConfig checkpoint_model(const std::string& path, const std::map<std::string, std::string>& metadata);
+
+// The metrics log (metrics.jsonl, a JSON line per epoch) of the run in folder `dir`, opened for
+// the epoch after `epochs_done`: a fresh run starts a new log; a resumed one continues its own,
+// without the lines of epochs after its checkpoint's (a run stopped between an epoch's metrics
+// line and its checkpoint does that epoch again). An empty `dir`: no log (a closed stream).
+std::ofstream open_metrics_log(const std::string& dir, int epochs_done);
 
 }  // namespace equivae

@@ -208,7 +208,7 @@ int run(RunOptions& o, OptionTable& table) {
                             {"device", o.device}, {"tf32", o.tf32}, {"classes", splits.train.class_names}};
 
   if (o.benchmark) {
-    classifier.epochs = o.epochs;
+    classifier.epochs = o.epochs, classifier.average_from = o.average_from;
     if (train.labels_per_class > 0) {  // the same labelled subset a semi-supervised run of this seed sees
       const auto labelled = data::balanced_label_subset(splits.train, train.labels_per_class, o.seed);
       // An epoch shows the benchmark as many labelled images as an epoch of that run shows its

@@ -15,6 +15,7 @@
 #include "engine/backend.h"
 #include "engine/late_read.h"
 #include "engine/ops.h"
+#include "train/averaging.h"
 #include "train/checkpoint.h"
 #include "train/classifiers.h"
 #include "train/json_checks.h"
@@ -27,19 +28,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Puts `values` in place of the parameters' own for its lifetime (to evaluate or save another set
-// of parameters, such as their running mean, through the same model).
-class ValuesInPlace {
- public:
-  ValuesInPlace(Tensor& params, const Tensor& values) : params_(params), own_(params.clone()) { params_.copy_from(values); }
-  ~ValuesInPlace() { params_.copy_from(own_); }
-  ValuesInPlace(const ValuesInPlace&) = delete;
-  ValuesInPlace& operator=(const ValuesInPlace&) = delete;
-
- private:
-  Tensor& params_;
-  Tensor own_;
-};
 
 }  // namespace
 
@@ -51,7 +39,7 @@ int64_t TrainConfig::batch_size_for(int epoch) const {
 }
 
 Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data::Splits& data)
-    : model_config_(model), config_(config), data_(data), params_(model.init) {
+    : model_config_(model), config_(config), data_(data), params_(model.init), average_(config.average_from) {
   const data::Dataset& t = data.train;
   EQUIVAE_CHECK(t.channels == model.channels && t.height == model.image_size && t.width == model.image_size &&
                     t.num_classes == model.num_classes,
@@ -74,32 +62,6 @@ Trainer::Trainer(const ModelConfig& model, const TrainConfig& config, const data
   if (!config.out_dir.empty()) std::filesystem::create_directories(config.out_dir);
 }
 
-namespace {
-
-// Drops the lines of metrics log `path` whose epoch is after `epoch` (lines that are not a JSON
-// object with an integer epoch stay: the log is the user's record, not ours to judge).
-void keep_metrics_up_to(const std::string& path, int epoch) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept, line;
-  bool dropped = false;
-  while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object() && j.contains("epoch") && j["epoch"].is_number_integer() && j["epoch"].get<int64_t>() > epoch) {
-      dropped = true;
-      continue;
-    }
-    kept += line + "\n";
-  }
-  in.close();
-  if (!dropped) return;
-  std::ofstream out(path, std::ios::trunc);
-  out << kept;
-  if (!out) throw std::runtime_error("cannot rewrite " + path);
-}
-
-}  // namespace
-
 std::string Trainer::checkpoint_path() const { return config_.out_dir + "/checkpoint.safetensors"; }
 std::string Trainer::best_path() const { return config_.out_dir + "/best.safetensors"; }
 
@@ -117,20 +79,9 @@ void Trainer::save(const std::string& path, const Tensor* average) {
   save_checkpoint(path, params_, adam_.get(), metadata(), average);
 }
 
-bool Trainer::averaging() const { return config_.average_from > 0 && epoch_ >= config_.average_from; }
+bool Trainer::averaging() const { return average_.active(epoch_); }
 
-const Tensor& Trainer::candidate_values() { return averaging() ? average_ : params_.values(); }
-
-void Trainer::add_to_average() {
-  const int n = epoch_ - config_.average_from + 1;  // epoch-end parameter sets in the mean
-  if (n == 1) {
-    average_ = params_.values().clone();
-    return;
-  }
-  Backend& b = backend(config_.device);  // mean += (values - mean) / n
-  b.scale(average_, 1.0 - 1.0 / n, average_);
-  b.axpy(1.0 / n, params_.values(), average_);
-}
+const Tensor& Trainer::candidate_values() { return averaging() ? average_.mean() : params_.values(); }
 
 void Trainer::resume(const std::string& path) {
   const RunState state = read_run_state(path);
@@ -148,7 +99,7 @@ void Trainer::resume(const std::string& path) {
                                          init_scheme_name(model_config_.init),
                                          data::set_sampling_name(config_.set_sampling)));
   epoch_ = state.epoch, step_ = state.step;
-  load_checkpoint(path, params_, adam_.get(), averaging() ? &average_ : nullptr);
+  load_checkpoint(path, params_, adam_.get(), averaging() ? &average_.mean() : nullptr);
   if (state.best_epoch > 0) {
     best_epoch_ = state.best_epoch, best_error_ = state.best_error;
     if (best_epoch_ == epoch_) {
@@ -171,15 +122,7 @@ void Trainer::train() {
   const std::vector<int64_t>& all = epoch_rows_;
   const int64_t epoch_size = int64_t(all.size());
   const bool semi = config_.labels_per_class > 0;
-  std::ofstream metrics;
-  // A fresh run starts a new log; a resumed one continues its own, without the lines of epochs
-  // after its checkpoint's (a run stopped between an epoch's metrics line and its checkpoint
-  // does that epoch again).
-  if (!config_.out_dir.empty()) {
-    const std::string path = config_.out_dir + "/metrics.jsonl";
-    if (epoch_ > 0) keep_metrics_up_to(path, epoch_);
-    metrics.open(path, epoch_ > 0 ? std::ios::app : std::ios::trunc);
-  }
+  std::ofstream metrics = open_metrics_log(config_.out_dir, epoch_);
 
   const bool quiet_steps = config_.device == Device::cuda;
   LateScalars late;
@@ -304,8 +247,8 @@ void Trainer::train() {
     // The averaged model's errors (--average-from), which then choose the best epoch.
     double averaged_error = 0, averaged_classifier = 0;
     if (averaging()) {
-      add_to_average();
-      const ValuesInPlace mean(params_.values(), average_);
+      average_.add(params_.values(), epoch_);
+      const ValuesInPlace mean(params_.values(), average_.mean());
       averaged_error = distance_error(data_.validation);
       averaged_classifier = semi ? classifier_error(data_.validation) : 0.0;
     }
@@ -313,7 +256,7 @@ void Trainer::train() {
                epoch_, batch, val.elbo, val.loglik, val.kl, 100 * val_error,
                semi ? fmt::format(", q(y|x) error {:.2f} %", 100 * val_classifier) : "",
                !averaging() ? ""
-                            : fmt::format("; averaged over epochs {}-{}: distance error {:.2f} %{}", config_.average_from,
+                            : fmt::format("; averaged over epochs {}-{}: distance error {:.2f} %{}", average_.from(),
                                           epoch_, 100 * averaged_error,
                                           semi ? fmt::format(", q(y|x) error {:.2f} %", 100 * averaged_classifier) : ""));
     if (!config_.out_dir.empty()) {
@@ -343,7 +286,7 @@ void Trainer::train() {
         const ValuesInPlace chosen(params_.values(), best_values_);
         save(best_path());
       }
-      save(checkpoint_path(), averaging() ? &average_ : nullptr);
+      save(checkpoint_path(), averaging() ? &average_.mean() : nullptr);
     }
   }
 }

@@ -11,6 +11,7 @@
 
 #include "engine/step_graph.h"
 #include "model/equivae.h"
+#include "train/averaging.h"
 #include "train/data.h"
 #include "train/device_images.h"
 #include "train/evaluation.h"
@@ -62,8 +63,6 @@ class Trainer {
   bool averaging() const;
   // The parameters this epoch offers as the best: the running mean once averaging, else its own.
   const Tensor& candidate_values();
-  // Adds the parameters of the epoch just done to average_.
-  void add_to_average();
   std::map<std::string, std::string> metadata() const;
 
   ModelConfig model_config_;
@@ -82,7 +81,7 @@ class Trainer {
   int best_epoch_ = 0;  // 0: none yet
   double best_error_ = std::numeric_limits<double>::infinity();
   Tensor best_values_;  // the best epoch's parameter buffer
-  Tensor average_;      // the mean of the epoch-end parameters since TrainConfig::average_from
+  ParameterAverage average_;  // of the epoch-end parameters since TrainConfig::average_from
 };
 
 }  // namespace equivae
