@@ -17,6 +17,8 @@
 #   SEMI_BATCH (32)
 #   BEFORE: another build's train_mnist (e.g. of an older commit), timed in the same rounds
 #   ONLY_SEMI=1: the semi-supervised step only (no supervised batches, no max RSS)
+#   M_MAX: complementary sets of m ~ U{1..M_MAX} on both sides (default: both programs' default,
+#          train_mnist's recipe); more members mean more images through h per step
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${EQUIVAE_BUILD_DIR:-build}"
@@ -29,6 +31,7 @@ out="${OUT:-runs/cpu_vs_torch}"
 semi_batch="${SEMI_BATCH:-32}"
 labels=$((limit / 100 * 10))
 only_semi="${ONLY_SEMI:-0}"
+m_max=(${M_MAX:+--m-max "$M_MAX"})
 data="${EQUIVAE_DATA_DIR:-../shared/data/mnist}"
 mkdir -p "$out"
 
@@ -48,14 +51,15 @@ ours() {  # batch round [binary] -> images/s; SEMI=1: a --labels run (unlabelled
   local dir="$out/ours${SEMI:+-semi}${3:+-before}-b$1-r$2"
   rm -rf "$dir"
   "${3:-$build/train/train_mnist}" --train-limit "$limit" ${SEMI:+--labels $labels} --epochs 1 --double-every 0 \
-    --batch-size "$1" --max-batch-size "$1" --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" > "$dir.log" 2>&1
+    --batch-size "$1" --max-batch-size "$1" --classifier-epochs 0 --threads "$threads" --no-progress --out "$dir" \
+    "${m_max[@]}" > "$dir.log" 2>&1
   "$py" -c "import json; print(json.loads(open('$dir/metrics.jsonl').readline())['images_per_s'])"
 }
 peer() {  # batch round mode -> images/s; SEMI=1: the semi-supervised step
   local flag="" name="torch${SEMI:+-semi}-$3-b$1-r$2"
   [[ "$3" == compile ]] && flag="--compile"
   "$py" bench/torch_peer.py --threads "$threads" --batch-size "$1" --steps "$steps" --data-dir "$data" $flag \
-    ${SEMI:+--labels $labels} 2> "$out/$name.err" | tee "$out/$name.json" |
+    ${SEMI:+--labels $labels} "${m_max[@]}" 2> "$out/$name.err" | tee "$out/$name.json" |
     "$py" -c "import json, sys; print(json.loads(sys.stdin.read())['images_per_s'])"
 }
 
