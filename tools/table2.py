@@ -94,16 +94,17 @@ def train_limit(a, labels):
 
 def commands(a, labels, seed):
     """The two train_mnist command lines of one (row, seed), and their run folders."""
+    # Weight averaging (train_mnist's default from epoch 31) was chosen on supervised runs only: off
+    # for both models here.
     common = ["--labels", str(labels), "--latent", "8", "--epochs", str(a.epoch_counts[labels]), "--seed", str(seed),
-              "--no-progress"]
+              "--average-from", "0", "--no-progress"]
     if train_limit(a, labels):
         common += ["--train-limit", str(train_limit(a, labels))]
     if a.threads:
         common += ["--threads", str(a.threads)]
     folder = os.path.join(a.runs, str(labels), f"seed{seed}")
     eq_dir, bench_dir = os.path.join(folder, "equivae"), os.path.join(folder, "benchmark")
-    # Weight averaging (train_mnist's default from epoch 31) was chosen on supervised runs only.
-    equivae = [a.binary] + common + ["--m-max", str(a.m_max[labels]), "--average-from", "0", "--classifier-epochs", "0",
+    equivae = [a.binary] + common + ["--m-max", str(a.m_max[labels]), "--classifier-epochs", "0",
                                      "--out", eq_dir, "--resume", "auto"] + a.extra
     benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir, "--resume", "auto"] + a.extra
     return [("equivae", equivae, eq_dir), ("benchmark", benchmark, bench_dir)]
