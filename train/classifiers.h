@@ -32,8 +32,9 @@ struct ClassifierConfig {
   // Per-epoch checkpoints (a long run's, such as the benchmark's): when set, checkpoint.safetensors
   // (parameters, Adam, the epoch, the step, the best epoch and its validation error, the running
   // mean when averaging) after every epoch, best.safetensors (the best epoch's parameters) and a
-  // line of metrics.jsonl into this folder, with `run` as the checkpoints' metadata. A run started with resume_from (such a checkpoint, best.safetensors beside
-  // it) continues after its epoch exactly as if it had never stopped.
+  // line of metrics.jsonl into this folder, with `run` as the checkpoints' metadata. A run
+  // started with resume_from (such a checkpoint, best.safetensors beside it) continues after its
+  // epoch exactly as if it had never stopped.
   std::string checkpoint_dir, resume_from;
   RunState run;
 };

@@ -28,7 +28,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-
 }  // namespace
 
 int64_t TrainConfig::batch_size_for(int epoch) const {
