@@ -61,6 +61,9 @@ def parse():
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--epochs", default="", help="override the paper's epochs: N or ROW=N,...")
     ap.add_argument("--m-max", default="", help="override m_max: N or ROW=N,...")
+    ap.add_argument("--average-from", default="0",
+                    help="weight averaging of both models from epoch N (train_mnist --average-from): N, ROW=N,..., "
+                         "or 'last-batch', the first epoch of the batch schedule's last size in each row; 0: off")
     add_run_options(ap, "table2", "runs/table2")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke test: 1 epoch, 2,000 unlabelled images per row, 1 seed, scratch outputs")
@@ -80,10 +83,19 @@ def parse():
     a.seed_counts = per_row(a.seeds, "--seeds", {r: 1 for r in ROWS})
     a.epoch_counts = per_row(a.epochs, "--epochs", EPOCHS) if a.epochs else dict(EPOCHS)
     a.m_max = per_row(a.m_max, "--m-max", M_MAX) if a.m_max else dict(M_MAX)
+    a.average_from = ({r: last_batch_size_epoch(e) for r, e in a.epoch_counts.items()} if a.average_from == "last-batch"
+                      else per_row(a.average_from, "--average-from", {r: 0 for r in ROWS}))
     a.runs = a.runs or ("runs/table2-quick" if a.quick else "runs/table2")
     a.json = a.json or (os.path.join(a.runs, "table2.json") if a.quick else "docs/results/table2.json")
     a.md = a.md or (os.path.join(a.runs, "results.md") if a.quick else "docs/results.md")
     return a
+
+
+def last_batch_size_epoch(epochs, double_every=10):
+    """The first epoch that runs at the batch schedule's last size (train_mnist doubles the batch
+    every `double_every` epochs): the epochs from there on have the same step noise, so their
+    parameters wander around one basin and their mean is a fair average (Table 1 averages 31-40)."""
+    return (epochs - 1) // double_every * double_every + 1
 
 
 def train_limit(a, labels):
@@ -94,10 +106,9 @@ def train_limit(a, labels):
 
 def commands(a, labels, seed):
     """The two train_mnist command lines of one (row, seed), and their run folders."""
-    # Weight averaging (train_mnist's default from epoch 31) was chosen on supervised runs only: off
-    # for both models here.
+    # Weight averaging (train_mnist's default from epoch 31) is --average-from here, for both models.
     common = ["--labels", str(labels), "--latent", "8", "--epochs", str(a.epoch_counts[labels]), "--seed", str(seed),
-              "--average-from", "0", "--no-progress"]
+              "--average-from", str(a.average_from[labels]), "--no-progress"]
     if train_limit(a, labels):
         common += ["--train-limit", str(train_limit(a, labels))]
     if a.threads:
