@@ -73,6 +73,24 @@ TEST_CASE("run options: a run's options come back through the same checks; a dif
   CHECK_THROWS_WITH(differs.table.restore(stored, "checkpoint c", differs.table.given()),
                     Contains("--train-limit 300 differs from the run's 2000 (checkpoint c)"));
 
+  // --average-from never changes training: it may change until the run reaches the old or new epoch.
+  nlohmann::json plain = stored;  // a run without averaging (the default starts at epoch 31)
+  plain["average-from"] = 0;
+  Parsed averaged({"--average-from", "21"});
+  averaged.table.restore(plain, "checkpoint c", averaged.table.given(), 20);
+  CHECK(averaged.o.average_from == 21);
+  Parsed late({"--average-from", "21"});
+  CHECK_THROWS_WITH(late.table.restore(plain, "checkpoint c", late.table.given(), 21),
+                    Contains("--average-from 21 differs from the run's 0 (checkpoint c), which has done 21 epochs"));
+  nlohmann::json averaging = stored;
+  averaging["average-from"] = 11;
+  Parsed off({"--average-from", "0"});
+  off.table.restore(averaging, "checkpoint c", off.table.given(), 10);
+  CHECK(off.o.average_from == 0);
+  Parsed begun({"--average-from", "0"});
+  CHECK_THROWS_WITH(begun.table.restore(averaging, "checkpoint c", begun.table.given(), 11),
+                    Contains("--average-from 0 differs from the run's 11"));
+
   // A stored value is hostile input: out of range, the wrong type, or an unknown name.
   for (const auto& [field, value, message] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
            {"batch-size", 0, "0 is not an integer in [1, 65536]"},

@@ -112,7 +112,8 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   number("m-max", o.m_max, 1, 1024, "complementary sets have m ~ U{1..m_max} members", run);
   number("average-from", o.average_from, 0, int(kEpochs),
          "from the end of this epoch on, validate the mean of the epoch-end parameters and choose the best epoch on it "
-         "(stochastic weight averaging; 0: off; past --epochs: never)", run);
+         "(stochastic weight averaging; 0: off; past --epochs: never); a resumed run may change it until either epoch is "
+         "reached, since averaging never changes training", Kept::until_reached);
   add("lr", o.lr, "Adam learning rate", run)->check(in_range(0.0, 10.0, true));
   add("init", o.init,
       "initialisation: torch (U(+-1/sqrt(fan_in)) weights and biases), he (He-uniform weights, zero biases) or "
@@ -179,7 +180,8 @@ std::set<std::string> OptionTable::given() const {
   return names;
 }
 
-void OptionTable::restore(const nlohmann::json& stored, const std::string& source, const std::set<std::string>& given) {
+void OptionTable::restore(const nlohmann::json& stored, const std::string& source, const std::set<std::string>& given,
+                          int epochs_done) {
   if (!stored.is_object())
     throw std::runtime_error(fmt::format("{}: the run's options are {}, expected an object", source, json_brief(stored)));
   for (const auto& item : stored.items()) {
@@ -191,6 +193,13 @@ void OptionTable::restore(const nlohmann::json& stored, const std::string& sourc
     const Entry& e = found->second;
     if (e.kept == Kept::invocation) continue;
     if (given.count(name)) {
+      const auto reached = [&](const nlohmann::json& epoch) {
+        return epoch.is_number_integer() && epoch.get<int64_t>() > 0 && epoch.get<int64_t>() <= epochs_done;
+      };
+      if (e.kept == Kept::until_reached && e.value() != value && (reached(value) || reached(e.value())))
+        throw std::invalid_argument(fmt::format("--{} {} differs from the run's {} ({}), which has done {} epochs: "
+                                                "leave it out, or train a new run in another --out",
+                                                name, e.value().dump(), value.dump(), source, epochs_done));
       if (e.kept == Kept::run && e.value() != value)
         throw std::invalid_argument(fmt::format("--{} {} differs from the run's {} ({}): leave it out (--resume and "
                                                 "--evaluate keep the run's options), or train a new run in another --out",

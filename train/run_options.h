@@ -25,6 +25,9 @@ enum class Kept {
   run,         // the run's value; given again, it must agree (seed, model sizes, data, schedule)
   extendable,  // the run's value unless given again (--epochs: a resumed run may go further)
   invocation,  // of this command only, never restored (where to write, device, threads)
+  // An epoch from which something starts that never changes training (--average-from): given
+  // again, it may differ while the run has reached neither its value nor the new one.
+  until_reached,
 };
 
 // Defaults are those of ModelConfig, TrainConfig and ClassifierConfig: one home each.
@@ -58,9 +61,11 @@ class OptionTable {
   std::set<std::string> given() const;
   // Takes the run's options `stored` (to_json() of the run, read from `source`) for every option
   // of kind run or extendable that `given` lacks, through the same checks as the command line;
-  // refuses a given option of kind run whose value differs, naming it, both values and the source.
+  // refuses a given option of kind run whose value differs, naming it, both values and the source,
+  // and one of kind until_reached where the run's `epochs_done` has reached the old or new value.
   // Unknown names are refused (a file from a newer build, or a typo).
-  void restore(const nlohmann::json& stored, const std::string& source, const std::set<std::string>& given);
+  void restore(const nlohmann::json& stored, const std::string& source, const std::set<std::string>& given,
+               int epochs_done = 0);
 
  private:
   struct Entry {

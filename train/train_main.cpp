@@ -169,7 +169,7 @@ int run(RunOptions& o, OptionTable& table) {
     if (!o.evaluate.empty() && state.benchmark)
       throw std::invalid_argument(fmt::format("--evaluate {}: a benchmark classifier's checkpoint; --evaluate takes an "
                                               "EquiVAE run's", o.evaluate));
-    table.restore(state.options, "checkpoint " + checkpoint, given);
+    table.restore(state.options, "checkpoint " + checkpoint, given, state.epoch);
   }
   if (o.out.empty()) o.out = (fs::path(o.evaluate).parent_path() / "evaluation").string();
   check_options(o);
