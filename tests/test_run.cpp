@@ -3,6 +3,7 @@
 // differing one is refused by name, a checkpoint carries its options and class names, and an
 // .npz holds exactly the bytes and headers NumPy reads.
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cstring>
@@ -74,22 +75,21 @@ TEST_CASE("run options: a run's options come back through the same checks; a dif
                     Contains("--train-limit 300 differs from the run's 2000 (checkpoint c)"));
 
   // --average-from never changes training: it may change until the run reaches the old or new epoch.
-  nlohmann::json plain = stored;  // a run without averaging (the default starts at epoch 31)
-  plain["average-from"] = 0;
-  Parsed averaged({"--average-from", "21"});
-  averaged.table.restore(plain, "checkpoint c", averaged.table.given(), 20);
-  CHECK(averaged.o.average_from == 21);
-  Parsed late({"--average-from", "21"});
-  CHECK_THROWS_WITH(late.table.restore(plain, "checkpoint c", late.table.given(), 21),
-                    Contains("--average-from 21 differs from the run's 0 (checkpoint c), which has done 21 epochs"));
-  nlohmann::json averaging = stored;
-  averaging["average-from"] = 11;
-  Parsed off({"--average-from", "0"});
-  off.table.restore(averaging, "checkpoint c", off.table.given(), 10);
-  CHECK(off.o.average_from == 0);
-  Parsed begun({"--average-from", "0"});
-  CHECK_THROWS_WITH(begun.table.restore(averaging, "checkpoint c", begun.table.given(), 11),
-                    Contains("--average-from 0 differs from the run's 11"));
+  for (const auto& [run_value, given_value, epochs_done, allowed] : std::vector<std::tuple<int, int, int, bool>>{
+           {0, 21, 20, true}, {0, 21, 21, false}, {11, 0, 10, true}, {11, 0, 11, false}, {11, 11, 30, true}}) {
+    nlohmann::json run = stored;
+    run["average-from"] = run_value;
+    Parsed p({"--average-from", std::to_string(given_value)});
+    INFO(run_value << " -> " << given_value << " after " << epochs_done << " epochs");
+    if (allowed) {
+      p.table.restore(run, "checkpoint c", p.table.given(), epochs_done);
+      CHECK(p.o.average_from == given_value);
+    } else {
+      CHECK_THROWS_WITH(p.table.restore(run, "checkpoint c", p.table.given(), epochs_done),
+                        Contains(fmt::format("--average-from {} differs from the run's {} (checkpoint c), which has "
+                                             "done {} epochs", given_value, run_value, epochs_done)));
+    }
+  }
 
   // A stored value is hostile input: out of range, the wrong type, or an unknown name.
   for (const auto& [field, value, message] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
