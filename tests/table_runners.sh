@@ -68,8 +68,8 @@ metrics = [json.loads(line) for line in open(f"{work}/t1-only/benchmark/seed1/me
 assert [m["epoch"] for m in metrics] == [1] and "averaged_error" in metrics[0]["validation"], metrics
 PY
 
-# tools/table2.py keeps a recorded row the same way.
-t2=(python3 tools/table2.py --quick --rows 100 --threads 1 --binary "$train_mnist" --runs "$work/t2" --json "$work/t2/t.json"
+# tools/table2.py keeps a recorded row the same way (its two runs side by side, --jobs 2).
+t2=(python3 tools/table2.py --quick --rows 100 --jobs 2 --threads 1 --binary "$train_mnist" --runs "$work/t2" --json "$work/t2/t.json"
     --md "$work/t2/r.md")
 "${t2[@]}" > /dev/null
 rm -rf "$work/t2/100"

@@ -2,12 +2,14 @@
 with a ledger of each invocation's command and wall time, JSON written whole, and the part of a
 Markdown file that a runner owns. Standard library only (Debian's python3).
 """
+import concurrent.futures
 import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -78,6 +80,28 @@ def run_one(who, kind, command, folder, skip_finished, fresh):
         sys.exit(f"{who}: {kind} run failed (exit {code}); its output is in {os.path.join(folder, 'log.txt')}")
 
 
+def run_all(who, tasks, jobs, resume, after_each):
+    """Runs `tasks` ((kind, command, folder), in this order) through run_one, `jobs` at a time, and
+    after_each() after every run that finished, one at a time (it rewrites the table). Runs never
+    share a folder, so they need no other coordination. Exits with every failed run's message."""
+    lock = threading.Lock()
+
+    def work(task):
+        kind, command, folder = task
+        try:
+            run_one(who, kind, command, folder, skip_finished=resume == "auto", fresh=resume == "never")
+        except SystemExit as e:  # run_one's message, to the main thread
+            return str(e.code)
+        with lock:
+            after_each()
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        failures = [f for f in pool.map(work, tasks) if f]
+    if failures:
+        sys.exit("\n".join(failures))
+
+
 def ledger_seconds(folder, who):
     """The wall seconds of every invocation the ledger of a run folder records, or None."""
     ledger = load_json(os.path.join(folder, "runner.json"), who)
@@ -135,6 +159,7 @@ def add_run_options(ap, who, runs):
     """The options every table runner has; `runs` is its default run folder."""
     ap.add_argument("--train-limit", type=int, default=0, help="train on the first N images (0: all 55,000)")
     ap.add_argument("--threads", type=int, default=0, help="train_mnist --threads (0: its default, all cores)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (--jobs 2 --threads 1: the best use of 2 cores)")
     ap.add_argument("--binary", default="build/train/train_mnist")
     ap.add_argument("--runs", default="", help=f"run folders (default {runs}, --quick: runs/{who}-quick)")
     ap.add_argument("--json", default="", help=f"default docs/results/{who}.json (--quick: RUNS/{who}.json)")

@@ -23,15 +23,13 @@ model) is made on validation by train_mnist; the test errors read here are those
 epochs. Standard library only (Debian's python3).
 """
 import argparse
-import concurrent.futures
 import json
 import os
 import shlex
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_table import add_run_options, cell, duration, ledger_seconds, load_json, median_images_per_s, run_one, splice_markdown, \
+from run_table import add_run_options, cell, duration, ledger_seconds, load_json, median_images_per_s, run_all, splice_markdown, \
     start, what_it_computes, without_option, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
@@ -49,7 +47,6 @@ def parse():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=40, help="epochs of every run (the paper's 40)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
     ap.add_argument("--only", choices=("equivae", "benchmark"), help="run only this kind of run (the table "
                     "still collects both)")
     add_run_options(ap, "table1", "runs/t1")
@@ -224,22 +221,7 @@ def main():
         earlier = earlier_records(a)
         tasks = [task for seed in seeds for task in commands(a, seed)
                  if seed not in earlier[task[0]] and a.only in (None, task[0])]
-        lock = threading.Lock()
-
-        def work(task):
-            kind, command, folder = task
-            try:
-                run_one(WHO, kind, command, folder, skip_finished=a.resume == "auto", fresh=a.resume == "never")
-            except SystemExit as e:  # run_one's message, to the main thread
-                return str(e.code)
-            with lock:
-                collect(a, argv)  # the table grows run by run
-            return None
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
-            failures = [f for f in pool.map(work, tasks) if f]
-        if failures:
-            sys.exit("\n".join(failures))
+        run_all(WHO, tasks, a.jobs, a.resume, lambda: collect(a, argv))  # the table grows run by run
     table = collect(a, argv)
     for key in ("distance", "dense", "benchmark"):
         print(f"{key}: {cell(table[key])}")

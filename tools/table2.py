@@ -4,7 +4,7 @@ seed, one semi-supervised EquiVAE run (test error of q(y|x)) and one benchmark c
 same labelled subset, then mean +/- s.e.m. per row into a JSON file and a table in a Markdown file.
 
   python3 tools/table2.py                       # the table: 3 seeds for 100 labels, 1 for the others
-  nohup nice -n 19 python3 tools/table2.py --seeds 5 > runs/table2.log 2>&1 &
+  nohup nice -n 19 python3 tools/table2.py --jobs 2 --threads 1 --seeds 5 > runs/table2.log 2>&1 &
   python3 tools/table2.py --quick               # 1 short epoch per row into runs/table2-quick/
   python3 tools/table2.py --collect-only        # just rebuild the JSON and the table
 
@@ -13,7 +13,8 @@ results.json) is skipped, an interrupted EquiVAE run continues from its last epo
 (train_mnist --resume auto), a benchmark run too; a run that JSON already records for the same
 command (but for the binary and --threads) is kept and not run again even where its folder is
 gone (a table built over several machines). Seeds go in the outer loop,
-so an interrupted table has every row's first seed before any row's second. Every choice (the
+so an interrupted table has every row's first seed before any row's second; --jobs 2 --threads 1
+runs two at a time with one thread each, the best use of 2 cores. Every choice (the
 epoch of each model) is made on validation by train_mnist; the test errors read here are those of
 the chosen epochs. Standard library only (Debian's python3).
 """
@@ -24,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_table import add_run_options, cell, duration, ledger_seconds, load_json as load_json_of, median_images_per_s, \
-    run_one as run_ledgered, splice_markdown, start, what_it_computes, write_json  # noqa: E402
+    run_all, splice_markdown, start, what_it_computes, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 ROWS = [100, 600, 1000, 3000]
@@ -80,6 +81,8 @@ def parse():
     if a.quick:  # unless given: 1 epoch, 1 seed per row
         a.epochs = a.epochs or "1"
         a.seeds = "1" if a.seeds == ap.get_default("seeds") else a.seeds
+    if a.jobs < 1:
+        sys.exit(f"table2: --jobs must be at least 1, not {a.jobs}")
     a.seed_counts = per_row(a.seeds, "--seeds", {r: 1 for r in ROWS})
     a.epoch_counts = per_row(a.epochs, "--epochs", EPOCHS) if a.epochs else dict(EPOCHS)
     a.m_max = per_row(a.m_max, "--m-max", M_MAX) if a.m_max else dict(M_MAX)
@@ -123,11 +126,6 @@ def commands(a, labels, seed):
 
 def load_json(path):
     return load_json_of(path, "table2")
-
-
-def run_one(a, kind, command, folder):
-    """Runs (or continues) one run unless it is finished."""
-    run_ledgered("table2", kind, command, folder, skip_finished=a.resume == "auto", fresh=a.resume == "never")
 
 
 def seed_record(a, kind, folder, seed):
@@ -203,14 +201,11 @@ def main():
     a = parse()
     start("table2", a.binary, a.collect_only)
     if not a.collect_only:
-        for seed in range(a.first_seed, a.first_seed + max(a.seed_counts[r] for r in a.rows)):
-            for labels in a.rows:
-                if seed >= a.first_seed + a.seed_counts[labels]:
-                    continue
-                for kind, command, folder in commands(a, labels, seed):
-                    if not earlier_record(a, labels, kind, seed):
-                        run_one(a, kind, command, folder)
-                collect(a, argv)  # the table grows run by run
+        tasks = [(kind, command, folder)
+                 for seed in range(a.first_seed, a.first_seed + max(a.seed_counts[r] for r in a.rows))
+                 for labels in a.rows if seed < a.first_seed + a.seed_counts[labels]
+                 for kind, command, folder in commands(a, labels, seed) if not earlier_record(a, labels, kind, seed)]
+        run_all("table2", tasks, a.jobs, a.resume, lambda: collect(a, argv))  # the table grows run by run
     table = collect(a, argv)
     for labels in a.rows:
         row = table[str(labels)]
