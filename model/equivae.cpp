@@ -144,18 +144,23 @@ Var EquiVAE::class_logits(const Var& images, const Tensor& r_stopped, RandomStre
 Var EquiVAE::unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_pairs, const Var& logits,
                              const Tensor& log_prior, RandomStream& stream) const {
   const int64_t n = images.shape()[0], K = config_.num_classes;
-  check_shape("unlabelled_elbo", "r_pairs", r_pairs.value(), {n * K, config_.d_r});
   check_shape("unlabelled_elbo", "logits", logits.value(), {n, K});
+  const Var elbo_y = class_elbos(images, targets, r_pairs, &stream);
+  return sub(sum_rows(mul(softmax(logits), elbo_y)), categorical_kl(logits, log_prior));
+}
+
+Var EquiVAE::class_elbos(const Var& images, const Tensor& targets, const Var& r_pairs, RandomStream* stream) const {
+  const int64_t n = images.shape()[0], K = config_.num_classes;
+  check_shape("class_elbos", "r_pairs", r_pairs.value(), {n * K, config_.d_r});
   // Row i * K + y pairs image i with class y: e_x is computed once per image, the decoder runs
   // on all n * K pairs.
   std::vector<int32_t> image_of;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t y = 0; y < K; ++y) image_of.push_back(int32_t(i));
   const Posterior q = posterior_of_embedding(gather_rows(ex_(images), image_of), r_pairs);
-  const Var v = reparameterize(q.mu, q.logvar, stream);
+  const Var v = stream ? reparameterize(q.mu, q.logvar, *stream) : q.mu;
   const Tensor pair_targets = gather_rows(Var(targets), image_of).value();
-  const Var elbo_y = reshape(sub(loglik(decode(r_pairs, v), pair_targets), kl_normal(q.mu, q.logvar)), {n, K});
-  return sub(sum_rows(mul(softmax(logits), elbo_y)), categorical_kl(logits, log_prior));
+  return reshape(sub(loglik(decode(r_pairs, v), pair_targets), kl_normal(q.mu, q.logvar)), {n, K});
 }
 
 EquiVAE::Terms EquiVAE::terms(const Var& images, const Tensor& targets, const Var& r, RandomStream& stream) const {

@@ -83,6 +83,10 @@ class EquiVAE {
   // own set of labelled examples of y) and one v_y per pair.
   Var unlabelled_elbo(const Var& images, const Tensor& targets, const Var& r_pairs, const Var& logits,
                       const Tensor& log_prior, RandomStream& stream) const;
+  // The ELBO of every (image i, class y) pair, [n, K]: log p(x | r_y, v) - KL(q(v | r_y, x) || N(0, I))
+  // with r_pairs as above and v one sample of q per pair, or its mean where `stream` is null (a
+  // deterministic score: the generative classifier, train/evaluation.h).
+  Var class_elbos(const Var& images, const Tensor& targets, const Var& r_pairs, RandomStream* stream) const;
 
  private:
   Posterior posterior_of_embedding(const Var& e_x, const Var& r) const;

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 #include <random>
 #include <tuple>
@@ -224,6 +225,12 @@ TEST_CASE("semi: L_unlab is the exact expectation over classes, pair by pair", "
     }
     CHECK(got[size_t(i)] == Approx(expected - kl_y).epsilon(1e-12));
   }
+  // Without a stream, each pair's ELBO at the posterior mean of v (the generative classifier's score).
+  const std::vector<double> at_mean = model.class_elbos(Var(x), x, r, nullptr).value().to_vector();
+  const std::vector<double> expected_at_mean =
+      sub(model.loglik(model.decode(r, q.mu), xs), kl_normal(q.mu, q.logvar)).value().to_vector();
+  REQUIRE(at_mean.size() == size_t(n * K));
+  for (size_t j = 0; j < at_mean.size(); ++j) CHECK(at_mean[j] == Approx(expected_at_mean[j]).epsilon(1e-12));
 }
 
 TEST_CASE("semi: wrong shapes and a supervised model are refused by name", "[semi]") {
@@ -299,6 +306,38 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
     CHECK(row == std::count(s.validation.labels.begin(), s.validation.labels.end(), c));
   }
   CHECK(confusion_error(confusion) == after);
+  // The generative classifier: argmax_y of the ELBO at v's posterior mean, with r_y = g(the mean
+  // of h over the class's labelled images), the mean taken here on the host, class by class.
+  {
+    NoGradGuard no_grad;
+    const EquiVAE& model = t.model();
+    std::vector<double> r_class;
+    for (int y = 0; y < 4; ++y) {
+      std::vector<int64_t> rows;
+      for (int64_t row : t.labelled_rows())
+        if (s.train.labels[size_t(row)] == y) rows.push_back(row);
+      const Tensor h = model.embed(Var(gather_images(s.train, rows, Device::cpu))).value();
+      const int64_t width = h.shape()[1];
+      const std::vector<double> all = h.to_vector();
+      std::vector<double> mean(size_t(width), 0.0);
+      for (size_t j = 0; j < all.size(); ++j) mean[j % size_t(width)] += all[j] / double(rows.size());
+      const std::vector<double> r = model.invariant(Var(Tensor::from(mean, {1, width}))).value().to_vector();
+      r_class.insert(r_class.end(), r.begin(), r.end());
+    }
+    std::vector<int64_t> all_rows(size_t(s.validation.n));
+    std::iota(all_rows.begin(), all_rows.end(), 0);
+    std::vector<double> pairs;  // row i * 4 + y: r_y
+    for (int64_t i = 0; i < s.validation.n; ++i) pairs.insert(pairs.end(), r_class.begin(), r_class.end());
+    const Tensor x = gather_images(s.validation, all_rows, Device::cpu);
+    const Tensor r_pairs = Tensor::from(pairs, {4 * s.validation.n, int64_t(r_class.size() / 4)});
+    const std::vector<double> elbo = model.class_elbos(Var(x), x, Var(r_pairs), nullptr).value().to_vector();
+    std::vector<int64_t> expected(16, 0);
+    for (int64_t i = 0; i < s.validation.n; ++i) {
+      const auto row = elbo.begin() + 4 * i;
+      ++expected[size_t(s.validation.labels[size_t(i)] * 4 + (std::max_element(row, row + 4) - row))];
+    }
+    CHECK(generative_confusion(model, s.train, t.labelled_rows(), s.validation, Device::cpu) == expected);
+  }
   // The subset is the seed's balanced one: the benchmark classifier of this seed trains on it.
   CHECK(t.labelled_rows() == data::balanced_label_subset(s.train, 20, long_run.seed));
   CHECK(t.steps_done() == 40 * ((320 - 80 + 15) / 16));  // an epoch passes over the 240 unlabelled rows

@@ -26,6 +26,18 @@ void append(std::vector<float>& out, const Var& x) {
   out.insert(out.end(), host.data<float>(), host.data<float>() + host.numel());
 }
 
+// Adds each of d's rows `rows` to counts[true * K + predicted], predicted the argmax of its row of
+// `scores` ([rows, K]).
+void count_argmax(const Var& scores, const data::Dataset& d, const std::vector<int64_t>& rows,
+                  std::vector<int64_t>& counts) {
+  const int64_t K = scores.shape()[1];
+  const std::vector<double> s = scores.value().to_vector();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto row = s.begin() + int64_t(i) * K;
+    ++counts[size_t(d.labels[size_t(rows[i])] * K + (std::max_element(row, row + K) - row))];
+  }
+}
+
 }  // namespace
 
 Tensor gather_images(const data::Dataset& d, const std::vector<int64_t>& rows, Device device) {
@@ -122,12 +134,7 @@ std::vector<int64_t> classifier_confusion(const EquiVAE& model, const data::Data
   const int64_t K = model.config().num_classes;
   std::vector<int64_t> counts(size_t(K * K), 0);
   for_batches(d.n, [&](const std::vector<int64_t>& rows) {
-    const std::vector<double> logits =
-        model.class_logits(Var(gather_images(d, rows, device)), unused, false).value().to_vector();
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const auto row = logits.begin() + int64_t(i) * K;
-      ++counts[size_t(d.labels[size_t(rows[i])] * K + (std::max_element(row, row + K) - row))];
-    }
+    count_argmax(model.class_logits(Var(gather_images(d, rows, device)), unused, false), d, rows, counts);
   });
   return counts;
 }
@@ -145,6 +152,45 @@ double confusion_error(const std::vector<int64_t>& counts) {
 
 double classifier_error(const EquiVAE& model, const data::Dataset& d, Device device) {
   return confusion_error(classifier_confusion(model, d, device));
+}
+
+std::vector<int64_t> generative_confusion(const EquiVAE& model, const data::Dataset& train,
+                                          const std::vector<int64_t>& labelled_rows, const data::Dataset& d,
+                                          Device device) {
+  NoGradGuard no_grad;
+  const int64_t K = model.config().num_classes;
+  // The class sets' mean h, accumulated in double over batches of the labelled rows.
+  std::vector<double> h_sum;
+  std::vector<int64_t> count(size_t(K), 0);
+  int64_t width = 0;
+  for (size_t begin = 0; begin < labelled_rows.size(); begin += size_t(kEvalBatch)) {
+    const std::vector<int64_t> rows(labelled_rows.begin() + int64_t(begin),
+                                    labelled_rows.begin() + int64_t(std::min(labelled_rows.size(), begin + size_t(kEvalBatch))));
+    const Tensor h = model.embed(Var(gather_images(train, rows, device))).value().to(Device::cpu).to(DType::f32);
+    width = h.shape()[1];
+    h_sum.resize(size_t(K * width), 0.0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const int64_t y = train.labels[size_t(rows[i])];
+      ++count[size_t(y)];
+      for (int64_t k = 0; k < width; ++k) h_sum[size_t(y * width + k)] += h.data<float>()[int64_t(i) * width + k];
+    }
+  }
+  for (int64_t y = 0; y < K; ++y)
+    if (count[size_t(y)] == 0)
+      throw std::invalid_argument(fmt::format("generative classifier: class {} has no labelled image", y));
+  Tensor mean_h = Tensor::empty({K, width});
+  for (int64_t j = 0; j < K * width; ++j) mean_h.data<float>()[j] = float(h_sum[size_t(j)] / double(count[size_t(j / width)]));
+  const Var r_class = model.invariant(Var(mean_h.to(device)));
+  std::vector<int64_t> counts(size_t(K * K), 0);
+  for_batches(d.n, [&](const std::vector<int64_t>& rows) {
+    std::vector<int32_t> class_of;  // row i * K + y: class y
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (int64_t y = 0; y < K; ++y) class_of.push_back(int32_t(y));
+    const Tensor x = gather_images(d, rows, device);
+    const Var r_pairs(gather_rows(r_class.value(), Tensor::from_indices(class_of, device)));
+    count_argmax(model.class_elbos(Var(x), x, r_pairs, nullptr), d, rows, counts);
+  });
+  return counts;
 }
 
 std::vector<DeadUnits> dead_units(const EquiVAE& model, const data::Dataset& d, int64_t images, Device device) {

@@ -54,6 +54,13 @@ std::vector<int64_t> classifier_confusion(const EquiVAE& model, const data::Data
 double confusion_error(const std::vector<int64_t>& counts);
 // Semi-supervised models: the error rate of argmax q(y | x) on d.
 double classifier_error(const EquiVAE& model, const data::Dataset& d, Device device);
+// The generative classifier (0 parameters beyond the model's): argmax over y of the ELBO of (x, y)
+// at the posterior mean of v, with r_y from all of `train`'s rows `labelled_rows` of class y
+// (g of the class's mean h); counts[true * K + predicted] on d. What L_unlab's expectation over y
+// teaches q(y | x) comes from these scores, so its error bounds what the unlabelled images add.
+std::vector<int64_t> generative_confusion(const EquiVAE& model, const data::Dataset& train,
+                                          const std::vector<int64_t>& labelled_rows, const data::Dataset& d,
+                                          Device device);
 
 // Units of one ReLU layer that never fire (output <= 0 everywhere) on some images.
 struct DeadUnits {

@@ -134,6 +134,12 @@ void report(const EquiVAE& model, Device device, const data::Splits& splits, con
     results["test_error_classifier"] = q_error;
     results["test_confusion_classifier"] = confusion;  // [true * K + predicted]
     fmt::print("test error (q(y|x), {} labels): {:.2f} %\n", labelled_rows.size(), 100 * q_error);
+    // The generative classifier, q(y|x)'s teacher on the unlabelled images: validation and test.
+    for (const auto& [split, d] : {std::pair{"validation", &splits.validation}, std::pair{"test", &splits.test}}) {
+      const double error = confusion_error(generative_confusion(model, splits.train, labelled_rows, *d, device));
+      results[fmt::format("{}_error_generative", split)] = error;
+      fmt::print("{} error (generative classifier, argmax_y ELBO(x, y)): {:.2f} %\n", split, 100 * error);
+    }
     const std::string figure = o.out + "/confusion.png";
     write_confusion_png(figure, confusion, splits.test.class_names,
                         fmt::format("q(y|x) on the test set, {} labels: row = true class, column = predicted", labelled_rows.size()));
