@@ -46,13 +46,16 @@ def without_option(command, option):
     return [arg for i, arg in enumerate(command) if arg != option and (i == 0 or command[i - 1] != option)]
 
 
+LEDGER_EVERY_S = 60  # how often a running invocation's seconds are written to its ledger
+
+
 def run_one(who, kind, command, folder, skip_finished, fresh):
     """Runs (or continues, with the command's --resume auto) one train_mnist run. skip_finished:
     not when its results.json says it finished. fresh: start afresh (the command without --resume,
     with --force so that train_mnist clears the earlier attempt's files), for runs without
     checkpoints or when asked. Its output goes to
     FOLDER/log.txt; FOLDER/runner.json records the command and the wall time of every invocation,
-    an interrupted one's included. Exits naming the log on failure."""
+    an interrupted one's included (written every LEDGER_EVERY_S as it runs). Exits naming the log on failure."""
     ledger_path = os.path.join(folder, "runner.json")
     ledger = load_json(ledger_path, who)
     if ledger and what_it_computes(ledger["command"]) != what_it_computes(command):
@@ -69,13 +72,32 @@ def run_one(who, kind, command, folder, skip_finished, fresh):
     os.makedirs(folder, exist_ok=True)
     print(f"{who}: {shlex.join(invoked)}", flush=True)
     start = time.time()
+    invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)), "seconds": 0.0}
+    ledger["invocations"].append(invocation)
+
+    def record():
+        invocation["seconds"] = round(time.time() - start, 1)
+        write_json(ledger_path, ledger)
+
+    record()
     try:
         with open(os.path.join(folder, "log.txt"), "a") as log:
-            code = subprocess.run(invoked, stdout=log, stderr=subprocess.STDOUT).returncode
+            process = subprocess.Popen(invoked, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                while True:
+                    try:
+                        code = process.wait(timeout=LEDGER_EVERY_S)
+                        break
+                    except subprocess.TimeoutExpired:
+                        # written as the run goes: a runner killed outright (a machine's session
+                        # ending) loses at most this much of the run's time
+                        record()
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
     finally:  # an interrupted invocation's time counts too
-        ledger["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
-                                      "seconds": round(time.time() - start, 1)})
-        write_json(ledger_path, ledger)
+        record()
     if code != 0:
         sys.exit(f"{who}: {kind} run failed (exit {code}); its output is in {os.path.join(folder, 'log.txt')}")
 
