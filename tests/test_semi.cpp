@@ -4,11 +4,14 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
-#include <numeric>
 #include <cmath>
+#include <fstream>
+#include <numeric>
 #include <random>
 #include <tuple>
 #include <utility>
+
+#include <nlohmann/json.hpp>
 
 #include "tests/gradcheck.h"
 #include "tests/synthetic.h"
@@ -336,7 +339,13 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
       const auto row = elbo.begin() + 4 * i;
       ++expected[size_t(s.validation.labels[size_t(i)] * 4 + (std::max_element(row, row + 4) - row))];
     }
-    CHECK(generative_confusion(model, s.train, t.labelled_rows(), s.validation, Device::cpu) == expected);
+    const std::vector<int64_t> got = generative_confusion(model, s.train, t.labelled_rows(), s.validation, Device::cpu);
+    CHECK(got == expected);
+    // Every epoch's metrics line has it: the last one, of these parameters.
+    std::ifstream metrics(a + "/metrics.jsonl");
+    std::string line, last;
+    while (std::getline(metrics, line)) last = line;
+    CHECK(nlohmann::json::parse(last).at("validation").at("generative_error").get<double>() == confusion_error(got));
   }
   // The subset is the seed's balanced one: the benchmark classifier of this seed trains on it.
   CHECK(t.labelled_rows() == data::balanced_label_subset(s.train, 20, long_run.seed));

@@ -243,6 +243,11 @@ void Trainer::train() {
     const ElboStats val = evaluate_elbo(data_.validation);
     const double val_error = distance_error(data_.validation);
     const double val_classifier = semi ? classifier_error(data_.validation) : 0.0;
+    // q(y|x)'s teacher on the unlabelled images (train/evaluation.h): how much they can add.
+    const double val_generative =
+        semi ? confusion_error(generative_confusion(*model_, data_.train, objective_->labelled_rows(), data_.validation,
+                                                    config_.device))
+             : 0.0;
     // The averaged model's errors (--average-from), which then choose the best epoch.
     double averaged_error = 0, averaged_classifier = 0;
     if (averaging()) {
@@ -253,7 +258,9 @@ void Trainer::train() {
     }
     fmt::print(stderr, "epoch {}: batch {}, validation elbo {:.2f} (rec {:.2f}, kl {:.2f}), distance error {:.2f} %{}{}\n",
                epoch_, batch, val.elbo, val.loglik, val.kl, 100 * val_error,
-               semi ? fmt::format(", q(y|x) error {:.2f} %", 100 * val_classifier) : "",
+               semi ? fmt::format(", q(y|x) error {:.2f} %, generative classifier error {:.2f} %", 100 * val_classifier,
+                                  100 * val_generative)
+                    : "",
                !averaging() ? ""
                             : fmt::format("; averaged over epochs {}-{}: distance error {:.2f} %{}", average_.from(),
                                           epoch_, 100 * averaged_error,
@@ -267,6 +274,7 @@ void Trainer::train() {
       if (semi) {
         line["train"]["unlabelled_elbo"] = unlabelled_sum / double(std::max<int64_t>(1, unlabelled_n));
         line["validation"]["classifier_error"] = val_classifier;
+        line["validation"]["generative_error"] = val_generative;
       }
       if (averaging()) {
         line["validation"]["averaged_distance_error"] = averaged_error;
