@@ -105,7 +105,14 @@ def run_one(who, kind, command, folder, skip_finished, fresh):
 def run_all(who, tasks, jobs, resume, after_each):
     """Runs `tasks` ((kind, command, folder), in this order) through run_one, `jobs` at a time, and
     after_each() after every run that finished, one at a time (it rewrites the table). Runs never
-    share a folder, so they need no other coordination. Exits with every failed run's message."""
+    share a folder, so they need no other coordination. Exits with every failed run's message.
+    One at a time they run in this thread, which a signal reaches: a runner stopped by SIGTERM or
+    Ctrl-C to itself alone then stops its run too (with more, stop the process group)."""
+    if jobs == 1:
+        for kind, command, folder in tasks:
+            run_one(who, kind, command, folder, skip_finished=resume == "auto", fresh=resume == "never")
+            after_each()
+        return
     lock = threading.Lock()
 
     def work(task):

@@ -64,7 +64,8 @@ def parse():
     ap.add_argument("--m-max", default="", help="override m_max: N or ROW=N,...")
     ap.add_argument("--average-from", default="0",
                     help="weight averaging of both models from epoch N (train_mnist --average-from): N, ROW=N,..., "
-                         "or 'last-batch', the first epoch of the batch schedule's last size in each row; 0: off")
+                         "or 'last-batch', the first epoch of the batch schedule's last size in each row; 0: off. A run "
+                         "folder made with another value is refused (its runner.json has the command)")
     add_run_options(ap, "table2", "runs/table2")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke test: 1 epoch, 2,000 unlabelled images per row, 1 seed, scratch outputs")
@@ -94,11 +95,12 @@ def parse():
     return a
 
 
-def last_batch_size_epoch(epochs, double_every=10):
-    """The first epoch that runs at the batch schedule's last size (train_mnist doubles the batch
-    every `double_every` epochs): the epochs from there on have the same step noise, so their
-    parameters wander around one basin and their mean is a fair average (Table 1 averages 31-40)."""
-    return (epochs - 1) // double_every * double_every + 1
+def last_batch_size_epoch(epochs, double_every=10, doublings=3):
+    """The first epoch that runs at the batch schedule's last size (train_mnist's default schedule
+    doubles the batch every `double_every` epochs, `doublings` times: 32 to 256): the epochs from
+    there on have the same step noise, so their parameters wander around one basin and their mean
+    is a fair average (Table 1 averages 31-40)."""
+    return min((epochs - 1) // double_every, doublings) * double_every + 1
 
 
 def train_limit(a, labels):
