@@ -79,6 +79,8 @@ python3 - "$work" <<'PY'
 import json, sys
 t = json.load(open(f"{sys.argv[1]}/t2/t.json"))["100"]
 assert [r["seed"] for r in t["equivae"]["seeds"]] == [1] and [r["seed"] for r in t["benchmark"]["seeds"]] == [1], t
+# the EquiVAE run's training seconds (its epochs' sum), beside the ledger's wall time
+assert t["equivae"]["seeds"][0]["train_seconds"] > 0 and t["benchmark"]["seeds"][0]["train_seconds"] is None, t
 PY
 
 # --average-from last-batch starts the mean at the first epoch of the batch schedule's last size

@@ -137,6 +137,17 @@ def ledger_seconds(folder, who):
     return round(sum(i["seconds"] for i in ledger["invocations"]), 1) if ledger else None
 
 
+def train_seconds(folder):
+    """The training seconds of a run's epochs (metrics.jsonl): every epoch's, where the ledger misses
+    the invocations that were killed before it recorded them."""
+    try:
+        with open(os.path.join(folder, "metrics.jsonl")) as f:
+            seconds = [s for s in (json.loads(line).get("train_seconds") for line in f if line.strip()) if s is not None]
+    except FileNotFoundError:
+        return None
+    return round(sum(seconds), 1) if seconds else None
+
+
 def median_images_per_s(folder):
     """The median epoch's training images/s in a run's metrics.jsonl, or None."""
     try:

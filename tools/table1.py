@@ -30,7 +30,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_table import add_run_options, cell, duration, ledger_seconds, load_json, median_images_per_s, run_all, splice_markdown, \
-    start, what_it_computes, without_option, write_json  # noqa: E402
+    start, train_seconds, what_it_computes, without_option, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 WHO = "table1"
@@ -86,15 +86,6 @@ def benchmark_options(options):
     for option in EQUIVAE_ONLY:
         options = without_option(options, option)
     return options
-
-
-def train_seconds(folder):
-    """The training seconds of a run's epochs (metrics.jsonl), for runs started without the ledger."""
-    try:
-        with open(os.path.join(folder, "metrics.jsonl")) as f:
-            return round(sum(json.loads(line).get("train_seconds", 0) for line in f if line.strip()), 1)
-    except FileNotFoundError:
-        return None
 
 
 def percent(x):

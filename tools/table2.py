@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_table import add_run_options, cell, duration, ledger_seconds, load_json as load_json_of, median_images_per_s, \
-    run_all, splice_markdown, start, what_it_computes, write_json  # noqa: E402
+    run_all, splice_markdown, start, train_seconds, what_it_computes, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 ROWS = [100, 600, 1000, 3000]
@@ -140,7 +140,7 @@ def seed_record(a, kind, folder, seed):
         sys.exit(f"table2: {folder}/results.json has no '{key}'")
     out = {"seed": seed, "test_error": round(100 * r[key], 4), "best_epoch": r.get("best_epoch"),
            "validation_error": round(100 * r[("best_validation_error" if kind == "equivae" else "validation_error")], 4),
-           "wall_seconds": ledger_seconds(folder, "table2")}
+           "wall_seconds": ledger_seconds(folder, "table2"), "train_seconds": train_seconds(folder)}
     if kind == "equivae":
         # the median epoch's images/s of the semi-supervised step (one labelled and one
         # unlabelled image per step row)
@@ -183,13 +183,19 @@ def collect(a, argv):
 def write_markdown(path, table, json_path):
     lines = [f"Test error % of q(y|x) (EquiVAE) and of the benchmark classifier, each at its epoch chosen on "
              f"validation; mean +/- s.e.m. over the seeds (`{json_path}` has every seed, its wall time and the "
-             "commands).", "",
-             "| labels | epochs | m_max | EquiVAE | benchmark | paper EquiVAE | paper benchmark | wall per run (EquiVAE / benchmark) |",
+             "commands). Time per run: the runner's wall time, then in brackets the sum of the epochs' training "
+             "seconds (the wall time misses invocations killed before their ledger entry, and both grow when "
+             "runs share the cores).", "",
+             "| labels | epochs | m_max | EquiVAE | benchmark | paper EquiVAE | paper benchmark | time per run, EquiVAE / benchmark: wall (train) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, row in sorted(table.items(), key=lambda kv: int(kv[0])):
-        def wall(kind):
-            w = [s["wall_seconds"] for s in row[kind]["seeds"] if s.get("wall_seconds") is not None]
+        def mean_duration(kind, field):
+            w = [s[field] for s in row[kind]["seeds"] if s.get(field) is not None]
             return duration(sum(w) / len(w) if w else None)
+
+        def wall(kind):
+            train = mean_duration(kind, "train_seconds")
+            return mean_duration(kind, "wall_seconds") + (f" ({train})" if train != duration(None) else "")
         limit = f" (first {row['train_limit']} images)" if row.get("train_limit") else ""
         p = row["paper"]
         lines.append(f"| {key}{limit} | {row['epochs']} | {row['m_max']} | {cell(row['equivae'])} | "
