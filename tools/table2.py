@@ -62,10 +62,11 @@ def parse():
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--epochs", default="", help="override the paper's epochs: N or ROW=N,...")
     ap.add_argument("--m-max", default="", help="override m_max: N or ROW=N,...")
-    ap.add_argument("--average-from", default="0",
+    ap.add_argument("--average-from", default="last-batch",
                     help="weight averaging of both models from epoch N (train_mnist --average-from): N, ROW=N,..., "
-                         "or 'last-batch', the first epoch of the batch schedule's last size in each row; 0: off. A run "
-                         "folder made with another value is refused (its runner.json has the command)")
+                         "or 'last-batch' (the default, chosen on validation: docs/results.md, screen 12), the first "
+                         "epoch of the batch schedule's last size in each row; 0: off. A run folder made with another "
+                         "value is refused (its runner.json has the command)")
     add_run_options(ap, "table2", "runs/table2")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke test: 1 epoch, 2,000 unlabelled images per row, 1 seed, scratch outputs")
