@@ -190,13 +190,13 @@ def write_markdown(path, table, json_path):
              "| labels | epochs | m_max | EquiVAE | benchmark | paper EquiVAE | paper benchmark | time per run, EquiVAE / benchmark: wall (train) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, row in sorted(table.items(), key=lambda kv: int(kv[0])):
-        def mean_duration(kind, field):
+        def mean_seconds(kind, field):
             w = [s[field] for s in row[kind]["seeds"] if s.get(field) is not None]
-            return duration(sum(w) / len(w) if w else None)
+            return sum(w) / len(w) if w else None
 
         def wall(kind):
-            train = mean_duration(kind, "train_seconds")
-            return mean_duration(kind, "wall_seconds") + (f" ({train})" if train != duration(None) else "")
+            train = mean_seconds(kind, "train_seconds")
+            return duration(mean_seconds(kind, "wall_seconds")) + (f" ({duration(train)})" if train is not None else "")
         limit = f" (first {row['train_limit']} images)" if row.get("train_limit") else ""
         p = row["paper"]
         lines.append(f"| {key}{limit} | {row['epochs']} | {row['m_max']} | {cell(row['equivae'])} | "
