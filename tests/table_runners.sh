@@ -72,6 +72,17 @@ PY
 t2=(python3 tools/table2.py --quick --rows 100 --jobs 2 --threads 1 --binary "$train_mnist" --runs "$work/t2" --json "$work/t2/t.json"
     --md "$work/t2/r.md")
 "${t2[@]}" > /dev/null
+python3 - "$work/t2/100/seed1/equivae" <<'PY'
+import json, sys
+run = sys.argv[1]
+# q(y|x)'s validation confusion is of the parameters chosen on validation: its error is their error
+r = json.load(open(f"{run}/results.json"))
+counts = r["validation_confusion_classifier"]
+assert len(counts) == 100 and sum(counts) == 5000, counts
+assert abs(r["validation_error_classifier"] - r["best_validation_error"]) < 1e-12, r
+assert abs(1 - sum(counts[k * 11] for k in range(10)) / 5000 - r["validation_error_classifier"]) < 1e-12, r
+assert open(f"{run}/confusion_validation.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n", "no validation confusion PNG"
+PY
 rm -rf "$work/t2/100"
 "${t2[@]}" > "$work/t2.txt"
 if grep -q "^table2: " "$work/t2.txt"; then echo "tools/table2.py ran a recorded run again"; exit 1; fi

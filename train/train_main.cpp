@@ -128,22 +128,24 @@ void report(const EquiVAE& model, Device device, const data::Splits& splits, con
   fmt::print("test error (distance classifier on r, {} test images): {:.2f} %\n", splits.test.n, 100 * test_error);
   const bool semi = model.config().semi_supervised;
   if (semi) {
-    const std::vector<int64_t> confusion = classifier_confusion(model, splits.test, device);
-    const double q_error = confusion_error(confusion);
     results["labels"] = int64_t(labelled_rows.size());
-    results["test_error_classifier"] = q_error;
-    results["test_confusion_classifier"] = confusion;  // [true * K + predicted]
-    fmt::print("test error (q(y|x), {} labels): {:.2f} %\n", labelled_rows.size(), 100 * q_error);
-    // The generative classifier, q(y|x)'s teacher on the unlabelled images: validation and test.
+    // Validation beside test, so that where q(y|x) errs can be studied without reading the test set.
     for (const auto& [split, d] : {std::pair{"validation", &splits.validation}, std::pair{"test", &splits.test}}) {
+      const std::vector<int64_t> confusion = classifier_confusion(model, *d, device);
+      const double q_error = confusion_error(confusion);
+      results[fmt::format("{}_error_classifier", split)] = q_error;
+      results[fmt::format("{}_confusion_classifier", split)] = confusion;  // [true * K + predicted]
+      fmt::print("{} error (q(y|x), {} labels): {:.2f} %\n", split, labelled_rows.size(), 100 * q_error);
+      const std::string figure = o.out + (split == std::string("test") ? "/confusion.png" : "/confusion_validation.png");
+      write_confusion_png(figure, confusion, d->class_names,
+                          fmt::format("q(y|x) on the {} set, {} labels: row = true class, column = predicted", split,
+                                      labelled_rows.size()));
+      fmt::print("figure: {}\n", figure);
+      // The generative classifier, q(y|x)'s teacher on the unlabelled images.
       const double error = confusion_error(generative_confusion(model, splits.train, labelled_rows, *d, device));
       results[fmt::format("{}_error_generative", split)] = error;
       fmt::print("{} error (generative classifier, argmax_y ELBO(x, y)): {:.2f} %\n", split, 100 * error);
     }
-    const std::string figure = o.out + "/confusion.png";
-    write_confusion_png(figure, confusion, splits.test.class_names,
-                        fmt::format("q(y|x) on the test set, {} labels: row = true class, column = predicted", labelled_rows.size()));
-    fmt::print("figure: {}\n", figure);
   }
   if (classifier.epochs > 0) {
     auto features = [&](const data::Dataset& d) { return Features{represent(model, d, device), d.labels, model.config().d_r}; };
