@@ -54,6 +54,13 @@ TEST_CASE("run options: numbers are checked with the option's name and range", "
   CHECK_THROWS_WITH(check_options(cpu_plans.o), Contains("--reproducible-plans needs --device cuda"));
 }
 
+TEST_CASE("run options: --unlabelled-sets reaches the training configuration", "[run]") {
+  const ModelConfig model;
+  CHECK_FALSE(train_config(Parsed({}).o, model).unlabelled_sets_all);  // the default: random sets
+  CHECK(train_config(Parsed({"--unlabelled-sets", "all"}).o, model).unlabelled_sets_all);
+  CHECK_THROWS_WITH(Parsed({"--unlabelled-sets", "some"}), Contains("--unlabelled-sets") && Contains("some"));
+}
+
 TEST_CASE("run options: a run's options come back through the same checks; a differing flag is refused", "[run]") {
   Parsed first({"--train-limit", "2000", "--seed", "3", "--d-v", "4", "--epochs", "5", "--filters", "4", "4", "8", "8", "8"});
   resolve_defaults(first.o, first.table.given());

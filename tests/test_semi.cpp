@@ -7,7 +7,9 @@
 #include <cmath>
 #include <fstream>
 #include <numeric>
+#include <optional>
 #include <random>
+#include <set>
 #include <tuple>
 #include <utility>
 
@@ -16,7 +18,9 @@
 #include "tests/gradcheck.h"
 #include "tests/synthetic.h"
 #include "model/equivae.h"
+#include "train/device_images.h"
 #include "train/evaluation.h"
+#include "train/objective.h"
 
 using namespace equivae;
 using namespace equivae::testing;
@@ -362,4 +366,53 @@ TEST_CASE("semi: a semi-supervised model without labels, or labels without one, 
   TrainConfig one_label = semi_training("", 1);
   one_label.labels_per_class = 1;
   CHECK_THROWS_WITH(Trainer(semi_trainable(), one_label, s), Contains("needs another labelled image of the class"));
+}
+
+// --unlabelled-sets: `all` takes every labelled image of class y into an unlabelled pair's r_y at
+// every step; `random` draws m from 1..min(m_max, labels per class) and m of them. At a step where
+// `random` draws all of them, the two steps are the same bit for bit (the sets' draws share their
+// stream), and at a step where it draws fewer they differ: so the step uses the size it reports.
+TEST_CASE("semi: --unlabelled-sets all gives every unlabelled pair all of its class's labels", "[semi][train]") {
+  const data::Splits s = synthetic_splits();
+  // Trained a little: at initialisation h is dead on these images and r_y the same for every set.
+  Trainer trained(semi_trainable(), semi_training("", 2), s);
+  trained.train();
+  const EquiVAE& model = trained.model();
+  TrainConfig random = semi_training("", 1);  // 20 labels per class
+  random.m_max = 20;
+  TrainConfig all = random;
+  all.unlabelled_sets_all = true;
+  const DeviceImages train(s.train, Device::cpu);
+  Objective with_random(model, random, train), with_all(model, all, train);
+  REQUIRE(with_random.labelled_rows() == with_all.labelled_rows());
+  std::vector<int64_t> unlabelled;
+  for (int64_t row = 0; row < s.train.n && unlabelled.size() < 5; ++row)
+    if (std::find(with_all.labelled_rows().begin(), with_all.labelled_rows().end(), row) == with_all.labelled_rows().end())
+      unlabelled.push_back(row);
+
+  std::set<int> drawn;
+  std::optional<uint64_t> full, partial;
+  for (uint64_t step = 0; step < 200; ++step) {
+    CHECK(with_all.unlabelled_set_size(step) == 20);
+    const int m = with_random.unlabelled_set_size(step);
+    CHECK(m >= 1);
+    CHECK(m <= 20);
+    drawn.insert(m);
+    if (m == 20 && !full) full = step;
+    if (m < 20 && !partial) partial = step;
+  }
+  CHECK(drawn.size() == 20);
+  REQUIRE(full);
+  REQUIRE(partial);
+  const auto l_unlab = [&](Objective& o, uint64_t step) {
+    NoGradGuard no_grad;
+    Objective::StepResult r = o.semi_supervised(unlabelled, step);
+    r.read();
+    return r.unlabelled_sum;
+  };
+  CHECK(l_unlab(with_all, *full) == l_unlab(with_random, *full));
+  CHECK(l_unlab(with_all, *partial) != l_unlab(with_random, *partial));
+
+  random.m_max = 3;
+  CHECK(Objective(model, random, train).unlabelled_set_size(*full) <= 3);
 }

@@ -177,8 +177,7 @@ Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unl
 
   // Unlabelled rows: one set of m labelled images of class y for every (row, y) pair.
   const int K = model_.config().num_classes;
-  data::Draws m_draw{seed ^ kSetSizeSalt, data::Stream::ClassSets, step << 32};
-  const int m = 1 + int(m_draw.below(std::min(config_.m_max, config_.labels_per_class)));
+  const int m = unlabelled_set_size(step);
   std::vector<int32_t> set_classes;
   for (int64_t i = 0; i < b_u; ++i)
     for (int y_ = 0; y_ < K; ++y_) set_classes.push_back(y_);
@@ -207,6 +206,12 @@ Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unl
   s.loss = sub(s.loss, add(scale(log_q, 1.0 / double(b_l)), scale(u, 1.0 / double(b_u))));
   s.unlabelled = u.value();
   return s;
+}
+
+int Objective::unlabelled_set_size(uint64_t step) const {
+  if (config_.unlabelled_sets_all) return config_.labels_per_class;
+  data::Draws m_draw{config_.seed ^ kSetSizeSalt, data::Stream::ClassSets, step << 32};
+  return 1 + int(m_draw.below(std::min(config_.m_max, config_.labels_per_class)));
 }
 
 ElboStats Objective::evaluate(const DeviceImages& images) {

@@ -30,6 +30,10 @@ struct TrainConfig {
   // > 0: semi-supervised (docs/model.md section 2) with this many labelled training images per class
   // (a balanced subset drawn with the seed); the model must be semi_supervised.
   int labels_per_class = 0;
+  // Semi-supervised: an unlabelled pair (x, y) takes r_y from all labels_per_class labelled images
+  // of class y (true; the paper's "labelled data set for class y") or from a fresh random set of
+  // m ~ U{1..min(m_max, labels_per_class)} of them (false).
+  bool unlabelled_sets_all = false;
   double lr = 1e-3;
   // > 0: from the end of this epoch on, also keep the running mean of the epoch-end parameters
   // (stochastic weight averaging, Izmailov et al. 2018), validate it beside the last epoch's, and
@@ -121,6 +125,8 @@ class Objective {
   // labelled set); the loss is the objective of docs/model.md section 2 with no weight on any
   // term, each of its two sums taken as a mean over its own batch.
   StepResult semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step);
+  // The size m of every unlabelled pair's set at this step (TrainConfig::unlabelled_sets_all).
+  int unlabelled_set_size(uint64_t step) const;
   // The objective on d, with complementary sets drawn within d from a stream of validation's
   // own (no gradient).
   ElboStats evaluate(const DeviceImages& d);

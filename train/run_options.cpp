@@ -122,6 +122,10 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
   add("set-sampling", o.set_sampling,
       "complementary sets from the batch's rows of the class (batch) or from the whole class (class)", run)
       ->check(CLI::IsMember({"batch", "class"}));
+  add("unlabelled-sets", o.unlabelled_sets,
+      "semi-supervised: an unlabelled image's r_y for class y from all of y's labelled images (all; the paper's "
+      "'labelled data set for class y') or from m ~ U{1..min(m_max, labels per class)} random ones (random)", run)
+      ->check(CLI::IsMember({"random", "all"}));
   add("filters", o.filters, "conv filters of the 5 encoder layers", run)->expected(5)->check(in_range<int64_t>(1, kWidth, false));
   number<int64_t>("hidden", o.hidden, 1, kWidth, "width H of the dense layers", run);
   number<int64_t>("d-r", o.d_r, 1, kWidth, "invariant latent size", run);
@@ -294,6 +298,7 @@ TrainConfig train_config(const RunOptions& o, const ModelConfig& model) {
   t.m_max = o.m_max;
   t.set_sampling = data::set_sampling_from_name(o.set_sampling);
   t.labels_per_class = o.labels / model.num_classes;
+  t.unlabelled_sets_all = o.unlabelled_sets == "all";
   t.lr = o.lr;
   t.average_from = o.average_from;
   t.seed = o.seed;

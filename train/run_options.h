@@ -37,6 +37,7 @@ struct RunOptions {
   std::string set_sampling = data::set_sampling_name(TrainConfig{}.set_sampling);
   std::string likelihood;  // "": by data set (resolve_defaults)
   std::string cuda_graphs = "on";  // TrainConfig::cuda_graphs
+  std::string unlabelled_sets = TrainConfig{}.unlabelled_sets_all ? "all" : "random";
   std::vector<int64_t> filters = ModelConfig{}.filters;
   int64_t hidden = ModelConfig{}.hidden, d_r = ModelConfig{}.d_r, d_v = ModelConfig{}.d_v, image_size = 0;
   int64_t train_limit = 0, max_image_pixels = data::kDefaultMaxImagePixels;
