@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "bench/synthetic_step.h"
+#include "engine/cpu/denormals.h"
 #include "engine/backend.h"
 #include "engine/cpu/conv2d_fast.h"
 #include "engine/ops.h"
@@ -179,6 +180,7 @@ void bench_step(int64_t batch, int threads, int steps, double machine_peak) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  equivae::flush_denormals_to_zero();  // first: the OpenMP threads inherit it
   CLI::App app{"equivae_cpu_bench: the CPU path against this machine's FMA peak"};
   std::vector<int64_t> batches{32, 128, 512};
   int threads = omp_get_max_threads(), steps = 15;

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
+#include "engine/cpu/denormals.h"
 #include "train/evaluation.h"
 #include "train/npz.h"
 #include "train/run_options.h"
@@ -86,6 +87,7 @@ int run(const EmbedOptions& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  equivae::flush_denormals_to_zero();  // first: the OpenMP threads inherit it
   EmbedOptions e;
   CLI::App app{"Write r (m = 1) and the posterior of v given r(x) for every image of a split, from a train_mnist / "
                "train_svhn checkpoint, into one .npz (docs/embeddings.md). The data are those of the checkpoint's run "

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/cpu/denormals.h"
 #include "engine/backend.h"
 #include "engine/cpu/conv2d_fast.h"
 #include "engine/self_check.h"
@@ -291,6 +292,7 @@ int run(RunOptions& o, OptionTable& table) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  equivae::flush_denormals_to_zero();  // first: the OpenMP threads inherit it
   RunOptions o;
   o.dataset = EQUIVAE_DEFAULT_DATASET;
   CLI::App app{description(o.dataset)};
