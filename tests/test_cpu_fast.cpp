@@ -8,9 +8,11 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "engine/backend.h"
 #include "engine/cpu/conv2d_fast.h"
+#include "engine/cpu/denormals.h"
 #include "tests/parity.h"
 
 using namespace equivae;
@@ -164,3 +166,24 @@ TEST_CASE("fast CPU path: NaN and Inf pass through the fused conv ReLU as in the
   CHECK(nonfinite > 0);
   CHECK(cpu.has_nonfinite(y.f32));
 }
+
+#if defined(__x86_64__) || defined(_M_X64)
+TEST_CASE("flush_denormals_to_zero: a subnormal result is 0 on this thread and on threads started after",
+          "[denormals]") {
+  // volatile: computed at run time under the thread's MXCSR, not folded by the compiler.
+  volatile float smallest_normal = std::numeric_limits<float>::min(), half = 0.5f;
+  volatile double smallest_normal_d = std::numeric_limits<double>::min();
+  REQUIRE(smallest_normal * half != 0.0f);  // subnormal under IEEE arithmetic
+  const unsigned saved = _mm_getcsr();
+  REQUIRE(flush_denormals_to_zero());
+  const float here = smallest_normal * half;
+  const double here_d = smallest_normal_d * 0.5;
+  float there = 1.0f;  // a new thread, as the OpenMP pool's workers are made
+  std::thread([&] { there = smallest_normal * half; }).join();
+  _mm_setcsr(saved);  // the other tests run with IEEE arithmetic
+  CHECK(here == 0.0f);
+  CHECK(here_d == 0.0);
+  CHECK(there == 0.0f);
+  CHECK(smallest_normal * half != 0.0f);
+}
+#endif
