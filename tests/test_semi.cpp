@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <fstream>
 #include <numeric>
@@ -18,6 +19,7 @@
 #include "tests/gradcheck.h"
 #include "tests/synthetic.h"
 #include "model/equivae.h"
+#include "train/averaging.h"
 #include "train/device_images.h"
 #include "train/evaluation.h"
 #include "train/objective.h"
@@ -278,18 +280,89 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
   const std::string a = temp_dir("semi_a");
   TrainConfig long_run = semi_training(a, 40);
   long_run.lr = 5e-3;
+  long_run.average_from = 0;  // each epoch's own parameters are the candidates
   Trainer t(semi_trainable(), long_run, s);
   REQUIRE(t.labelled_rows().size() == 80);
   for (int64_t row : t.labelled_rows()) CHECK(row < s.train.n);
   const double before = t.classifier_error(s.validation);
   t.train();
-  const double after = t.classifier_error(s.validation);
   CHECK(before >= 0.7);  // chance is 3/4
-  CHECK(after < 0.65);   // a weak bound: r learns slowly on this problem (see the supervised test)
+  // Every epoch's metrics line has the generative classifier's error: the last one, of these
+  // parameters.
+  {
+    NoGradGuard no_grad;
+    std::ifstream metrics(a + "/metrics.jsonl");
+    std::string line, last;
+    while (std::getline(metrics, line)) last = line;
+    CHECK(nlohmann::json::parse(last).at("validation").at("generative_error").get<double>() ==
+          confusion_error(generative_confusion(t.model(), s.train, t.labelled_rows(), s.validation, Device::cpu)));
+  }
+  // The generative classifier against a computation of its own: argmax_y of the ELBO at v's
+  // posterior mean, with r_y = g(the mean of h over the class's labelled images), the mean taken
+  // here on the host, class by class. On this problem h ends dead and r_y the same for every
+  // class, so every image would tie; the trained parameters are first shaken (a fixed seed) until
+  // the classes' r_y differ.
+  {
+    NoGradGuard no_grad;
+    std::vector<double> shaken = t.params().values().to_vector();
+    std::mt19937_64 rng(7);
+    std::normal_distribution<double> noise(0.0, 0.3);
+    for (double& v : shaken) v += noise(rng);
+    const ValuesInPlace shake(t.params().values(),
+                              Tensor::from(shaken, t.params().values().shape(), t.params().values().dtype()));
+    const EquiVAE& model = t.model();
+    std::vector<double> r_class;
+    for (int y = 0; y < 4; ++y) {
+      std::vector<int64_t> rows;
+      for (int64_t row : t.labelled_rows())
+        if (s.train.labels[size_t(row)] == y) rows.push_back(row);
+      const Tensor h = model.embed(Var(gather_images(s.train, rows, Device::cpu))).value();
+      const int64_t width = h.shape()[1];
+      const std::vector<double> all = h.to_vector();
+      std::vector<double> mean(size_t(width), 0.0);
+      for (size_t j = 0; j < all.size(); ++j) mean[j % size_t(width)] += all[j] / double(rows.size());
+      const std::vector<double> r = model.invariant(Var(Tensor::from(mean, {1, width}))).value().to_vector();
+      r_class.insert(r_class.end(), r.begin(), r.end());
+    }
+    std::vector<int64_t> all_rows(size_t(s.validation.n));
+    std::iota(all_rows.begin(), all_rows.end(), 0);
+    std::vector<double> pairs;  // row i * 4 + y: r_y
+    for (int64_t i = 0; i < s.validation.n; ++i) pairs.insert(pairs.end(), r_class.begin(), r_class.end());
+    const Tensor x = gather_images(s.validation, all_rows, Device::cpu);
+    const Tensor r_pairs = Tensor::from(pairs, {4 * s.validation.n, int64_t(r_class.size() / 4)});
+    const std::vector<double> elbo = model.class_elbos(Var(x), x, Var(r_pairs), nullptr).value().to_vector();
+    std::vector<int64_t> expected(16, 0);
+    std::vector<int64_t> predicted(4, 0);
+    // Images whose two best classes are level within float32 rounding may go either way (the
+    // library sums in batches and in float, here in one batch and partly in double).
+    int64_t near_ties = 0;
+    for (int64_t i = 0; i < s.validation.n; ++i) {
+      const auto row = elbo.begin() + 4 * i;
+      const int64_t y = std::max_element(row, row + 4) - row;
+      ++expected[size_t(s.validation.labels[size_t(i)] * 4 + y)], ++predicted[size_t(y)];
+      std::vector<double> sorted(row, row + 4);
+      std::sort(sorted.begin(), sorted.end(), std::greater<>());
+      near_ties += sorted[0] - sorted[1] <= 1e-5 * std::abs(sorted[0]);
+    }
+    INFO("near ties " << near_ties << ", predictions per class " << predicted[0] << " " << predicted[1] << " "
+                      << predicted[2] << " " << predicted[3]);
+    REQUIRE(near_ties <= s.validation.n / 10);  // the shaken classes' ELBOs differ
+    const std::vector<int64_t> got = generative_confusion(model, s.train, t.labelled_rows(), s.validation, Device::cpu);
+    int64_t moved = 0;  // each image counted elsewhere moves 2 entries by 1
+    for (size_t j = 0; j < got.size(); ++j) moved += std::abs(got[j] - expected[j]);
+    CHECK(moved <= 2 * near_ties);
+  }
+  // q(y|x) of the model chosen on validation, as train_mnist reports it: at this learning rate
+  // q(y|x) still swings between epochs late in the run (0-35 % error), and which epochs swing
+  // where changes with the order of summation (threads, vector width), so the last epoch's
+  // parameters are no stable subject; the best of 40 epochs is.
+  t.use_best();
+  const double after = t.classifier_error(s.validation);
+  CHECK(after == t.best_validation_error());
+  CHECK(after < 0.65);  // a weak bound: r learns slowly on this problem (see the supervised test)
   // No collapse onto one class (what KL(q(y|x) || p(y)) in L_unlab is there to prevent): every
   // class is predicted, none for more than 3/4 of the balanced validation set (collapse is all
-  // of it; the last epoch's q(y|x) still swings between epochs at this learning rate, so a
-  // tighter bound fails with harmless changes of summation order).
+  // of it, and then every epoch's error, the best's too, is 3/4).
   std::vector<int> predicted(4, 0);
   {
     NoGradGuard no_grad;
@@ -313,44 +386,6 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
     CHECK(row == std::count(s.validation.labels.begin(), s.validation.labels.end(), c));
   }
   CHECK(confusion_error(confusion) == after);
-  // The generative classifier: argmax_y of the ELBO at v's posterior mean, with r_y = g(the mean
-  // of h over the class's labelled images), the mean taken here on the host, class by class.
-  {
-    NoGradGuard no_grad;
-    const EquiVAE& model = t.model();
-    std::vector<double> r_class;
-    for (int y = 0; y < 4; ++y) {
-      std::vector<int64_t> rows;
-      for (int64_t row : t.labelled_rows())
-        if (s.train.labels[size_t(row)] == y) rows.push_back(row);
-      const Tensor h = model.embed(Var(gather_images(s.train, rows, Device::cpu))).value();
-      const int64_t width = h.shape()[1];
-      const std::vector<double> all = h.to_vector();
-      std::vector<double> mean(size_t(width), 0.0);
-      for (size_t j = 0; j < all.size(); ++j) mean[j % size_t(width)] += all[j] / double(rows.size());
-      const std::vector<double> r = model.invariant(Var(Tensor::from(mean, {1, width}))).value().to_vector();
-      r_class.insert(r_class.end(), r.begin(), r.end());
-    }
-    std::vector<int64_t> all_rows(size_t(s.validation.n));
-    std::iota(all_rows.begin(), all_rows.end(), 0);
-    std::vector<double> pairs;  // row i * 4 + y: r_y
-    for (int64_t i = 0; i < s.validation.n; ++i) pairs.insert(pairs.end(), r_class.begin(), r_class.end());
-    const Tensor x = gather_images(s.validation, all_rows, Device::cpu);
-    const Tensor r_pairs = Tensor::from(pairs, {4 * s.validation.n, int64_t(r_class.size() / 4)});
-    const std::vector<double> elbo = model.class_elbos(Var(x), x, Var(r_pairs), nullptr).value().to_vector();
-    std::vector<int64_t> expected(16, 0);
-    for (int64_t i = 0; i < s.validation.n; ++i) {
-      const auto row = elbo.begin() + 4 * i;
-      ++expected[size_t(s.validation.labels[size_t(i)] * 4 + (std::max_element(row, row + 4) - row))];
-    }
-    const std::vector<int64_t> got = generative_confusion(model, s.train, t.labelled_rows(), s.validation, Device::cpu);
-    CHECK(got == expected);
-    // Every epoch's metrics line has it: the last one, of these parameters.
-    std::ifstream metrics(a + "/metrics.jsonl");
-    std::string line, last;
-    while (std::getline(metrics, line)) last = line;
-    CHECK(nlohmann::json::parse(last).at("validation").at("generative_error").get<double>() == confusion_error(got));
-  }
   // The subset is the seed's balanced one: the benchmark classifier of this seed trains on it.
   CHECK(t.labelled_rows() == data::balanced_label_subset(s.train, 20, long_run.seed));
   CHECK(t.steps_done() == 40 * ((320 - 80 + 15) / 16));  // an epoch passes over the 240 unlabelled rows
