@@ -83,6 +83,12 @@ assert abs(r["validation_error_classifier"] - r["best_validation_error"]) < 1e-1
 assert abs(1 - sum(counts[k * 11] for k in range(10)) / 5000 - r["validation_error_classifier"]) < 1e-12, r
 assert open(f"{run}/confusion_validation.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n", "no validation confusion PNG"
 PY
+# A run folder made with another recipe (its ledger's command) is refused when a table is collected,
+# not read as this recipe's seed.
+if "${t2[@]}" --collect-only --m-max 100=3 2> "$work/err.txt"; then
+  echo "tools/table2.py collected a run of m_max 7 as m_max 3"; exit 1
+fi
+grep -q "$work/t2/100/seed1/equivae was run as" "$work/err.txt"
 rm -rf "$work/t2/100"
 "${t2[@]}" > "$work/t2.txt"
 if grep -q "^table2: " "$work/t2.txt"; then echo "tools/table2.py ran a recorded run again"; exit 1; fi

@@ -41,6 +41,16 @@ def what_it_computes(command):
     return out
 
 
+def finished_results(folder, command, who):
+    """A finished run's results.json, or None. A folder whose ledger says it was run with another
+    recipe is refused, as run_one refuses to continue it: its figures are not this command's."""
+    ledger = load_json(os.path.join(folder, "runner.json"), who)
+    if ledger and what_it_computes(ledger["command"]) != what_it_computes(command):
+        sys.exit(f"{who}: {folder} was run as\n  {shlex.join(ledger['command'])}\nnot as\n  {shlex.join(command)}\n"
+                 "move the folder aside or give --runs another folder")
+    return load_json(os.path.join(folder, "results.json"), who)
+
+
 def without_option(command, option):
     """The command without `option` and its value."""
     return [arg for i, arg in enumerate(command) if arg != option and (i == 0 or command[i - 1] != option)]
@@ -57,12 +67,9 @@ def run_one(who, kind, command, folder, skip_finished, fresh):
     FOLDER/log.txt; FOLDER/runner.json records the command and the wall time of every invocation,
     an interrupted one's included (written every LEDGER_EVERY_S as it runs). Exits naming the log on failure."""
     ledger_path = os.path.join(folder, "runner.json")
-    ledger = load_json(ledger_path, who)
-    if ledger and what_it_computes(ledger["command"]) != what_it_computes(command):
-        sys.exit(f"{who}: {folder} was run as\n  {shlex.join(ledger['command'])}\nnot as\n  {shlex.join(command)}\n"
-                 "remove the folder or give --runs another folder")
-    if skip_finished and load_json(os.path.join(folder, "results.json"), who) is not None:
+    if finished_results(folder, command, who) is not None and skip_finished:
         return
+    ledger = load_json(ledger_path, who)
     invoked = command
     if fresh:
         ledger = None

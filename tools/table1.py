@@ -29,8 +29,8 @@ import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_table import add_run_options, cell, duration, ledger_seconds, load_json, median_images_per_s, run_all, splice_markdown, \
-    start, train_seconds, what_it_computes, without_option, write_json  # noqa: E402
+from run_table import add_run_options, cell, duration, finished_results, ledger_seconds, load_json, median_images_per_s, run_all, \
+    splice_markdown, start, train_seconds, what_it_computes, without_option, write_json  # noqa: E402
 from seeds import mean_sem  # noqa: E402
 
 WHO = "table1"
@@ -92,8 +92,8 @@ def percent(x):
     return round(100 * x, 4)
 
 
-def equivae_record(folder, seed):
-    r = load_json(os.path.join(folder, "results.json"), WHO)
+def equivae_record(command, folder, seed):
+    r = finished_results(folder, command, WHO)
     if r is None:
         return None
     for key in ("test_error_distance", "best_epoch", "best_validation_error"):
@@ -109,8 +109,8 @@ def equivae_record(folder, seed):
             "train_seconds": train_seconds(folder), "images_per_s": median_images_per_s(folder)}
 
 
-def benchmark_record(folder, seed):
-    r = load_json(os.path.join(folder, "results.json"), WHO)
+def benchmark_record(command, folder, seed):
+    r = finished_results(folder, command, WHO)
     if r is None:
         return None
     if "test_error" not in r:
@@ -153,9 +153,9 @@ def collect(a, argv):
     earlier = earlier_records(a)
     eq, bench, pending = [], [], []
     for seed in seeds:
-        (_, _, eq_dir), (_, _, bench_dir) = commands(a, seed)
-        e = equivae_record(eq_dir, seed) or earlier["equivae"].get(seed)
-        b = benchmark_record(bench_dir, seed) or earlier["benchmark"].get(seed)
+        (_, eq_command, eq_dir), (_, bench_command, bench_dir) = commands(a, seed)
+        e = equivae_record(eq_command, eq_dir, seed) or earlier["equivae"].get(seed)
+        b = benchmark_record(bench_command, bench_dir, seed) or earlier["benchmark"].get(seed)
         eq += [e] if e else []
         bench += [b] if b else []
         if not e or not b:
