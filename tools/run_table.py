@@ -67,7 +67,8 @@ def run_one(who, kind, command, folder, skip_finished, fresh):
     FOLDER/log.txt; FOLDER/runner.json records the command and the wall time of every invocation,
     an interrupted one's included (written every LEDGER_EVERY_S as it runs). Exits naming the log on failure."""
     ledger_path = os.path.join(folder, "runner.json")
-    if finished_results(folder, command, who) is not None and skip_finished:
+    finished = finished_results(folder, command, who)  # refuses a folder run with another recipe
+    if skip_finished and finished is not None:
         return
     ledger = load_json(ledger_path, who)
     invoked = command
