@@ -114,6 +114,19 @@ for given in ([], ["--unlabelled-sets", "random"], ["--unlabelled-sets", "all"])
     assert "--unlabelled-sets" not in benchmark, benchmark
 PY
 
+# --teacher-warmup reaches the EquiVAE runs of the rows it names only, unsaid when off.
+python3 - <<'PY'
+import sys
+sys.path.insert(0, "tools")
+import table2
+sys.argv = ["table2.py", "--binary", "train_mnist", "--teacher-warmup", "100=2"]
+a = table2.parse()
+for labels, expected in ((100, ["2"]), (600, [])):
+    (_, equivae, _), (_, benchmark, _) = table2.commands(a, labels, 1)
+    assert [w for i, w in enumerate(equivae) if equivae[i - 1] == "--teacher-warmup"] == expected, equivae
+    assert "--teacher-warmup" not in benchmark, benchmark
+PY
+
 # --average-from last-batch starts the mean at the first epoch of the batch schedule's last size
 # (doubling every 10 epochs, 32 to 256): 11 / 21 / 21 / 31 for the paper's 20 / 25 / 30 / 35 epochs,
 # 31 for 40 and for 50.

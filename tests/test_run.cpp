@@ -54,11 +54,14 @@ TEST_CASE("run options: numbers are checked with the option's name and range", "
   CHECK_THROWS_WITH(check_options(cpu_plans.o), Contains("--reproducible-plans needs --device cuda"));
 }
 
-TEST_CASE("run options: --unlabelled-sets reaches the training configuration", "[run]") {
+TEST_CASE("run options: --unlabelled-sets and --teacher-warmup reach the training configuration", "[run]") {
   const ModelConfig model;
   CHECK_FALSE(train_config(Parsed({}).o, model).unlabelled_sets_all);  // the default: random sets
   CHECK(train_config(Parsed({"--unlabelled-sets", "all"}).o, model).unlabelled_sets_all);
   CHECK_THROWS_WITH(Parsed({"--unlabelled-sets", "some"}), Contains("--unlabelled-sets") && Contains("some"));
+  CHECK(train_config(Parsed({}).o, model).teacher_warmup_epochs == 0);  // the default: the paper's recipe
+  CHECK(train_config(Parsed({"--teacher-warmup", "2.5"}).o, model).teacher_warmup_epochs == 2.5);
+  CHECK_THROWS_WITH(Parsed({"--teacher-warmup", "-1"}), Contains("--teacher-warmup"));
 }
 
 TEST_CASE("run options: a run's options come back through the same checks; a differing flag is refused", "[run]") {

@@ -294,8 +294,14 @@ TEST_CASE("semi: training on 20 labels per class moves q(y|x) off chance, sees o
     std::ifstream metrics(a + "/metrics.jsonl");
     std::string line, last;
     while (std::getline(metrics, line)) last = line;
-    CHECK(nlohmann::json::parse(last).at("validation").at("generative_error").get<double>() ==
+    const nlohmann::json validation = nlohmann::json::parse(last).at("validation");
+    CHECK(validation.at("generative_error").get<double>() ==
           confusion_error(generative_confusion(t.model(), s.train, t.labelled_rows(), s.validation, Device::cpu)));
+    // ... and q(y|x)'s confusion, whose error is the line's.
+    const std::vector<int64_t> confusion = validation.at("classifier_confusion").get<std::vector<int64_t>>();
+    CHECK(confusion == classifier_confusion(t.model(), s.validation, Device::cpu));
+    CHECK(std::accumulate(confusion.begin(), confusion.end(), int64_t(0)) == s.validation.n);
+    CHECK(validation.at("classifier_error").get<double>() == confusion_error(confusion));
   }
   // The generative classifier against a computation of its own: argmax_y of the ELBO at v's
   // posterior mean, with r_y = g(the mean of h over the class's labelled images), the mean taken
@@ -441,7 +447,7 @@ TEST_CASE("semi: --unlabelled-sets all gives every unlabelled pair all of its cl
   REQUIRE(partial);
   const auto l_unlab = [&](Objective& o, uint64_t step) {
     NoGradGuard no_grad;
-    Objective::StepResult r = o.semi_supervised(unlabelled, step);
+    Objective::StepResult r = o.semi_supervised(unlabelled, step, 0.0);
     r.read();
     return r.unlabelled_sum;
   };
@@ -450,4 +456,58 @@ TEST_CASE("semi: --unlabelled-sets all gives every unlabelled pair all of its cl
 
   random.m_max = 3;
   CHECK(Objective(model, random, train).unlabelled_set_size(*full) <= 3);
+}
+
+// --teacher-warmup: a step's loss is the same, the gradient of every parameter outside q(y|x) the
+// same, and q(y|x)'s gradient that of the labelled log q(y|x) plus the fraction
+// min(1, epochs done / warm-up) of the unlabelled term's.
+TEST_CASE("semi: --teacher-warmup scales the unlabelled term's gradient into q(y|x) and nothing else", "[semi][train]") {
+  const data::Splits s = synthetic_splits();
+  Trainer trained(semi_trainable(), semi_training("", 2), s);  // r_y differ between classes
+  trained.train();
+  TrainConfig warm = semi_training("", 1);
+  warm.teacher_warmup_epochs = 2;
+  const DeviceImages train(s.train, Device::cpu);
+  Objective objective(trained.model(), warm, train);
+  CHECK(objective.teacher_weight(0.0) == 0.0);
+  CHECK(objective.teacher_weight(0.5) == 0.25);
+  CHECK(objective.teacher_weight(3.0) == 1.0);
+  CHECK(Objective(trained.model(), semi_training("", 1), train).teacher_weight(0.0) == 1.0);  // no warm-up
+  std::vector<int64_t> unlabelled;
+  for (int64_t row = 0; row < s.train.n && unlabelled.size() < 5; ++row)
+    if (std::find(objective.labelled_rows().begin(), objective.labelled_rows().end(), row) == objective.labelled_rows().end())
+      unlabelled.push_back(row);
+  ParameterStore& p = trained.params();
+  auto step = [&](double epochs_done) {
+    p.zero_grad();
+    Objective::StepResult r = objective.semi_supervised(unlabelled, 7, epochs_done);
+    r.loss.backward();
+    return std::make_pair(r.loss.value().to_vector()[0], p.grads().to_vector());
+  };
+  const auto [loss0, g0] = step(0.0);     // weight 0: log q(y|x) of the labelled rows alone
+  const auto [loss_half, g_half] = step(1.0);  // weight 1/2
+  const auto [loss1, g1] = step(2.0);     // weight 1: the paper's gradient
+  CHECK(loss_half == Approx(loss0).epsilon(1e-6));
+  CHECK(loss1 == Approx(loss0).epsilon(1e-6));
+  double scale = 0;
+  for (double g : g1) scale = std::max(scale, std::abs(g));
+  REQUIRE(scale > 0.0);
+  double teacher = 0;  // the unlabelled term's gradient into q(y|x)
+  for (const auto& e : p.entries()) {
+    const bool classifier = e.name.rfind("q_y.", 0) == 0;
+    for (int64_t i = e.offset; i < e.offset + shape_numel(e.shape); ++i) {
+      const size_t k = size_t(i);
+      if (classifier) {
+        teacher += std::abs(g1[k] - g0[k]);
+        CHECK(g_half[k] == Approx(0.5 * (g0[k] + g1[k])).margin(1e-5 * scale));
+      } else {
+        CHECK(g0[k] == Approx(g1[k]).margin(1e-5 * scale));
+        CHECK(g_half[k] == Approx(g1[k]).margin(1e-5 * scale));
+      }
+    }
+  }
+  CHECK(teacher > 1e-3 * scale);
+  TrainConfig supervised = small_training("", 1);
+  supervised.teacher_warmup_epochs = 1;
+  CHECK_THROWS_WITH(Objective(trained.model(), supervised, train), Contains("--teacher-warmup"));
 }

@@ -66,6 +66,9 @@ def parse():
     ap.add_argument("--unlabelled-sets", choices=("random", "all"), default="random",
                     help="an unlabelled pair's r_y from m ~ U{1..m_max} random labels of its class (random) or all of "
                          "them (all): train_mnist --unlabelled-sets, for every row run")
+    ap.add_argument("--teacher-warmup", default="",
+                    help="train_mnist --teacher-warmup for the EquiVAE runs: N or ROW=N,... epochs over which the "
+                         "unlabelled term's gradient into q(y|x) grows from 0 to its full weight (default 0: off)")
     ap.add_argument("--average-from", default="last-batch",
                     help="weight averaging of both models from epoch N (train_mnist --average-from): N, ROW=N,..., "
                          "or 'last-batch' (the default, chosen on validation: docs/results.md, screen 12), the first "
@@ -92,6 +95,7 @@ def parse():
     a.seed_counts = per_row(a.seeds, "--seeds", {r: 1 for r in ROWS})
     a.epoch_counts = per_row(a.epochs, "--epochs", EPOCHS) if a.epochs else dict(EPOCHS)
     a.m_max = per_row(a.m_max, "--m-max", M_MAX) if a.m_max else dict(M_MAX)
+    a.teacher_warmup = per_row(a.teacher_warmup, "--teacher-warmup", {row: 0 for row in ROWS})
     a.average_from = ({r: last_batch_size_epoch(e) for r, e in a.epoch_counts.items()} if a.average_from == "last-batch"
                       else per_row(a.average_from, "--average-from", {r: 0 for r in ROWS}))
     a.runs = a.runs or ("runs/table2-quick" if a.quick else "runs/table2")
@@ -127,6 +131,8 @@ def commands(a, labels, seed):
     eq_dir, bench_dir = os.path.join(folder, "equivae"), os.path.join(folder, "benchmark")
     # train_mnist's default (random) is left unsaid, so that runs recorded before the option match.
     sets = ["--unlabelled-sets", a.unlabelled_sets] if a.unlabelled_sets != "random" else []
+    if a.teacher_warmup[labels]:  # likewise unsaid when off
+        sets += ["--teacher-warmup", str(a.teacher_warmup[labels])]
     equivae = [a.binary] + common + ["--m-max", str(a.m_max[labels])] + sets + ["--classifier-epochs", "0",
                                      "--out", eq_dir, "--resume", "auto"] + a.extra
     benchmark = [a.binary, "--benchmark"] + common + ["--out", bench_dir, "--resume", "auto"] + a.extra
@@ -169,6 +175,7 @@ def collect(a, argv):
     for labels in a.rows:
         seeds = range(a.first_seed, a.first_seed + a.seed_counts[labels])
         row = {"epochs": a.epoch_counts[labels], "m_max": a.m_max[labels], "unlabelled_sets": a.unlabelled_sets,
+               "teacher_warmup": a.teacher_warmup[labels],
                "latent": 8,
                "train_limit": train_limit(a, labels) or None,
                "command": shlex.join(["python3", "tools/table2.py"] + argv),
@@ -207,6 +214,8 @@ def write_markdown(path, table, json_path):
         limit = f" (first {row['train_limit']} images)" if row.get("train_limit") else ""
         p = row["paper"]
         sets = "" if row.get("unlabelled_sets", "random") == "random" else " (unlabelled r_y: all labels)"
+        if row.get("teacher_warmup"):
+            sets += f" (teacher warm-up: {row['teacher_warmup']} epochs)"
         lines.append(f"| {key}{limit} | {row['epochs']} | {row['m_max']}{sets} | {cell(row['equivae'])} | "
                      f"{cell(row['benchmark'])} | {p['equivae'][0]:.2f} +/- {p['equivae'][1]:.2f} | "
                      f"{p['benchmark'][0]:.2f} +/- {p['benchmark'][1]:.2f} | {wall('equivae')} / {wall('benchmark')} |")

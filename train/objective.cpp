@@ -47,6 +47,8 @@ Objective::Objective(const EquiVAE& model, const TrainConfig& config, const Devi
       indices_(config.device) {
   const data::Dataset& t = train.dataset();
   for (int64_t i = 0; i < t.n; ++i) labelled_rows_.push_back(i);
+  EQUIVAE_CHECK(config.teacher_warmup_epochs == 0 || config.labels_per_class > 0,
+                "train: --teacher-warmup is for semi-supervised runs: give --labels N too");
   EQUIVAE_CHECK((config.labels_per_class > 0) == model.config().semi_supervised,
                 "train: --labels needs a semi-supervised model and a semi-supervised model needs --labels");
   if (config.labels_per_class > 0) {
@@ -157,7 +159,13 @@ Objective::StepResult Objective::supervised(const DeviceImages& images, const da
   return supervised_step(images, ix, indices_.upload(ix.parts()), RandomStream{seed, step << 32});
 }
 
-Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step) {
+double Objective::teacher_weight(double epochs_done) const {
+  if (config_.teacher_warmup_epochs <= 0) return 1.0;
+  return std::clamp(epochs_done / config_.teacher_warmup_epochs, 0.0, 1.0);
+}
+
+Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step,
+                                                 double epochs_done) {
   const data::Dataset& d = train_.dataset();
   const uint64_t seed = config_.seed;
   const int64_t n_l = int64_t(labelled_rows_.size());
@@ -196,9 +204,10 @@ Objective::StepResult Objective::semi_supervised(const std::vector<int64_t>& unl
   const Var r_pairs = model_.class_latent(Var(all.rows(b_l, b_l + set_images)), index[1], index[2]);
   RandomStream unlabelled_dropout{seed ^ kUnlabelledDropoutSalt, step << 32};
   RandomStream unlabelled_noise{seed ^ kUnlabelledNoiseSalt, step << 32};
-  const Var u = sum(model_.unlabelled_elbo(Var(x_u), x_u, r_pairs,
-                                            model_.class_logits(Var(x_u), unlabelled_dropout, true), log_prior_tensor_,
-                                            unlabelled_noise));
+  Var logits_u = model_.class_logits(Var(x_u), unlabelled_dropout, true);
+  if (const double w = teacher_weight(epochs_done); w < 1.0)  // the same values, a fraction w of the gradient
+    logits_u = add(scale(stop_grad(logits_u), 1.0 - w), scale(logits_u, w));
+  const Var u = sum(model_.unlabelled_elbo(Var(x_u), x_u, r_pairs, logits_u, log_prior_tensor_, unlabelled_noise));
   // -(mean over the labelled batch of L_lab + log q(y|x) + mean over the unlabelled batch of L_unlab).
   // Weighting the two sums by N_l / b_l and N_u / b_u instead (an unbiased estimate of the
   // objective summed over the whole data set) left q(y|x) at chance on MNIST: 1,000 labels of

@@ -34,6 +34,11 @@ struct TrainConfig {
   // of class y (true; the paper's "labelled data set for class y") or from a fresh random set of
   // m ~ U{1..min(m_max, labels_per_class)} of them (false).
   bool unlabelled_sets_all = false;
+  // Semi-supervised, > 0: the unlabelled term's gradient into q(y|x) is scaled by
+  // min(1, epochs done / teacher_warmup_epochs), so that q(y|x) learns from the labels first while
+  // the generative model (its teacher through L_unlab) forms; the objective's value is unchanged.
+  // 0: off (the paper's recipe).
+  double teacher_warmup_epochs = 0;
   double lr = 1e-3;
   // > 0: from the end of this epoch on, also keep the running mean of the epoch-end parameters
   // (stochastic weight averaging, Izmailov et al. 2018), validate it beside the last epoch's, and
@@ -123,8 +128,12 @@ class Objective {
   int64_t max_set_images(int64_t n) const;
   // Semi-supervised step: these unlabelled rows and as many labelled ones (cycling through the
   // labelled set); the loss is the objective of docs/model.md section 2 with no weight on any
-  // term, each of its two sums taken as a mean over its own batch.
-  StepResult semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step);
+  // term, each of its two sums taken as a mean over its own batch. `epochs_done` (the epochs
+  // completed, fractional within an epoch) sets the teacher's weight (teacher_weight).
+  StepResult semi_supervised(const std::vector<int64_t>& unlabelled, uint64_t step, double epochs_done);
+  // The factor on the unlabelled term's gradient into q(y|x) after `epochs_done` epochs
+  // (TrainConfig::teacher_warmup_epochs): 1 without a warm-up.
+  double teacher_weight(double epochs_done) const;
   // The size m of every unlabelled pair's set at this step (TrainConfig::unlabelled_sets_all).
   int unlabelled_set_size(uint64_t step) const;
   // The objective on d, with complementary sets drawn within d from a stream of validation's

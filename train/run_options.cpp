@@ -126,6 +126,10 @@ OptionTable::OptionTable(CLI::App& app, RunOptions& o) : app_(app) {
       "semi-supervised: an unlabelled image's r_y for class y from all of y's labelled images (all; the paper's "
       "'labelled data set for class y') or from m ~ U{1..min(m_max, labels per class)} random ones (random)", run)
       ->check(CLI::IsMember({"random", "all"}));
+  add("teacher-warmup", o.teacher_warmup,
+      "semi-supervised: scale the unlabelled term's gradient into q(y|x) by min(1, epochs done / this), so that q(y|x) "
+      "first learns from the labels while the generative model that teaches it forms (0: off, the paper's recipe)", run)
+      ->check(in_range(0.0, double(kEpochs), false));
   add("filters", o.filters, "conv filters of the 5 encoder layers", run)->expected(5)->check(in_range<int64_t>(1, kWidth, false));
   number<int64_t>("hidden", o.hidden, 1, kWidth, "width H of the dense layers", run);
   number<int64_t>("d-r", o.d_r, 1, kWidth, "invariant latent size", run);
@@ -299,6 +303,7 @@ TrainConfig train_config(const RunOptions& o, const ModelConfig& model) {
   t.set_sampling = data::set_sampling_from_name(o.set_sampling);
   t.labels_per_class = o.labels / model.num_classes;
   t.unlabelled_sets_all = o.unlabelled_sets == "all";
+  t.teacher_warmup_epochs = o.teacher_warmup;
   t.lr = o.lr;
   t.average_from = o.average_from;
   t.seed = o.seed;

@@ -45,7 +45,7 @@ struct RunOptions {
   int epochs = TrainConfig{}.epochs, double_every = TrainConfig{}.double_every, m_max = TrainConfig{}.m_max;
   int average_from = TrainConfig{}.average_from;
   int labels = 0, latent = 0, threads = 0, classifier_epochs = ClassifierConfig{}.epochs;
-  double lr = TrainConfig{}.lr;
+  double lr = TrainConfig{}.lr, teacher_warmup = TrainConfig{}.teacher_warmup_epochs;
   uint64_t seed = TrainConfig{}.seed;
   bool quick = false, no_progress = false, benchmark = false, tf32 = false, force = false, skip_self_check = false;
   bool reproducible_plans = false;

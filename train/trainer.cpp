@@ -125,8 +125,8 @@ void Trainer::train() {
 
   const bool quiet_steps = config_.device == Device::cuda;
   LateScalars late;
-  auto step = [&](const std::vector<int64_t>& rows) {
-    return semi ? objective_->semi_supervised(rows, step_)
+  auto step = [&](const std::vector<int64_t>& rows, double epochs_done) {
+    return semi ? objective_->semi_supervised(rows, step_, epochs_done)
                 : objective_->supervised(*train_images_, objective_->train_classes(), rows, config_.seed, step_);
   };
   // A supervised batch as a step of the epoch's batch size (a short last batch padded to it),
@@ -189,6 +189,7 @@ void Trainer::train() {
     };
     for (int64_t b = 0; b < batches; ++b) {
       const std::vector<int64_t> rows(order.begin() + b * batch, order.begin() + std::min(epoch_size, (b + 1) * batch));
+      const double epochs_done = double(epoch_) + double(b) / double(batches);  // sets the teacher's weight
       Objective::StepResult s;
       // Supervised batches through graphs (their backward and Adam inside), one per batch size.
       const bool graphed = graphs_->enabled() && !semi;
@@ -197,12 +198,12 @@ void Trainer::train() {
           // On a GPU every value check is a host wait: there the checks run only to name the op
           // of a step gone NaN (when the loss is read at once).
           const ValueChecks checks(!quiet_steps);
-          s = graphed ? graphed_step(rows, batch) : step(rows);
+          s = graphed ? graphed_step(rows, batch) : step(rows, epochs_done);
         }
         if (!config_.late_reads) {
           s.read();
           if (const char* bad = not_finite(s.loglik_sum, s.kl_sum, s.unlabelled_sum)) {
-            if (quiet_steps) step(rows);  // the same step, checked
+            if (quiet_steps) step(rows, epochs_done);  // the same step, checked
             throw NumericError(fmt::format("{} is not finite", bad));
           }
         }
@@ -242,7 +243,10 @@ void Trainer::train() {
 
     const ElboStats val = evaluate_elbo(data_.validation);
     const double val_error = distance_error(data_.validation);
-    const double val_classifier = semi ? classifier_error(data_.validation) : 0.0;
+    // q(y|x)'s validation confusion: its columns show a class given up (docs/results.md, issue 12).
+    const std::vector<int64_t> val_confusion =
+        semi ? classifier_confusion(*model_, data_.validation, config_.device) : std::vector<int64_t>{};
+    const double val_classifier = semi ? confusion_error(val_confusion) : 0.0;
     // q(y|x)'s teacher on the unlabelled images (train/evaluation.h): how much they can add.
     const double val_generative =
         semi ? confusion_error(generative_confusion(*model_, data_.train, objective_->labelled_rows(), data_.validation,
@@ -274,6 +278,7 @@ void Trainer::train() {
       if (semi) {
         line["train"]["unlabelled_elbo"] = unlabelled_sum / double(std::max<int64_t>(1, unlabelled_n));
         line["validation"]["classifier_error"] = val_classifier;
+        line["validation"]["classifier_confusion"] = val_confusion;  // [true * K + predicted]
         line["validation"]["generative_error"] = val_generative;
       }
       if (averaging()) {
