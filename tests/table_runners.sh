@@ -83,6 +83,17 @@ assert abs(r["validation_error_classifier"] - r["best_validation_error"]) < 1e-1
 assert abs(1 - sum(counts[k * 11] for k in range(10)) / 5000 - r["validation_error_classifier"]) < 1e-12, r
 assert open(f"{run}/confusion_validation.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n", "no validation confusion PNG"
 PY
+# tools/class_marginal.py reads each epoch's confusion: the predicted shares of one epoch sum to 100 %
+python3 tools/class_marginal.py "$work/t2/100/seed1/equivae" > "$work/marginal.txt"
+python3 - "$work/marginal.txt" "$work/t2/100/seed1/equivae/metrics.jsonl" <<'PY'
+import json, sys
+lines = [l for l in open(sys.argv[1]) if l.strip().startswith("epoch")]
+metrics = [json.loads(l) for l in open(sys.argv[2])]
+assert len(lines) == len(metrics) == 1, (lines, metrics)
+shares = [float(w) for w in lines[0].split("predicted %")[1].split()]
+assert len(shares) == 10 and abs(sum(shares) - 100) < 0.6, shares
+assert f"error {100 * metrics[0]['validation']['classifier_error']:6.2f} %" in lines[0], lines[0]
+PY
 # A run folder made with another recipe (its ledger's command) is refused when a table is collected,
 # not read as this recipe's seed.
 if "${t2[@]}" --collect-only --m-max 100=3 2> "$work/err.txt"; then
