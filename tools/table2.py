@@ -95,7 +95,8 @@ def parse():
     a.seed_counts = per_row(a.seeds, "--seeds", {r: 1 for r in ROWS})
     a.epoch_counts = per_row(a.epochs, "--epochs", EPOCHS) if a.epochs else dict(EPOCHS)
     a.m_max = per_row(a.m_max, "--m-max", M_MAX) if a.m_max else dict(M_MAX)
-    a.teacher_warmup = per_row(a.teacher_warmup, "--teacher-warmup", {row: 0 for row in ROWS})
+    off = {row: 0 for row in ROWS}
+    a.teacher_warmup = per_row(a.teacher_warmup, "--teacher-warmup", off) if a.teacher_warmup else off
     a.average_from = ({r: last_batch_size_epoch(e) for r, e in a.epoch_counts.items()} if a.average_from == "last-batch"
                       else per_row(a.average_from, "--average-from", {r: 0 for r in ROWS}))
     a.runs = a.runs or ("runs/table2-quick" if a.quick else "runs/table2")
