@@ -103,6 +103,10 @@ grep -q "$work/t2/100/seed1/equivae was run as" "$work/err.txt"
 rm -rf "$work/t2/100"
 "${t2[@]}" > "$work/t2.txt"
 if grep -q "^table2: " "$work/t2.txt"; then echo "tools/table2.py ran a recorded run again"; exit 1; fi
+# ... and so it does under another --runs folder: --out says where a run lives, not what it computes.
+python3 tools/table2.py --quick --rows 100 --jobs 2 --threads 1 --binary "$train_mnist" --runs "$work/t2-moved" \
+  --json "$work/t2/t.json" --md "$work/t2/r.md" > "$work/t2-moved.txt"
+if grep -q "^table2: " "$work/t2-moved.txt"; then echo "tools/table2.py ran a recorded run again under another --runs"; exit 1; fi
 python3 - "$work" <<'PY'
 import json, sys
 t = json.load(open(f"{sys.argv[1]}/t2/t.json"))["100"]

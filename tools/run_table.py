@@ -33,10 +33,11 @@ def write_json(path, value):
 
 
 def what_it_computes(command):
-    """A command without the binary's path and --threads: what may change between resumed parts."""
+    """A command without the binary's path, --threads and --out: what may change between resumed
+    parts, or between a run and its record in a table built under another --runs folder."""
     out, args = [], command[1:]
     for i, arg in enumerate(args):
-        if arg != "--threads" and (i == 0 or args[i - 1] != "--threads"):
+        if arg not in ("--threads", "--out") and (i == 0 or args[i - 1] not in ("--threads", "--out")):
             out.append(arg)
     return out
 
