@@ -37,7 +37,7 @@ EPOCHS = {100: 20, 600: 25, 1000: 30, 3000: 35}  # the paper's, per row
 M_MAX = {100: 7, 600: 60, 1000: 60, 3000: 60}
 # train_mnist --teacher-warmup, in epochs (0: off). 100 labels: 2, chosen on validation over five
 # seeds (docs/results.md, screen 17): without it, three of five draws locked q(y|x) into a wrong
-# class assignment in the first epoch. Not screened on the other rows, which never locked.
+# class assignment in the first epoch. Not screened on the other rows, none of whose runs locked.
 TEACHER_WARMUP = {100: 2, 600: 0, 1000: 0, 3000: 0}
 PAPER = {100: ((8.90, 0.70), (21.91, 0.66)), 600: ((3.99, 0.17), (6.64, 0.35)),
          1000: ((3.34, 0.17), (5.43, 0.31)), 3000: ((2.23, 0.14), (2.96, 0.11))}
